@@ -1,0 +1,54 @@
+"""TensorFlow with its TF 1.x RNN cells, whatever the import order.
+
+TensorFlow 2.16+ routes `tf.keras` and `tf.compat.v1.nn.rnn_cell` to Keras 3, which has no
+`RNNCell`. The TF 1.x cells live on in the package tf-keras and are used when
+`TF_USE_LEGACY_KERAS=1` is set before `tf.keras` is first touched. This module sets it (unless
+the user chose otherwise) and takes the cells straight from tf-keras's own v1 API, so that
+`import phased_lstm` works whether or not `tensorflow` was imported first.
+
+Every other module of the package imports `tf` and `rnn_cell` from here.
+"""
+
+import os
+
+# Must precede the first use of tf.keras; TensorFlow reads it lazily, not at import.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import tensorflow as tf  # noqa: E402
+
+
+def _major_minor(version):
+    return tuple(version.split(".")[:2])
+
+
+_INSTALL_HINT = (
+    "Install it with the same major.minor version as TensorFlow: "
+    f"pip install 'tf-keras~={'.'.join(_major_minor(tf.__version__))}.0'"
+)
+
+try:
+    import tf_keras  # noqa: E402
+except ImportError as error:
+    raise ImportError(
+        "phased_lstm needs the TF 1.x RNN cells, which TensorFlow "
+        f"{tf.__version__} only provides through the package tf-keras, and it is not "
+        f"installed. {_INSTALL_HINT}"
+    ) from error
+
+if _major_minor(tf_keras.__version__) != _major_minor(tf.__version__):
+    raise ImportError(
+        f"tf-keras {tf_keras.__version__} does not match TensorFlow {tf.__version__}. "
+        + _INSTALL_HINT
+    )
+
+# The same classes as tf.compat.v1.nn.rnn_cell under TF_USE_LEGACY_KERAS=1, reached even if
+# tf.keras was already bound to Keras 3 before this package was imported.
+from tf_keras.api._v1.keras.__internal__.legacy import rnn_cell  # noqa: E402
+
+# The RNNCell subclass that TensorFlow's own cells derive from: variables made in build(), no
+# scope cached from the first call (RNNCell caches one, and a cell first used inside
+# dynamic_rnn's while loop would build its later static_rnn ops in that loop's graph).
+# tf-keras does not export it; it is the same class TF 1.x had as rnn_cell_impl.LayerRNNCell.
+from tf_keras.src.layers.rnn.legacy_cells import LayerRNNCell  # noqa: E402
+
+__all__ = ["tf", "rnn_cell", "LayerRNNCell"]

@@ -1,0 +1,131 @@
+"""PhasedLSTMCell: a drop-in for TF 1.x's `tf.contrib.rnn.PhasedLSTMCell`."""
+
+from phased_lstm.legacy_tf import rnn_cell, tf
+from phased_lstm.phased_cell import PhasedRNNCell
+from phased_lstm.time_gate import TimeGate
+
+
+class PhasedLSTMCell(PhasedRNNCell):
+    """Phased LSTM cell (Neil, Pfeiffer, Liu, NIPS 2016), with the TF 1.x cell's interface.
+
+    An `RNNCell` (through LayerRNNCell, like TensorFlow's own cells), for `dynamic_rnn`,
+    `static_rnn` and the other TF 1.x RNN functions.
+
+    An LSTM step whose result is kept only in proportion to a time gate k that opens during a
+    learned fraction `ratio_on` of a learned period, at a learned phase:
+
+        c_t = k_t * c~_t + (1 - k_t) * c_{t-1},    h_t = k_t * h~_t + (1 - k_t) * h_{t-1}
+
+    where (c~_t, h~_t) is the plain LSTM step. Variables (names and layouts of TF 1.x, so its
+    checkpoints restore): `mask_gates/kernel` [input_size + num_units (+ num_units), 2 * num_units]
+    (input gate, then forget gate), `mask_gates/bias`, `new_input/kernel`
+    [input_size + num_units, num_units], `new_input/bias`, `output_gate/kernel`
+    [input_size + num_units (+ num_units), num_units], `output_gate/bias`, and `period`, `phase`,
+    `ratio_on` [num_units]. Kernel rows are [x, h], then c_{t-1} (mask gates) or c~_t (output
+    gate) with peepholes.
+
+    Inputs are a tuple (time [batch, 1], features [batch, input_size]); each example may have its
+    own timestamps. The state is `LSTMStateTuple(c, h)`, each [batch, num_units]; the output is h.
+
+    Args:
+      num_units: number of units, >= 1.
+      use_peepholes: whether the input and forget gates see c_{t-1} and the output gate c~_t.
+      leak: alpha, the closed gate's slope: a float >= 0 or a scalar float tensor, e.g.
+        `tf.compat.v1.placeholder_with_default(0.001, [])` fed 0 to evaluate without leak.
+      ratio_on: initial open ratio, in (0, 1].
+      trainable_ratio_on: whether the open ratio is learned.
+      period_init_min, period_init_max: periods start log-uniform on this range.
+      reuse: whether to reuse variables in an existing scope (TF 1.x semantics).
+      trainable_period: whether the periods are learned.
+      trainable_phase: whether the phases are learned.
+      period_initializer: replaces the log-uniform period initialiser.
+      phase_initializer: replaces the default U(0, initial period).
+      ratio_on_initializer: replaces the constant `ratio_on`.
+      name: layer name; default "phased_lstm_cell".
+      dtype: dtype of the variables and outputs; default: the features' dtype. The time may
+        be float64 whatever this is.
+
+    Raises:
+      ValueError: for num_units < 1 or invalid timing settings (see `TimeGate`); when called, for
+        time not [batch, 1] or features not rank 2.
+      TypeError: when called, for inputs that are not a (time, features) pair or non-float time.
+    """
+
+    def __init__(self, num_units, use_peepholes=False, leak=0.001, ratio_on=0.1,
+                 trainable_ratio_on=True, period_init_min=1.0, period_init_max=1000.0,
+                 reuse=None, *, trainable_period=True, trainable_phase=True,
+                 period_initializer=None, phase_initializer=None, ratio_on_initializer=None,
+                 name=None, dtype=None):
+        super().__init__(_reuse=reuse, name=name, dtype=dtype)
+        if not (isinstance(num_units, int) and num_units >= 1):
+            raise ValueError(f"num_units must be an integer >= 1; got {num_units!r}")
+        self._num_units = num_units
+        self._use_peepholes = use_peepholes
+        self.time_gate = TimeGate(
+            num_units, leak, ratio_on, trainable_ratio_on, period_init_min, period_init_max,
+            trainable_period, trainable_phase, period_initializer, phase_initializer,
+            ratio_on_initializer)
+
+    @property
+    def state_size(self):
+        return rnn_cell.LSTMStateTuple(self._num_units, self._num_units)
+
+    @property
+    def output_size(self):
+        return self._num_units
+
+    @property
+    def use_peepholes(self):
+        return self._use_peepholes
+
+    def build(self, inputs_shape):
+        if not isinstance(inputs_shape, (tuple, list)) or len(inputs_shape) != 2:
+            raise TypeError(
+                "PhasedLSTMCell expects inputs as a tuple (time [batch, 1], "
+                f"features [batch, input_size]); got shape {inputs_shape}")
+        input_size = tf.TensorShape(inputs_shape[1])[-1]
+        if input_size is None:
+            raise ValueError(f"features' last dimension must be known; got {inputs_shape[1]}")
+        n = self._num_units
+        peep = n if self._use_peepholes else 0
+        zeros = tf.compat.v1.zeros_initializer()
+        self.mask_gates_kernel = self.add_weight(
+            "mask_gates/kernel", shape=[input_size + n + peep, 2 * n])
+        self.mask_gates_bias = self.add_weight("mask_gates/bias", shape=[2 * n], initializer=zeros)
+        self.new_input_kernel = self.add_weight("new_input/kernel", shape=[input_size + n, n])
+        self.new_input_bias = self.add_weight("new_input/bias", shape=[n], initializer=zeros)
+        self.output_gate_kernel = self.add_weight(
+            "output_gate/kernel", shape=[input_size + n + peep, n])
+        self.output_gate_bias = self.add_weight("output_gate/bias", shape=[n], initializer=zeros)
+        self.time_gate.build(self.add_weight, self.dtype)
+        self.built = True
+
+    def call(self, inputs, state):
+        """One step.
+
+        Args:
+          inputs: (time [batch, 1], features [batch, input_size]).
+          state: LSTMStateTuple(c [batch, num_units], h [batch, num_units]).
+
+        Returns:
+          (h, LSTMStateTuple(c, h)), each [batch, num_units].
+        """
+        time, x = inputs
+        c_prev, h_prev = state
+        x_h = [x, h_prev]
+        mask_in = x_h + [c_prev] if self._use_peepholes else x_h
+        mask_gates = tf.sigmoid(
+            tf.matmul(tf.concat(mask_in, 1), self.mask_gates_kernel) + self.mask_gates_bias)
+        input_gate, forget_gate = tf.split(mask_gates, 2, axis=1)
+        new_input = tf.tanh(
+            tf.matmul(tf.concat(x_h, 1), self.new_input_kernel) + self.new_input_bias)
+        c_lstm = forget_gate * c_prev + input_gate * new_input
+        out_in = x_h + [c_lstm] if self._use_peepholes else x_h
+        output_gate = tf.sigmoid(
+            tf.matmul(tf.concat(out_in, 1), self.output_gate_kernel) + self.output_gate_bias)
+        h_lstm = output_gate * tf.tanh(c_lstm)
+
+        k = self.time_gate(time, c_lstm.dtype)
+        c = k * c_lstm + (1.0 - k) * c_prev
+        h = k * h_lstm + (1.0 - k) * h_prev
+        return h, rnn_cell.LSTMStateTuple(c, h)

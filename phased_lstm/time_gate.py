@@ -1,0 +1,184 @@
+"""The Phased LSTM time gate k_t, shared by every phased cell and by the fast sequence path.
+
+The gate depends only on the timestamp and on three learned parameters per unit (PAPER_NOTES.md):
+
+    phi = ((t - s) mod tau) / tau
+    k   = 2 phi / r_on          if phi < r_on / 2      (opening)
+        = 2 - 2 phi / r_on      if phi < r_on          (closing)
+        = leak * phi            otherwise              (closed)
+
+`TimeGate` owns the three variables (`period` tau, `phase` s, `ratio_on` r_on, named as in the
+TF 1.x cell) and computes k for any number of leading time dimensions.
+
+Validity: tau and r_on are divisors. The variables carry a constraint that projects them back
+onto period >= MIN_PERIOD and MIN_RATIO_ON <= ratio_on <= 1 after every optimiser update (every
+`tf.compat.v1.train.Optimizer` and Keras optimiser applies `Variable.constraint`), and the gate
+clips them to the same ranges, which changes nothing for valid values and keeps a hand-set or
+restored invalid value from producing NaN.
+"""
+
+import math
+import numbers
+
+from phased_lstm.legacy_tf import tf
+
+MIN_PERIOD = 1e-3
+MIN_RATIO_ON = 1e-3
+
+
+def valid_period(period):
+    """Projects periods onto [MIN_PERIOD, inf)."""
+    return tf.maximum(period, MIN_PERIOD)
+
+
+def valid_ratio_on(ratio_on):
+    """Projects open ratios onto [MIN_RATIO_ON, 1]."""
+    return tf.clip_by_value(ratio_on, MIN_RATIO_ON, 1.0)
+
+
+# The variables' constraints. An optimiser calls `variable.assign(constraint(variable))` after
+# its update; a variable created inside dynamic_rnn has a caching device, and converting it to
+# a tensor would give the value cached before the update, undoing it. read_value() reads anew.
+def project_period(variable):
+    """Constraint of `period`: valid_period of its current value."""
+    return valid_period(variable.read_value())
+
+
+def project_ratio_on(variable):
+    """Constraint of `ratio_on`: valid_ratio_on of its current value."""
+    return valid_ratio_on(variable.read_value())
+
+
+def exp_uniform_initializer(low, high):
+    """Initialiser drawing exp(U(ln low, ln high)): log-uniform on [low, high].
+
+    Args:
+      low: smallest value, > 0.
+      high: largest value, >= low.
+
+    Returns:
+      An initialiser callable `(shape, dtype=None, partition_info=None) -> Tensor`.
+    """
+    log_low, log_high = math.log(low), math.log(high)
+
+    def initializer(shape, dtype=tf.float32, partition_info=None):
+        del partition_info  # unused; part of the TF 1.x initialiser signature
+        return tf.exp(tf.random.uniform(shape, log_low, log_high, dtype=dtype))
+
+    return initializer
+
+
+def check_time(time):
+    """Raises if `time` is not a floating tensor of shape [..., 1].
+
+    Args:
+      time: the timestamps, shape [batch, 1] for one step or [batch, steps, 1] for a sequence.
+
+    Raises:
+      TypeError: if time is not floating point.
+      ValueError: if time's last dimension is not 1.
+    """
+    if not time.dtype.is_floating:
+        raise TypeError(
+            f"time must be a floating tensor (float32, or float64 for large timestamps); "
+            f"got dtype {time.dtype.name}"
+        )
+    if time.shape.rank is not None and (time.shape.rank < 2 or time.shape[-1] not in (1, None)):
+        raise ValueError(
+            f"time must have shape [batch, 1] (one timestamp per example); got shape {time.shape}"
+        )
+
+
+class TimeGate:
+    """Timing parameters of a phased layer and the gate k they define.
+
+    Args:
+      num_units: number of units, each with its own period, phase and open ratio.
+      leak: alpha, the slope of the closed gate: a Python float >= 0 or a scalar float tensor
+        (e.g. a placeholder fed 0 at evaluation, as the paper does).
+      ratio_on: initial open ratio r_on, in (0, 1].
+      trainable_ratio_on: whether r_on is learned.
+      period_init_min, period_init_max: the default period initialiser draws
+        exp(U(ln period_init_min, ln period_init_max)).
+      trainable_period, trainable_phase: whether tau and s are learned.
+      period_initializer: overrides the default period initialiser.
+      phase_initializer: overrides the default phase initialiser, U(0, initial period).
+      ratio_on_initializer: overrides the constant initialiser `ratio_on`.
+
+    Raises:
+      ValueError: for ratio_on outside (0, 1], period_init_min <= 0,
+        period_init_max < period_init_min, or a negative Python leak.
+    """
+
+    def __init__(self, num_units, leak, ratio_on, trainable_ratio_on, period_init_min,
+                 period_init_max, trainable_period, trainable_phase, period_initializer,
+                 phase_initializer, ratio_on_initializer):
+        if not 0.0 < ratio_on <= 1.0:
+            raise ValueError(f"ratio_on must be in (0, 1]; got {ratio_on}")
+        if not period_init_min > 0.0:
+            raise ValueError(f"period_init_min must be > 0; got {period_init_min}")
+        if not period_init_max >= period_init_min:
+            raise ValueError(
+                f"period_init_max must be >= period_init_min ({period_init_min}); "
+                f"got {period_init_max}"
+            )
+        if isinstance(leak, numbers.Real) and not leak >= 0.0:
+            raise ValueError(f"leak must be >= 0; got {leak}")
+        self.num_units = num_units
+        self.leak = leak
+        self._ratio_on = ratio_on
+        self._trainable_ratio_on = trainable_ratio_on
+        self._trainable_period = trainable_period
+        self._trainable_phase = trainable_phase
+        self._period_initializer = period_initializer or exp_uniform_initializer(
+            period_init_min, period_init_max)
+        self._phase_initializer = phase_initializer
+        self._ratio_on_initializer = ratio_on_initializer
+        self.period = self.phase = self.ratio_on = None
+
+    def build(self, add_weight, dtype):
+        """Creates `period`, `phase` and `ratio_on` with `add_weight` (a layer's method)."""
+        shape = [self.num_units]
+        self.period = add_weight(
+            "period", shape=shape, dtype=dtype, initializer=self._period_initializer,
+            trainable=self._trainable_period, constraint=project_period)
+        phase_initializer = self._phase_initializer
+        if phase_initializer is None:
+            # As TF 1.x: each unit starts at a uniform point of its own initial period.
+            period_init = self.period.initial_value
+
+            def phase_initializer(shape, dtype=dtype, partition_info=None):
+                del partition_info
+                return tf.random.uniform(shape, dtype=dtype) * period_init
+
+        self.phase = add_weight(
+            "phase", shape=shape, dtype=dtype, initializer=phase_initializer,
+            trainable=self._trainable_phase)
+        self.ratio_on = add_weight(
+            "ratio_on", shape=shape, dtype=dtype,
+            initializer=(self._ratio_on_initializer
+                         or tf.compat.v1.constant_initializer(self._ratio_on)),
+            trainable=self._trainable_ratio_on, constraint=project_ratio_on)
+
+    def __call__(self, time, dtype, leak=None):
+        """Computes the gate.
+
+        Args:
+          time: timestamps [..., 1], float32 or float64. The phase is computed in this dtype,
+            so float64 keeps it exact for timestamps far beyond float32's 2**24.
+          dtype: dtype of the returned gate (the cell's).
+          leak: overrides the gate's leak (e.g. 0 for event-driven inference).
+
+        Returns:
+          k, shape [..., num_units], in [0, 1].
+        """
+        leak = self.leak if leak is None else leak
+        period = tf.cast(valid_period(self.period), time.dtype)
+        # floormod's gradient passes d(t - s) straight through, as the TF 1.x cell did.
+        cycle = tf.math.floormod(time - tf.cast(self.phase, time.dtype), period) / period
+        cycle = tf.cast(cycle, dtype)
+        ratio_on = valid_ratio_on(self.ratio_on)
+        rising = 2.0 * cycle / ratio_on
+        return tf.where(cycle < 0.5 * ratio_on, rising,
+                        tf.where(cycle < ratio_on, 2.0 - rising,
+                                 tf.cast(leak, dtype) * cycle))

@@ -1,0 +1,84 @@
+"""Float64 NumPy implementation of the Phased LSTM equations (PAPER_NOTES.md), for the tests.
+
+Written from the equations, independently of the package. Parameters are a dict keyed by the
+TF 1.x variable names: "mask_gates/kernel", "mask_gates/bias", "new_input/kernel",
+"new_input/bias", "output_gate/kernel", "output_gate/bias", "period", "phase", "ratio_on".
+"""
+
+import numpy as np
+
+PARAM_NAMES = ("mask_gates/kernel", "mask_gates/bias", "new_input/kernel", "new_input/bias",
+               "output_gate/kernel", "output_gate/bias", "period", "phase", "ratio_on")
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def time_gate(t, period, phase, ratio_on, leak):
+    """k for timestamps t [..., 1] and per-unit parameters [units]."""
+    phi = np.mod(t - phase, period) / period  # np.mod is a floor mod: phi in [0, 1)
+    return np.where(phi < ratio_on / 2, 2 * phi / ratio_on,
+                    np.where(phi < ratio_on, 2 - 2 * phi / ratio_on, leak * phi))
+
+
+def phased_lstm_step(p, t, x, c, h, use_peepholes, leak):
+    """One step for a batch: t [b, 1], x [b, d], c and h [b, n]. Returns (c, h)."""
+    xh = np.concatenate([x, h], axis=1)
+    mask_in = np.concatenate([xh, c], axis=1) if use_peepholes else xh
+    gates = sigmoid(mask_in @ p["mask_gates/kernel"] + p["mask_gates/bias"])
+    i, f = np.split(gates, 2, axis=1)
+    j = np.tanh(xh @ p["new_input/kernel"] + p["new_input/bias"])
+    c_lstm = f * c + i * j
+    out_in = np.concatenate([xh, c_lstm], axis=1) if use_peepholes else xh
+    o = sigmoid(out_in @ p["output_gate/kernel"] + p["output_gate/bias"])
+    h_lstm = o * np.tanh(c_lstm)
+    k = time_gate(t, p["period"], p["phase"], p["ratio_on"], leak)
+    return k * c_lstm + (1 - k) * c, k * h_lstm + (1 - k) * h
+
+
+def run_sequence(step, p, times, x, state, sequence_length=None, **kwargs):
+    """Runs `step` over [b, T, ...] inputs as dynamic_rnn does.
+
+    Past an example's sequence_length its state is carried unchanged and its output is 0.
+
+    Returns:
+      (outputs [b, T, n], final state tuple).
+    """
+    batch, steps = x.shape[:2]
+    lengths = np.full(batch, steps) if sequence_length is None else np.asarray(sequence_length)
+    outputs = []
+    for s in range(steps):
+        new_state = step(p, times[:, s], x[:, s], *state, **kwargs)
+        live = (s < lengths)[:, None]
+        state = tuple(np.where(live, new, old) for new, old in zip(new_state, state))
+        outputs.append(np.where(live, state[-1], 0.0))
+    return np.stack(outputs, axis=1), state
+
+
+def random_phased_lstm_params(rng, input_size, num_units, use_peepholes, period_range=(2., 20.)):
+    """Random weights and timing parameters; ratio_on large enough that gates open often.
+
+    Values are float32-representable, so that the reference sees exactly what a float32
+    variable stores (at t ~ 1e7 the period's float32 rounding alone moves the phase).
+    """
+    n, peep = num_units, num_units if use_peepholes else 0
+    period = np.exp(rng.uniform(*np.log(period_range), n))
+    params = {
+        "mask_gates/kernel": rng.normal(0, 0.5, (input_size + n + peep, 2 * n)),
+        "mask_gates/bias": rng.normal(0, 0.5, 2 * n),
+        "new_input/kernel": rng.normal(0, 0.5, (input_size + n, n)),
+        "new_input/bias": rng.normal(0, 0.5, n),
+        "output_gate/kernel": rng.normal(0, 0.5, (input_size + n + peep, n)),
+        "output_gate/bias": rng.normal(0, 0.5, n),
+        "period": period,
+        "phase": rng.uniform(0, 1, n) * period,
+        "ratio_on": rng.uniform(0.1, 0.5, n),
+    }
+    return {key: value.astype(np.float32).astype(np.float64) for key, value in params.items()}
+
+
+def random_times(rng, batch, steps, start=0.0):
+    """Per-sample increasing timestamps [b, T, 1] with irregular gaps."""
+    gaps = rng.uniform(0.1, 2.0, (batch, steps, 1))
+    return start + rng.uniform(0, 5, (batch, 1, 1)) + np.cumsum(gaps, axis=1)

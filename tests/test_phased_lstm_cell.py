@@ -1,0 +1,395 @@
+"""PhasedLSTMCell against the float64 NumPy reference, finite differences and its contract."""
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+
+import numpy_reference as ref
+from phased_lstm import MIN_PERIOD, MIN_RATIO_ON, PhasedLSTMCell, PhasedMultiRNNCell, tf
+from tf_helpers import cell_variables, load_params
+
+BATCH, STEPS, INPUT_SIZE, UNITS = 5, 30, 3, 6
+
+
+def _inputs(rng, start=0.0, batch=BATCH, steps=STEPS):
+    return ref.random_times(rng, batch, steps, start), rng.normal(size=(batch, steps, INPUT_SIZE))
+
+
+def _reference(params, times, x, peep, leak=0.001, sequence_length=None):
+    zeros = np.zeros((x.shape[0], params["output_gate/bias"].shape[0]))
+    return ref.run_sequence(ref.phased_lstm_step, params, times, x, (zeros, zeros),
+                            sequence_length, use_peepholes=peep, leak=leak)
+
+
+class PhasedLSTMCellTest(tf.test.TestCase):
+
+    def _run_dynamic(self, params, times, x, peep, time_dtype=tf.float32, dtype=tf.float32,
+                     sequence_length=None, leak=0.001, feed_leak=None):
+        with tf.Graph().as_default():
+            leak_t = tf.compat.v1.placeholder_with_default(tf.constant(leak, dtype), [])
+            cell = PhasedLSTMCell(UNITS, use_peepholes=peep, leak=leak_t, dtype=dtype)
+            outputs, state = tf.compat.v1.nn.dynamic_rnn(
+                cell, (tf.constant(times, time_dtype), tf.constant(x, dtype)), dtype=dtype,
+                sequence_length=sequence_length)
+            with tf.compat.v1.Session() as sess:
+                sess.run(tf.compat.v1.global_variables_initializer())
+                load_params(sess, cell, params)
+                feed = {} if feed_leak is None else {leak_t: feed_leak}
+                return sess.run((outputs, state), feed)
+
+    def test_matches_numpy_reference_with_per_sample_times(self):
+        rng = np.random.default_rng(0)
+        worst = 0.0
+        for peep in (False, True):
+            params = ref.random_phased_lstm_params(rng, INPUT_SIZE, UNITS, peep)
+            times, x = _inputs(rng)
+            outputs, (c, h) = self._run_dynamic(params, times, x, peep)
+            want_outputs, (want_c, want_h) = _reference(params, times, x, peep)
+            self.assertAllClose(outputs, want_outputs, atol=2e-5, rtol=1e-5)
+            self.assertAllClose(c, want_c, atol=2e-5, rtol=1e-5)
+            self.assertAllClose(h, want_h, atol=2e-5, rtol=1e-5)
+            worst = max(worst, np.abs(outputs - want_outputs).max(), np.abs(c - want_c).max())
+        print(f"largest deviation from the NumPy reference (float32 cell): {worst:.2e}")
+
+    def test_float64_cell_matches_reference_tightly(self):
+        rng = np.random.default_rng(1)
+        params = ref.random_phased_lstm_params(rng, INPUT_SIZE, UNITS, True)
+        times, x = _inputs(rng)
+        outputs, _ = self._run_dynamic(params, times, x, True, tf.float64, tf.float64)
+        self.assertAllClose(outputs, _reference(params, times, x, True)[0], atol=1e-12, rtol=0)
+
+    def test_leak_placeholder_fed_zero_evaluates_without_leak(self):
+        rng = np.random.default_rng(2)
+        params = ref.random_phased_lstm_params(rng, INPUT_SIZE, UNITS, False)
+        times, x = _inputs(rng)
+        with_leak, _ = self._run_dynamic(params, times, x, False, leak=0.001)
+        without, _ = self._run_dynamic(params, times, x, False, leak=0.001, feed_leak=0.0)
+        self.assertAllClose(with_leak, _reference(params, times, x, False, 0.001)[0], atol=2e-5)
+        self.assertAllClose(without, _reference(params, times, x, False, 0.0)[0], atol=2e-5)
+        self.assertGreater(np.abs(with_leak - without).max(), 1e-6)
+
+    def test_float64_time_keeps_the_phase_of_large_timestamps(self):
+        rng = np.random.default_rng(3)
+        params = ref.random_phased_lstm_params(rng, INPUT_SIZE, UNITS, False)
+        times, x = _inputs(rng, start=1e7)
+        want, _ = _reference(params, times, x, False)
+        outputs64, _ = self._run_dynamic(params, times, x, False, time_dtype=tf.float64)
+        self.assertAllClose(outputs64, want, atol=2e-5, rtol=1e-5)
+        # float32 cannot hold these timestamps (spacing 1.0 at 1e7): the same run goes wrong.
+        outputs32, _ = self._run_dynamic(params, times, x, False, time_dtype=tf.float32)
+        self.assertGreater(np.abs(outputs32 - want).max(), 1e-2)
+
+    def test_dtype_follows_the_features_not_the_time(self):
+        with tf.Graph().as_default():
+            cell = PhasedLSTMCell(3)
+            outputs, _ = tf.compat.v1.nn.dynamic_rnn(
+                cell, (tf.zeros([2, 4, 1], tf.float64), tf.zeros([2, 4, 1])), dtype=tf.float32)
+        self.assertEqual(outputs.dtype, tf.float32)
+        self.assertEqual({v.dtype.base_dtype for v in cell.weights}, {tf.float32})
+
+    def test_sequence_length_leaves_padded_steps_unchanged(self):
+        rng = np.random.default_rng(4)
+        params = ref.random_phased_lstm_params(rng, INPUT_SIZE, UNITS, True)
+        times, x = _inputs(rng)
+        lengths = np.array([STEPS, 17, 1, 9, 30])
+        outputs, (c, h) = self._run_dynamic(params, times, x, True, sequence_length=lengths)
+        for b, length in enumerate(lengths):
+            _, (c_alone, h_alone) = self._run_dynamic(
+                params, times[b:b + 1, :length], x[b:b + 1, :length], True)
+            self.assertAllClose(c[b], c_alone[0], atol=1e-6)
+            self.assertAllClose(h[b], h_alone[0], atol=1e-6)
+            self.assertAllEqual(outputs[b, length:], np.zeros_like(outputs[b, length:]))
+
+    def test_gradients_match_finite_differences(self):
+        rng = np.random.default_rng(5)
+        steps = 12
+        params = ref.random_phased_lstm_params(rng, INPUT_SIZE, UNITS, True)
+        times, x = _inputs(rng, steps=steps)
+        weights = rng.normal(size=(BATCH, steps, UNITS))
+        with tf.Graph().as_default():
+            cell = PhasedLSTMCell(UNITS, use_peepholes=True, dtype=tf.float64)
+            outputs, (c, _) = tf.compat.v1.nn.dynamic_rnn(
+                cell, (tf.constant(times), tf.constant(x)), dtype=tf.float64)
+            loss = tf.reduce_sum(outputs * weights) + tf.reduce_sum(c)
+            variables = cell_variables(cell)
+            grads = dict(zip(variables, tf.gradients(loss, list(variables.values()))))
+            with tf.compat.v1.Session() as sess:
+                sess.run(tf.compat.v1.global_variables_initializer())
+                load_params(sess, cell, params)
+                analytic = sess.run(grads)
+                eps = 1e-6
+                for key in ("mask_gates/kernel", "new_input/kernel", "output_gate/kernel",
+                            "mask_gates/bias", "phase", "period", "ratio_on"):
+                    flat = params[key].reshape(-1)
+                    for index in rng.choice(flat.size, size=min(6, flat.size), replace=False):
+                        losses = []
+                        for sign in (1, -1):
+                            bumped = flat.copy()
+                            bumped[index] += sign * eps
+                            variables[key].load(bumped.reshape(params[key].shape), sess)
+                            losses.append(sess.run(loss))
+                        variables[key].load(params[key], sess)
+                        numeric = (losses[0] - losses[1]) / (2 * eps)
+                        self.assertAllClose(analytic[key].reshape(-1)[index], numeric,
+                                            rtol=1e-5, atol=1e-7, msg=f"{key}[{index}]")
+
+    def test_variable_names_and_shapes_are_those_of_tf1(self):
+        for peep, gate_rows in ((False, INPUT_SIZE + UNITS), (True, INPUT_SIZE + 2 * UNITS)):
+            with tf.Graph().as_default():
+                cell = PhasedLSTMCell(UNITS, use_peepholes=peep)
+                tf.compat.v1.nn.dynamic_rnn(cell, (tf.zeros([2, 4, 1]), tf.zeros([2, 4, INPUT_SIZE])),
+                                            dtype=tf.float32)
+                shapes = {v.name: v.shape.as_list() for v in tf.compat.v1.global_variables()}
+            prefix = "rnn/phased_lstm_cell/"
+            self.assertEqual(shapes, {
+                prefix + "mask_gates/kernel:0": [gate_rows, 2 * UNITS],
+                prefix + "mask_gates/bias:0": [2 * UNITS],
+                prefix + "new_input/kernel:0": [INPUT_SIZE + UNITS, UNITS],
+                prefix + "new_input/bias:0": [UNITS],
+                prefix + "output_gate/kernel:0": [gate_rows, UNITS],
+                prefix + "output_gate/bias:0": [UNITS],
+                prefix + "period:0": [UNITS],
+                prefix + "phase:0": [UNITS],
+                prefix + "ratio_on:0": [UNITS],
+            })
+
+    def test_restores_a_checkpoint_written_with_tf1_variable_names(self):
+        rng = np.random.default_rng(6)
+        params = ref.random_phased_lstm_params(rng, INPUT_SIZE, UNITS, True)
+        path = self.get_temp_dir() + "/tf1"
+        with tf.Graph().as_default():  # the layout TF 1.x's contrib cell wrote
+            for key, value in params.items():
+                tf.compat.v1.get_variable("rnn/phased_lstm_cell/" + key,
+                                          initializer=value.astype(np.float32))
+            with tf.compat.v1.Session() as sess:
+                sess.run(tf.compat.v1.global_variables_initializer())
+                tf.compat.v1.train.Saver().save(sess, path)
+        times, x = _inputs(rng)
+        with tf.Graph().as_default():
+            cell = PhasedLSTMCell(UNITS, use_peepholes=True)
+            outputs, _ = tf.compat.v1.nn.dynamic_rnn(
+                cell, (tf.constant(times, tf.float32), tf.constant(x, tf.float32)),
+                dtype=tf.float32)
+            with tf.compat.v1.Session() as sess:
+                tf.compat.v1.train.Saver().restore(sess, path)
+                restored = sess.run(outputs)
+        self.assertAllClose(restored, _reference(params, times, x, True)[0], atol=2e-5)
+
+    def test_static_rnn_matches_dynamic_rnn(self):
+        rng = np.random.default_rng(7)
+        times, x = _inputs(rng, steps=8)
+        with tf.Graph().as_default():
+            cell = PhasedLSTMCell(UNITS)
+            time_t, x_t = tf.constant(times, tf.float32), tf.constant(x, tf.float32)
+            dynamic, _ = tf.compat.v1.nn.dynamic_rnn(cell, (time_t, x_t), dtype=tf.float32)
+            static, _ = tf.compat.v1.nn.static_rnn(
+                cell, list(zip(tf.unstack(time_t, axis=1), tf.unstack(x_t, axis=1))),
+                dtype=tf.float32)
+            self.assertLen(tf.compat.v1.global_variables(), 9)  # shared, not duplicated
+            with tf.compat.v1.Session() as sess:
+                sess.run(tf.compat.v1.global_variables_initializer())
+                dynamic, static = sess.run((dynamic, tf.stack(static, axis=1)))
+        self.assertAllClose(dynamic, static, atol=1e-6)
+
+    def test_stacked_layers_all_receive_the_timestamps(self):
+        rng = np.random.default_rng(8)
+        times, x = _inputs(rng)
+        lower = ref.random_phased_lstm_params(rng, INPUT_SIZE, UNITS, False)
+        upper = ref.random_phased_lstm_params(rng, UNITS, 4, True)
+        with tf.Graph().as_default():
+            cells = [PhasedLSTMCell(UNITS), PhasedLSTMCell(4, use_peepholes=True)]
+            outputs, _ = tf.compat.v1.nn.dynamic_rnn(
+                PhasedMultiRNNCell(cells),
+                (tf.constant(times, tf.float32), tf.constant(x, tf.float32)), dtype=tf.float32)
+            names = [v.name for v in tf.compat.v1.global_variables()]
+            with tf.compat.v1.Session() as sess:
+                sess.run(tf.compat.v1.global_variables_initializer())
+                load_params(sess, cells[0], lower)
+                load_params(sess, cells[1], upper)
+                outputs = sess.run(outputs)
+        self.assertLen(names, 18)
+        self.assertIn("rnn/phased_multi_rnn_cell/cell_1/phased_lstm_cell/period:0", names)
+        hidden, _ = _reference(lower, times, x, False)
+        want, _ = ref.run_sequence(ref.phased_lstm_step, upper, times, hidden,
+                                   (np.zeros((BATCH, 4)),) * 2, use_peepholes=True, leak=0.001)
+        self.assertAllClose(outputs, want, atol=3e-5)
+
+    def test_timing_parameters_stay_valid_when_training_drives_them_to_zero(self):
+        rng = np.random.default_rng(9)
+        times, x = _inputs(rng)
+        for optimizer in (tf.compat.v1.train.GradientDescentOptimizer(10.0),
+                          tf.compat.v1.train.AdamOptimizer(1.0)):
+            with tf.Graph().as_default():
+                cell = PhasedLSTMCell(UNITS, period_init_min=0.5, period_init_max=2.0,
+                                      ratio_on=0.05)
+                outputs, _ = tf.compat.v1.nn.dynamic_rnn(
+                    cell, (tf.constant(times, tf.float32), tf.constant(x, tf.float32)),
+                    dtype=tf.float32)
+                gate = cell.time_gate
+                # A loss whose gradient pushes period and ratio_on below zero at every step.
+                loss = tf.reduce_mean(outputs) + 100.0 * tf.reduce_sum(
+                    gate.period + gate.ratio_on)
+                train = optimizer.minimize(loss)
+                with tf.compat.v1.Session() as sess:
+                    sess.run(tf.compat.v1.global_variables_initializer())
+                    smallest_period = np.inf
+                    for _ in range(20):
+                        _, loss_value = sess.run((train, loss))
+                        period, ratio_on, out = sess.run((gate.period, gate.ratio_on, outputs))
+                        self.assertTrue(np.isfinite(loss_value) and np.isfinite(out).all())
+                        self.assertAllGreaterEqual(period, MIN_PERIOD)
+                        self.assertAllInRange(ratio_on, MIN_RATIO_ON, 1.0)
+                        smallest_period = min(smallest_period, period.min())
+            # The optimiser did reach the bound: the projection, not luck, kept them valid.
+            self.assertNear(smallest_period, MIN_PERIOD, 1e-9)
+            self.assertNear(ratio_on.min(), MIN_RATIO_ON, 1e-9)
+
+    def test_hand_set_invalid_timing_gives_finite_outputs(self):
+        rng = np.random.default_rng(10)
+        params = ref.random_phased_lstm_params(rng, INPUT_SIZE, UNITS, False)
+        params["period"][:3] = [0.0, -1.0, 1e-9]
+        params["ratio_on"][:3] = [0.0, -0.5, 3.0]
+        times, x = _inputs(rng)
+        outputs, (c, h) = self._run_dynamic(params, times, x, False)
+        self.assertTrue(np.isfinite(outputs).all() and np.isfinite(c).all())
+
+    def test_initialisers_build_each_known_variant(self):
+        n = 4000
+        uniform = tf.compat.v1.random_uniform_initializer
+        variants = {  # name: (cell, log-period range, phase upper bound or None (= period), r_on)
+            "tf1": (PhasedLSTMCell(n), (0.0, math.log(1000.0)), None, 0.1),
+            "seed_repo": (PhasedLSTMCell(n, use_peepholes=True, ratio_on=0.05,
+                                         period_init_max=math.exp(6.0)), (0.0, 6.0), None, 0.05),
+            "keras_seed": (PhasedLSTMCell(n, ratio_on=0.05, period_initializer=uniform(10., 100.),
+                                          phase_initializer=uniform(0., 1000.)),
+                           (math.log(10.), math.log(100.)), 1000.0, 0.05),
+            "authors_frequency": (PhasedLSTMCell(n, use_peepholes=True, ratio_on=0.05,
+                                                 period_init_min=math.e,
+                                                 period_init_max=math.exp(3.0),
+                                                 phase_initializer=uniform(0., 100.)),
+                                  (1.0, 3.0), 100.0, 0.05),
+        }
+        for name, (cell, (log_low, log_high), phase_max, ratio_on) in variants.items():
+            with tf.Graph().as_default():
+                tf.compat.v1.nn.dynamic_rnn(cell, (tf.zeros([1, 1, 1]), tf.zeros([1, 1, 1])),
+                                            dtype=tf.float32)
+                with tf.compat.v1.Session() as sess:
+                    sess.run(tf.compat.v1.global_variables_initializer())
+                    period, phase, r_on = sess.run(
+                        (cell.time_gate.period, cell.time_gate.phase, cell.time_gate.ratio_on))
+            log_period = np.log(period)
+            self.assertAllInRange(log_period, log_low - 1e-5, log_high + 1e-5)
+            spread = log_high - log_low
+            self.assertLess(log_period.min(), log_low + 0.01 * spread, msg=name)
+            self.assertGreater(log_period.max(), log_high - 0.01 * spread, msg=name)
+            self.assertAllGreaterEqual(phase, 0.0)
+            self.assertTrue(np.all(phase < (period if phase_max is None else phase_max)), name)
+            self.assertGreater(phase.max(), 0.9 * (period.max() if phase_max is None else phase_max))
+            self.assertAllClose(r_on, np.full(n, ratio_on))
+            if name != "keras_seed":  # that one is uniform, the others log-uniform
+                self.assertNear(log_period.mean(), (log_low + log_high) / 2, 0.05 * spread, name)
+
+    def test_trainable_flags_freeze_the_timing(self):
+        with tf.Graph().as_default():
+            cell = PhasedLSTMCell(3, trainable_ratio_on=False, trainable_period=False,
+                                  trainable_phase=False)
+            tf.compat.v1.nn.dynamic_rnn(cell, (tf.zeros([1, 2, 1]), tf.zeros([1, 2, 1])),
+                                        dtype=tf.float32)
+            trainable = {v.name.split("/")[-1] for v in tf.compat.v1.trainable_variables()}
+            everything = {v.name.split("/")[-1] for v in tf.compat.v1.global_variables()}
+        self.assertEqual(trainable, {"kernel:0", "bias:0"})
+        self.assertTrue({"period:0", "phase:0", "ratio_on:0"} <= everything)
+
+    def test_trains_under_dynamic_rnn(self):
+        rng = np.random.default_rng(11)
+        x = rng.normal(size=(64, 20, 1)).astype(np.float32)
+        labels = (x.sum(axis=(1, 2)) > 0).astype(np.int32)
+        times = np.tile(np.arange(20, dtype=np.float32)[None, :, None], (64, 1, 1))
+        with tf.Graph().as_default():
+            tf.compat.v1.set_random_seed(0)
+            outputs, _ = tf.compat.v1.nn.dynamic_rnn(
+                PhasedLSTMCell(16, period_init_max=20.0, ratio_on=0.5), (times, x),
+                dtype=tf.float32)
+            logits = tf.compat.v1.layers.dense(outputs[:, -1], 2)
+            loss = tf.compat.v1.losses.sparse_softmax_cross_entropy(labels, logits)
+            train = tf.compat.v1.train.AdamOptimizer(1e-2).minimize(loss)
+            with tf.compat.v1.Session() as sess:
+                sess.run(tf.compat.v1.global_variables_initializer())
+                first = sess.run(loss)
+                for _ in range(150):
+                    sess.run(train)
+                last = sess.run(loss)
+        self.assertLess(last, 0.5 * first)
+
+
+class BadInputTest(tf.test.TestCase):
+
+    def _call(self, time_shape, features_shape, time_dtype=tf.float32):
+        with tf.Graph().as_default():
+            cell = PhasedLSTMCell(4)
+            inputs = (tf.zeros(time_shape, time_dtype), tf.zeros(features_shape))
+            cell(inputs, cell.zero_state(2, tf.float32))
+
+    def test_time_must_be_batch_by_one(self):
+        for shape in ([2, 2], [2, 1, 1]):
+            with self.assertRaisesRegex(ValueError, r"time must have shape \[batch, 1\]"):
+                self._call(shape, [2, 3])
+
+    def test_features_must_be_rank_two(self):
+        with self.assertRaisesRegex(ValueError, r"features must have rank 2"):
+            self._call([2, 1], [2, 3, 1])
+
+    def test_time_must_be_floating(self):
+        with self.assertRaisesRegex(TypeError, r"time must be a floating tensor.*int32"):
+            self._call([2, 1], [2, 3], tf.int32)
+
+    def test_inputs_must_be_a_time_features_pair(self):
+        with tf.Graph().as_default():
+            cell = PhasedLSTMCell(4)
+            with self.assertRaisesRegex(TypeError, r"tuple \(time \[batch, 1\], features"):
+                cell(tf.zeros([2, 3]), cell.zero_state(2, tf.float32))
+
+    def test_bad_constructor_arguments(self):
+        cases = [
+            (dict(num_units=0), r"num_units must be an integer >= 1; got 0"),
+            (dict(num_units=4, ratio_on=0.0), r"ratio_on must be in \(0, 1\]; got 0.0"),
+            (dict(num_units=4, ratio_on=1.5), r"ratio_on must be in \(0, 1\]; got 1.5"),
+            (dict(num_units=4, period_init_min=0.0), r"period_init_min must be > 0"),
+            (dict(num_units=4, period_init_min=10.0, period_init_max=5.0),
+             r"period_init_max must be >= period_init_min \(10.0\); got 5.0"),
+            (dict(num_units=4, leak=-0.1), r"leak must be >= 0"),
+        ]
+        for kwargs, message in cases:
+            with self.assertRaisesRegex(ValueError, message):
+                PhasedLSTMCell(**kwargs)
+
+
+def _python(code):
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+
+
+class ImportOrderTest(tf.test.TestCase):
+
+    def test_works_after_tensorflow_and_keras3_were_imported_first(self):
+        result = _python(
+            "import os; os.environ.pop('TF_USE_LEGACY_KERAS', None)\n"
+            "import tensorflow as tf; tf.keras.layers.Dense  # binds tf.keras to Keras 3\n"
+            "import phased_lstm\n"
+            "with tf.Graph().as_default():\n"
+            "    out, _ = tf.compat.v1.nn.dynamic_rnn(phased_lstm.PhasedLSTMCell(2),\n"
+            "        (tf.zeros([1, 3, 1]), tf.zeros([1, 3, 1])), dtype=tf.float32)\n"
+            "    print('shape', out.shape)\n")
+        self.assertEqual(result.returncode, 0, result.stderr[-2000:])
+        self.assertIn("shape (1, 3, 2)", result.stdout)
+
+    def test_missing_tf_keras_names_the_install_command(self):
+        result = _python("import sys; sys.modules['tf_keras'] = None\nimport phased_lstm\n")
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("pip install 'tf-keras~=", result.stderr)
+
+
+if __name__ == "__main__":
+    tf.test.main()
