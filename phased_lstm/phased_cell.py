@@ -23,7 +23,7 @@ def check_phased_inputs(inputs, name):
             f"{name} expects inputs as a tuple (time [batch, 1], features [batch, input_size]); "
             f"got {type(inputs).__name__}")
     time, features = (tf.convert_to_tensor(t) for t in inputs)
-    check_time(time)
+    check_time(time, "[batch, 1] (one timestamp per example)")
     if time.shape.rank not in (None, 2):
         raise ValueError(f"time must have shape [batch, 1]; got shape {time.shape}")
     if features.shape.rank not in (None, 2):

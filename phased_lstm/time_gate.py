@@ -68,11 +68,12 @@ def exp_uniform_initializer(low, high):
     return initializer
 
 
-def check_time(time):
-    """Raises if `time` is not a floating tensor of shape [..., 1].
+def check_time(time, expected="[batch, 1]"):
+    """Raises if `time` is not a floating tensor whose last dimension is 1.
 
     Args:
-      time: the timestamps, shape [batch, 1] for one step or [batch, steps, 1] for a sequence.
+      time: the timestamps.
+      expected: the shape to name in the message, e.g. "[batch, 1]" for one step.
 
     Raises:
       TypeError: if time is not floating point.
@@ -84,9 +85,7 @@ def check_time(time):
             f"got dtype {time.dtype.name}"
         )
     if time.shape.rank is not None and (time.shape.rank < 2 or time.shape[-1] not in (1, None)):
-        raise ValueError(
-            f"time must have shape [batch, 1] (one timestamp per example); got shape {time.shape}"
-        )
+        raise ValueError(f"time must have shape {expected}; got shape {time.shape}")
 
 
 class TimeGate:

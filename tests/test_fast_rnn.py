@@ -1,0 +1,105 @@
+"""phased_lstm_rnn against dynamic_rnn over the same PhasedLSTMCell, and the NumPy reference."""
+
+import numpy as np
+
+import numpy_reference as ref
+from phased_lstm import PhasedLSTMCell, tf
+from phased_lstm.fast_rnn import phased_lstm_rnn
+from tf_helpers import load_params
+
+BATCH, STEPS, INPUT_SIZE, UNITS = 4, 25, 3, 5
+
+
+class PhasedLSTMRnnTest(tf.test.TestCase):
+
+    def _both_paths(self, peep, times, x, sequence_length=None, time_dtype=tf.float32,
+                    initial_state=None):
+        """Outputs, final states and gradients of every variable and the inputs, both ways."""
+        rng = np.random.default_rng(0)
+        params = ref.random_phased_lstm_params(rng, INPUT_SIZE, UNITS, peep)
+        weights = rng.normal(size=(BATCH, x.shape[1], UNITS))
+        results = []
+        for fast in (False, True):
+            with tf.Graph().as_default():
+                cell = PhasedLSTMCell(UNITS, use_peepholes=peep)
+                time_t = tf.constant(times, time_dtype)
+                x_t = tf.constant(x, tf.float32)
+                state = None if initial_state is None else tf.compat.v1.nn.rnn_cell.LSTMStateTuple(
+                    *(tf.constant(s, tf.float32) for s in initial_state))
+                if fast:
+                    outputs, (c, h) = phased_lstm_rnn(cell, time_t, x_t, sequence_length,
+                                                      initial_state=state)
+                else:
+                    outputs, (c, h) = tf.compat.v1.nn.dynamic_rnn(
+                        cell, (time_t, x_t), sequence_length, initial_state=state,
+                        dtype=tf.float32)
+                loss = tf.reduce_sum(outputs * weights) + tf.reduce_sum(c * c) + tf.reduce_sum(h)
+                names = [v.name for v in cell.weights]
+                grads = tf.gradients(loss, cell.weights + [x_t])
+                with tf.compat.v1.Session() as sess:
+                    sess.run(tf.compat.v1.global_variables_initializer())
+                    load_params(sess, cell, params)
+                    results.append((names,) + sess.run((outputs, c, h, grads)))
+        return results, params
+
+    def _assert_same(self, results):
+        (names_d, out_d, c_d, h_d, g_d), (names_f, out_f, c_f, h_f, g_f) = results
+        self.assertEqual(names_d, names_f)  # the same variables: one checkpoint serves both
+        self.assertAllClose(out_f, out_d, atol=1e-5, rtol=1e-5)
+        self.assertAllClose(c_f, c_d, atol=1e-5, rtol=1e-5)
+        self.assertAllClose(h_f, h_d, atol=1e-5, rtol=1e-5)
+        for name, want, got in zip(names_d + ["inputs"], g_d, g_f):
+            self.assertAllClose(got, want, atol=1e-4, rtol=1e-4, msg=name)
+
+    def test_matches_dynamic_rnn_with_per_sample_times_and_sequence_length(self):
+        rng = np.random.default_rng(1)
+        times, x = ref.random_times(rng, BATCH, STEPS), rng.normal(size=(BATCH, STEPS, INPUT_SIZE))
+        for peep in (False, True):
+            results, params = self._both_paths(peep, times, x, sequence_length=[STEPS, 11, 1, 20])
+            self._assert_same(results)
+            want, _ = ref.run_sequence(ref.phased_lstm_step, params, times, x,
+                                       (np.zeros((BATCH, UNITS)),) * 2, [STEPS, 11, 1, 20],
+                                       use_peepholes=peep, leak=0.001)
+            self.assertAllClose(results[1][1], want, atol=2e-5)
+
+    def test_matches_dynamic_rnn_with_initial_state_and_float64_time(self):
+        rng = np.random.default_rng(2)
+        times = ref.random_times(rng, BATCH, STEPS, start=1e7)
+        x = rng.normal(size=(BATCH, STEPS, INPUT_SIZE))
+        state = tuple(rng.normal(size=(BATCH, UNITS)) for _ in range(2))
+        results, _ = self._both_paths(True, times, x, time_dtype=tf.float64, initial_state=state)
+        self._assert_same(results)
+
+    def test_shared_timestamps_broadcast_over_the_batch(self):
+        rng = np.random.default_rng(3)
+        x = rng.normal(size=(BATCH, STEPS, INPUT_SIZE)).astype(np.float32)
+        shared = np.arange(STEPS, dtype=np.float32)[None, :, None]
+        with tf.Graph().as_default():
+            cell = PhasedLSTMCell(UNITS, period_init_max=30.0, ratio_on=0.3)
+            once, _ = phased_lstm_rnn(cell, shared, x)
+            tiled, _ = phased_lstm_rnn(cell, np.tile(shared, (BATCH, 1, 1)), x)
+            with tf.compat.v1.Session() as sess:
+                sess.run(tf.compat.v1.global_variables_initializer())
+                once, tiled = sess.run((once, tiled))
+        self.assertAllClose(once, tiled, atol=1e-7)
+
+    def test_bad_inputs(self):
+        with tf.Graph().as_default():
+            cell = PhasedLSTMCell(UNITS)
+            x = tf.zeros([2, 7, 1])
+            cases = [
+                ((tf.zeros([2, 7]), x), ValueError, r"time must have shape \[batch, steps, 1\]"),
+                ((tf.zeros([2, 7, 1], tf.int32), x), TypeError, r"floating.*int32"),
+                ((tf.zeros([2, 7, 1]), tf.zeros([2, 7])), ValueError,
+                 r"inputs must have shape \[batch, steps, input_size\]"),
+                ((tf.zeros([2, 6, 1]), x), ValueError, r"same number of steps"),
+            ]
+            for (time, inputs), error, message in cases:
+                with self.assertRaisesRegex(error, message):
+                    phased_lstm_rnn(cell, time, inputs)
+            with self.assertRaisesRegex(TypeError, r"runs a PhasedLSTMCell; got BasicLSTMCell"):
+                phased_lstm_rnn(tf.compat.v1.nn.rnn_cell.BasicLSTMCell(3), tf.zeros([2, 7, 1]), x)
+
+
+if __name__ == "__main__":
+    tf.test.main()
