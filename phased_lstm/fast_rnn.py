@@ -18,6 +18,34 @@ from phased_lstm.phased_lstm_cell import PhasedLSTMCell
 from phased_lstm.time_gate import check_time
 
 
+def _lstm_block_cell_grad(op, *grads):
+    """Gradient of TensorFlow's fused LSTMBlockCell op (registered by tf.contrib in TF 1.x).
+
+    LSTMBlockCellGrad returns the gradient of the gates' pre-activations, [batch, 4 units];
+    the products below carry it to the op's inputs: xh = [x, h_prev] times the kernel w.
+    """
+    x, cs_prev, h_prev, w, wci, wcf, wco, b = op.inputs
+    i, cs, f, o, ci, co, _ = op.outputs
+    cs_grad, h_grad = grads[1], grads[6]
+    cs_grad = tf.zeros_like(cs) if cs_grad is None else cs_grad
+    h_grad = tf.zeros_like(cs) if h_grad is None else h_grad
+    cs_prev_grad, gates_grad, wci_grad, wcf_grad, wco_grad = tf.raw_ops.LSTMBlockCellGrad(
+        x=x, cs_prev=cs_prev, h_prev=h_prev, w=w, wci=wci, wcf=wcf, wco=wco, b=b, i=i, cs=cs,
+        f=f, o=o, ci=ci, co=co, cs_grad=cs_grad, h_grad=h_grad,
+        use_peephole=op.get_attr("use_peephole"))
+    xh_grad = tf.matmul(gates_grad, w, transpose_b=True)
+    x_grad, h_prev_grad = tf.split(xh_grad, [tf.shape(x)[1], tf.shape(h_prev)[1]], axis=1)
+    w_grad = tf.matmul(tf.concat([x, h_prev], 1), gates_grad, transpose_a=True)
+    return (x_grad, cs_prev_grad, h_prev_grad, w_grad, wci_grad, wcf_grad, wco_grad,
+            tf.reduce_sum(gates_grad, 0))
+
+
+try:
+    tf.RegisterGradient("LSTMBlockCell")(_lstm_block_cell_grad)
+except KeyError:  # a TensorFlow that registers it itself
+    pass
+
+
 def _check_sequence_inputs(time, inputs):
     expected_time = "[batch, steps, 1] (or [1, steps, 1] when the batch shares its timestamps)"
     check_time(time, expected_time)
@@ -68,55 +96,71 @@ def phased_lstm_rnn(cell, time, inputs, sequence_length=None, initial_state=None
             cell((time[:, 0], inputs[:, 0]), cell.zero_state(batch, inputs.dtype))
         dtype = cell.dtype
         inputs = tf.cast(inputs, dtype)
-        input_size, n = inputs.shape[-1], cell.output_size
+        input_size = inputs.shape[-1]
 
-        # Columns [i, f, o, j]: the three sigmoid gates side by side, then the new input.
-        mask_kernel, out_kernel = cell.mask_gates_kernel, cell.output_gate_kernel
-        x_rows, h_rows = slice(0, input_size), slice(input_size, input_size + n)
-        w_x = tf.concat([mask_kernel[x_rows], out_kernel[x_rows],
-                         cell.new_input_kernel[x_rows]], axis=1)
-        w_h = tf.concat([mask_kernel[h_rows], out_kernel[h_rows],
-                         cell.new_input_kernel[h_rows]], axis=1)
-        bias = tf.concat([cell.mask_gates_bias, cell.output_gate_bias, cell.new_input_bias], 0)
-
-        # Every step's input share of the gates in one product, then time-major for the loop.
         steps = tf.shape(inputs)[1]
-        x_gates = tf.reshape(tf.reshape(inputs, [-1, input_size]) @ w_x + bias,
-                             [batch, steps, 4 * n])
-        x_gates = tf.transpose(x_gates, [1, 0, 2])
         k = tf.transpose(cell.time_gate(time, dtype), [1, 0, 2])  # [steps, batch or 1, n]
         if sequence_length is not None:
             live = tf.sequence_mask(sequence_length, steps, dtype=dtype)  # [batch, steps]
             k = k * tf.transpose(live)[:, :, None]
-
         if initial_state is None:
             initial_state = cell.zero_state(batch, dtype)
-        c0, h0 = initial_state
-
-        if cell.use_peepholes:
-            c_rows = slice(input_size + n, input_size + 2 * n)
-            w_c_mask, w_c_out = mask_kernel[c_rows], out_kernel[c_rows]
-
-        def step(state, x_gates_and_k):
-            c_prev, h_prev = state
-            z, k_t = x_gates_and_k
-            z = z + h_prev @ w_h
-            if cell.use_peepholes:
-                i_f, o_j = tf.split(z, [2 * n, 2 * n], axis=1)
-                i, f = tf.split(tf.sigmoid(i_f + c_prev @ w_c_mask), 2, axis=1)
-                o, j = tf.split(o_j, 2, axis=1)
-                c_lstm = f * c_prev + i * tf.tanh(j)
-                o = tf.sigmoid(o + c_lstm @ w_c_out)
-            else:
-                gates, j = tf.split(z, [3 * n, n], axis=1)
-                i, f, o = tf.split(tf.sigmoid(gates), 3, axis=1)
-                c_lstm = f * c_prev + i * tf.tanh(j)
-            h_lstm = o * tf.tanh(c_lstm)
-            # k * new + (1 - k) * old, in one multiply.
-            return c_prev + k_t * (c_lstm - c_prev), h_prev + k_t * (h_lstm - h_prev)
-
-        c_seq, h_seq = tf.scan(step, (x_gates, k), initializer=(c0, h0), parallel_iterations=32)
+        step = (_peephole_step if cell.use_peepholes else _fused_step)(cell, input_size)
+        elems = (tf.transpose(inputs, [1, 0, 2]), k)
+        c_seq, h_seq = tf.scan(step, elems, initializer=tuple(initial_state),
+                               parallel_iterations=32)
         outputs = tf.transpose(h_seq, [1, 0, 2])
         if sequence_length is not None:
             outputs = outputs * live[:, :, None]
         return outputs, rnn_cell.LSTMStateTuple(c_seq[-1], h_seq[-1])
+
+
+def _gate(c_prev, h_prev, c_lstm, h_lstm, k):
+    """k * new + (1 - k) * old for c and h, one multiply each."""
+    return c_prev + k * (c_lstm - c_prev), h_prev + k * (h_lstm - h_prev)
+
+
+def _fused_step(cell, input_size):
+    """Loop body without peepholes: TensorFlow's fused LSTMBlockCell op, then the time gate."""
+    n = cell.output_size
+    # LSTMBlockCell's columns are [i, j, f, o] (input, new input, forget, output gates).
+    input_gate, forget_gate = tf.split(cell.mask_gates_kernel, 2, axis=1)
+    kernel = tf.concat([input_gate, cell.new_input_kernel, forget_gate,
+                        cell.output_gate_kernel], axis=1)
+    input_bias, forget_bias = tf.split(cell.mask_gates_bias, 2)
+    bias = tf.concat([input_bias, cell.new_input_bias, forget_bias, cell.output_gate_bias], 0)
+    no_peephole = tf.zeros([n], cell.dtype)
+
+    def step(state, x_and_k):
+        (c_prev, h_prev), (x, k) = state, x_and_k
+        _, c_lstm, _, _, _, _, h_lstm = tf.raw_ops.LSTMBlockCell(
+            x=x, cs_prev=c_prev, h_prev=h_prev, w=kernel, wci=no_peephole, wcf=no_peephole,
+            wco=no_peephole, b=bias, forget_bias=0.0, cell_clip=-1.0, use_peephole=False)
+        return _gate(c_prev, h_prev, c_lstm, h_lstm, k)
+
+    return step
+
+
+def _peephole_step(cell, input_size):
+    """Loop body with the TF 1.x cell's full-matrix peepholes (c_{t-1} for i and f, c~ for o)."""
+    n = cell.output_size
+    x_rows, h_rows = slice(0, input_size), slice(input_size, input_size + n)
+    c_rows = slice(input_size + n, input_size + 2 * n)
+    mask_kernel, out_kernel = cell.mask_gates_kernel, cell.output_gate_kernel
+    # Columns [i, f, o, j]: the three sigmoid gates side by side, then the new input.
+    w_xh = tf.concat([tf.concat([mask_kernel[rows], out_kernel[rows],
+                                 cell.new_input_kernel[rows]], axis=1)
+                      for rows in (x_rows, h_rows)], axis=0)
+    bias = tf.concat([cell.mask_gates_bias, cell.output_gate_bias, cell.new_input_bias], 0)
+    w_c_mask, w_c_out = mask_kernel[c_rows], out_kernel[c_rows]
+
+    def step(state, x_and_k):
+        (c_prev, h_prev), (x, k) = state, x_and_k
+        z = tf.concat([x, h_prev], 1) @ w_xh + bias
+        i_f, o, j = tf.split(z, [2 * n, n, n], axis=1)
+        i, f = tf.split(tf.sigmoid(i_f + c_prev @ w_c_mask), 2, axis=1)
+        c_lstm = f * c_prev + i * tf.tanh(j)
+        h_lstm = tf.sigmoid(o + c_lstm @ w_c_out) * tf.tanh(c_lstm)
+        return _gate(c_prev, h_prev, c_lstm, h_lstm, k)
+
+    return step
