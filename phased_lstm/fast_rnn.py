@@ -106,13 +106,31 @@ def phased_lstm_rnn(cell, time, inputs, sequence_length=None, initial_state=None
         if initial_state is None:
             initial_state = cell.zero_state(batch, dtype)
         step = (_peephole_step if cell.use_peepholes else _fused_step)(cell, input_size)
-        elems = (tf.transpose(inputs, [1, 0, 2]), k)
-        c_seq, h_seq = tf.scan(step, elems, initializer=tuple(initial_state),
-                               parallel_iterations=32)
+        h_seq, (c, h) = _loop(step, tf.transpose(inputs, [1, 0, 2]), k, initial_state, steps)
         outputs = tf.transpose(h_seq, [1, 0, 2])
         if sequence_length is not None:
             outputs = outputs * live[:, :, None]
-        return outputs, rnn_cell.LSTMStateTuple(c_seq[-1], h_seq[-1])
+        return outputs, rnn_cell.LSTMStateTuple(c, h)
+
+
+def _loop(step, inputs, k, initial_state, steps):
+    """Runs `step` over time-major inputs; returns (h of every step, final (c, h)).
+
+    A while loop rather than tf.scan: scan would also stack c at every step, which costs a
+    write forward and a read backward per step for a sequence nobody uses.
+    """
+    inputs_ta = tf.TensorArray(inputs.dtype, size=steps).unstack(inputs)
+    k_ta = tf.TensorArray(k.dtype, size=steps).unstack(k)
+    outputs_ta = tf.TensorArray(inputs.dtype, size=steps)
+
+    def body(t, c, h, outputs_ta):
+        c, h = step((c, h), (inputs_ta.read(t), k_ta.read(t)))
+        return t + 1, c, h, outputs_ta.write(t, h)
+
+    _, c, h, outputs_ta = tf.while_loop(
+        lambda t, *_: t < steps, body, (0,) + tuple(initial_state) + (outputs_ta,),
+        parallel_iterations=32)
+    return outputs_ta.stack(), (c, h)
 
 
 def _gate(c_prev, h_prev, c_lstm, h_lstm, k):
