@@ -1,14 +1,18 @@
-"""phased_lstm_rnn: a PhasedLSTMCell over whole sequences, at the cost of a plain LSTM.
+"""phased_lstm_rnn: a PhasedLSTMCell over whole sequences, near the cost of a plain LSTM.
 
 `dynamic_rnn(cell, (time, inputs))` runs the cell's whole step, time gate included, inside its
-loop: three matrix products on [x, h(, c)] and about thirty element-wise operations per step.
-But the time gate depends only on the timestamps and the timing parameters, and the input's
-share of every gate only on the inputs, so both are computed for all steps at once, before the
-loop. What stays in the loop is one [batch, units] x [units, 4 units] product with h (plus the
-peephole products), the LSTM's element-wise operations, and the gating.
+loop, and autodiff then computes and sums every weight gradient step by step. Here:
 
-Padding is folded into the gate as well: past an example's sequence_length its k is 0, which
-carries the state unchanged, exactly what dynamic_rnn's copy-through does.
+- The time gate depends only on the timestamps and the timing parameters, and the input's share
+  of the gates only on the inputs: both are computed for all steps at once, before the loop.
+- Without peepholes (the default), the loop keeps one [batch, units] x [units, 4 units] product
+  and the LSTM's element-wise operations, and its gradient is written by hand: the backward loop
+  carries only the gradients of c and h, and the kernels' and bias's gradients are then one
+  product over all steps.
+- With the TF 1.x cell's full-matrix peepholes, the loop body is differentiated by autodiff.
+
+Padding is folded into the gate: past an example's sequence_length its k is 0, which carries
+the state unchanged, exactly what dynamic_rnn's copy-through does.
 
 The function uses the cell's own variables, so one checkpoint serves both paths.
 """
@@ -16,34 +20,6 @@ The function uses the cell's own variables, so one checkpoint serves both paths.
 from phased_lstm.legacy_tf import rnn_cell, tf
 from phased_lstm.phased_lstm_cell import PhasedLSTMCell
 from phased_lstm.time_gate import check_time
-
-
-def _lstm_block_cell_grad(op, *grads):
-    """Gradient of TensorFlow's fused LSTMBlockCell op (registered by tf.contrib in TF 1.x).
-
-    LSTMBlockCellGrad returns the gradient of the gates' pre-activations, [batch, 4 units];
-    the products below carry it to the op's inputs: xh = [x, h_prev] times the kernel w.
-    """
-    x, cs_prev, h_prev, w, wci, wcf, wco, b = op.inputs
-    i, cs, f, o, ci, co, _ = op.outputs
-    cs_grad, h_grad = grads[1], grads[6]
-    cs_grad = tf.zeros_like(cs) if cs_grad is None else cs_grad
-    h_grad = tf.zeros_like(cs) if h_grad is None else h_grad
-    cs_prev_grad, gates_grad, wci_grad, wcf_grad, wco_grad = tf.raw_ops.LSTMBlockCellGrad(
-        x=x, cs_prev=cs_prev, h_prev=h_prev, w=w, wci=wci, wcf=wcf, wco=wco, b=b, i=i, cs=cs,
-        f=f, o=o, ci=ci, co=co, cs_grad=cs_grad, h_grad=h_grad,
-        use_peephole=op.get_attr("use_peephole"))
-    xh_grad = tf.matmul(gates_grad, w, transpose_b=True)
-    x_grad, h_prev_grad = tf.split(xh_grad, [tf.shape(x)[1], tf.shape(h_prev)[1]], axis=1)
-    w_grad = tf.matmul(tf.concat([x, h_prev], 1), gates_grad, transpose_a=True)
-    return (x_grad, cs_prev_grad, h_prev_grad, w_grad, wci_grad, wcf_grad, wco_grad,
-            tf.reduce_sum(gates_grad, 0))
-
-
-try:
-    tf.RegisterGradient("LSTMBlockCell")(_lstm_block_cell_grad)
-except KeyError:  # a TensorFlow that registers it itself
-    pass
 
 
 def _check_sequence_inputs(time, inputs):
@@ -105,8 +81,12 @@ def phased_lstm_rnn(cell, time, inputs, sequence_length=None, initial_state=None
             k = k * tf.transpose(live)[:, :, None]
         if initial_state is None:
             initial_state = cell.zero_state(batch, dtype)
-        step = (_peephole_step if cell.use_peepholes else _fused_step)(cell, input_size)
-        h_seq, (c, h) = _loop(step, tf.transpose(inputs, [1, 0, 2]), k, initial_state, steps)
+        inputs = tf.transpose(inputs, [1, 0, 2])
+        if cell.use_peepholes:
+            h_seq, (c, h) = _loop(_peephole_step(cell, input_size), inputs, k, initial_state,
+                                  steps)
+        else:
+            h_seq, c, h = _sequence_without_peepholes(cell, inputs, k, initial_state)
         outputs = tf.transpose(h_seq, [1, 0, 2])
         if sequence_length is not None:
             outputs = outputs * live[:, :, None]
@@ -138,25 +118,106 @@ def _gate(c_prev, h_prev, c_lstm, h_lstm, k):
     return c_prev + k * (c_lstm - c_prev), h_prev + k * (h_lstm - h_prev)
 
 
-def _fused_step(cell, input_size):
-    """Loop body without peepholes: TensorFlow's fused LSTMBlockCell op, then the time gate."""
-    n = cell.output_size
-    # LSTMBlockCell's columns are [i, j, f, o] (input, new input, forget, output gates).
-    input_gate, forget_gate = tf.split(cell.mask_gates_kernel, 2, axis=1)
-    kernel = tf.concat([input_gate, cell.new_input_kernel, forget_gate,
-                        cell.output_gate_kernel], axis=1)
-    input_bias, forget_bias = tf.split(cell.mask_gates_bias, 2)
-    bias = tf.concat([input_bias, cell.new_input_bias, forget_bias, cell.output_gate_bias], 0)
-    no_peephole = tf.zeros([n], cell.dtype)
+def _sequence_without_peepholes(cell, inputs, k, initial_state):
+    """The recurrence without peepholes, with a gradient written for the whole sequence.
 
-    def step(state, x_and_k):
-        (c_prev, h_prev), (x, k) = state, x_and_k
-        _, c_lstm, _, _, _, _, h_lstm = tf.raw_ops.LSTMBlockCell(
-            x=x, cs_prev=c_prev, h_prev=h_prev, w=kernel, wci=no_peephole, wcf=no_peephole,
-            wco=no_peephole, b=bias, forget_bias=0.0, cell_clip=-1.0, use_peephole=False)
-        return _gate(c_prev, h_prev, c_lstm, h_lstm, k)
+    Autodiff of a while loop computes, at every step, the weight gradients and sums them, and
+    carries every saved activation as a loop variable of its own. Here the input's share of
+    the gates is one product over all steps before the loop; the backward loop computes only
+    what must be sequential (the gradients of c and h, and of the gates' pre-activations, dz),
+    and the kernels', bias's and inputs' gradients are then one product over all steps each.
 
-    return step
+    Args:
+      cell: a built PhasedLSTMCell without peepholes.
+      inputs: [steps, batch, input_size], time-major.
+      k: the time gate, [steps, batch or 1, units].
+      initial_state: (c, h), each [batch, units].
+
+    Returns:
+      (h of every step [steps, batch, units], final c, final h).
+    """
+    n, input_size = cell.output_size, inputs.shape[-1]
+    # Columns [i, f, o, j]: the three sigmoid gates side by side, then the new input.
+    kernel = tf.concat([cell.mask_gates_kernel, cell.output_gate_kernel, cell.new_input_kernel],
+                       axis=1)
+    bias = tf.concat([cell.mask_gates_bias, cell.output_gate_bias, cell.new_input_bias], 0)
+    k_shared = k.shape[1] == 1
+    if not k_shared:  # one k per example (or unknown): make it exactly [steps, batch, units]
+        k = tf.broadcast_to(k, tf.concat([tf.shape(inputs)[:2], [n]], 0))
+    steps = tf.shape(inputs)[0]
+
+    def stack_of(tensor):
+        return tf.TensorArray(tensor.dtype, size=steps).unstack(tensor)
+
+    def empty():
+        return tf.TensorArray(inputs.dtype, size=steps)
+
+    @tf.custom_gradient
+    def sequence(inputs, k, c0, h0, kernel, bias):
+        w_x, w_h = kernel[:input_size], kernel[input_size:]
+        x_gates = tf.reshape(tf.reshape(inputs, [-1, input_size]) @ w_x + bias,
+                             tf.concat([tf.shape(inputs)[:2], [4 * n]], 0))
+        x_gates_ta, k_ta = stack_of(x_gates), stack_of(k)
+
+        def forward(t, c_prev, h_prev, c_ta, h_ta, sigmoids_ta, j_ta, tanh_c_ta, dc_ta, dh_ta):
+            z = x_gates_ta.read(t) + h_prev @ w_h
+            sigmoid_in, j_in = tf.split(z, [3 * n, n], axis=1)
+            sigmoids, j = tf.sigmoid(sigmoid_in), tf.tanh(j_in)
+            i, f, o = tf.split(sigmoids, 3, axis=1)
+            c_lstm = f * c_prev + i * j
+            tanh_c = tf.tanh(c_lstm)
+            c_step = c_lstm - c_prev  # c~ - c_prev: what the gate lets through
+            h_step = o * tanh_c - h_prev
+            k_t = k_ta.read(t)
+            c, h = c_prev + k_t * c_step, h_prev + k_t * h_step
+            return (t + 1, c, h, c_ta.write(t, c), h_ta.write(t, h),
+                    sigmoids_ta.write(t, sigmoids), j_ta.write(t, j),
+                    tanh_c_ta.write(t, tanh_c), dc_ta.write(t, c_step), dh_ta.write(t, h_step))
+
+        _, c, h, c_ta, h_ta, sigmoids_ta, j_ta, tanh_c_ta, c_step_ta, h_step_ta = tf.while_loop(
+            lambda t, *_: t < steps, forward, (0, c0, h0) + tuple(empty() for _ in range(7)),
+            parallel_iterations=32)
+        c_seq, h_seq = c_ta.stack(), h_ta.stack()
+        # The state each step started from.
+        c_prev_seq = tf.concat([c0[None], c_seq[:-1]], axis=0)
+        h_prev_seq = tf.concat([h0[None], h_seq[:-1]], axis=0)
+
+        def grad(d_h_seq, d_c, d_h):
+            d_h_seq_ta, c_prev_ta = stack_of(d_h_seq), stack_of(c_prev_seq)
+
+            def backward(t, dc, dh, dz_ta, dk_ta):
+                sigmoids, j, tanh_c = sigmoids_ta.read(t), j_ta.read(t), tanh_c_ta.read(t)
+                i, f, o = tf.split(sigmoids, 3, axis=1)
+                k_t = k_ta.read(t)
+                dh = dh + d_h_seq_ta.read(t)
+                # c = c_prev + k (c~ - c_prev),  h = h_prev + k (h~ - h_prev)
+                dk = dc * c_step_ta.read(t) + dh * h_step_ta.read(t)
+                d_h_lstm = k_t * dh
+                d_c_lstm = k_t * dc + tf.raw_ops.TanhGrad(y=tanh_c, dy=d_h_lstm * o)
+                d_sigmoids = tf.concat(
+                    [d_c_lstm * j, d_c_lstm * c_prev_ta.read(t), d_h_lstm * tanh_c], axis=1)
+                dz = tf.concat([tf.raw_ops.SigmoidGrad(y=sigmoids, dy=d_sigmoids),
+                                tf.raw_ops.TanhGrad(y=j, dy=d_c_lstm * i)], axis=1)
+                closed = 1.0 - k_t
+                dc_prev = closed * dc + d_c_lstm * f
+                dh_prev = closed * dh + tf.matmul(dz, w_h, transpose_b=True)
+                return t - 1, dc_prev, dh_prev, dz_ta.write(t, dz), dk_ta.write(t, dk)
+
+            _, dc0, dh0, dz_ta, dk_ta = tf.while_loop(
+                lambda t, *_: t >= 0, backward, (steps - 1, d_c, d_h, empty(), empty()),
+                parallel_iterations=32)
+            dz = tf.reshape(dz_ta.stack(), [-1, 4 * n])
+            x_h = tf.reshape(tf.concat([inputs, h_prev_seq], axis=2), [-1, input_size + n])
+            d_inputs = tf.reshape(tf.matmul(dz, w_x, transpose_b=True), tf.shape(inputs))
+            dk = dk_ta.stack()
+            if k_shared:
+                dk = tf.reduce_sum(dk, axis=1, keepdims=True)
+            return (d_inputs, dk, dc0, dh0, tf.matmul(x_h, dz, transpose_a=True),
+                    tf.reduce_sum(dz, axis=0))
+
+        return (h_seq, c, h), grad
+
+    return sequence(inputs, k, *initial_state, kernel, bias)
 
 
 def _peephole_step(cell, input_size):
