@@ -22,7 +22,9 @@ from phased_lstm.phased_lstm_cell import PhasedLSTMCell
 from phased_lstm.time_gate import check_time
 
 
-def _check_sequence_inputs(time, inputs):
+def check_sequence_inputs(time, inputs):
+    """Raises TypeError or ValueError unless time is [batch or 1, steps, 1] floating point and
+    inputs [batch, steps, input_size] with a known input_size."""
     expected_time = "[batch, steps, 1] (or [1, steps, 1] when the batch shares its timestamps)"
     check_time(time, expected_time)
     if time.shape.rank not in (None, 3):
@@ -64,7 +66,7 @@ def phased_lstm_rnn(cell, time, inputs, sequence_length=None, initial_state=None
         raise TypeError(f"phased_lstm_rnn runs a PhasedLSTMCell; got {type(cell).__name__}")
     time = tf.convert_to_tensor(time)
     inputs = tf.convert_to_tensor(inputs)
-    _check_sequence_inputs(time, inputs)
+    check_sequence_inputs(time, inputs)
     with tf.compat.v1.variable_scope(scope or "rnn"):
         batch = tf.shape(inputs)[0]
         if not cell.built:
