@@ -124,6 +124,7 @@ def event_driven_phased_lstm(cell, time, inputs, initial_state=None, sequence_le
         if not return_sequences:
             return state
         outputs = tf.transpose(outputs_ta.stack(), [2, 0, 1])
+        outputs.set_shape(inputs.shape[:2].concatenate([n]))
         if sequence_length is not None:
             outputs = outputs * tf.sequence_mask(sequence_length, steps, dtype=dtype)[:, :, None]
         return outputs, state

@@ -90,6 +90,8 @@ def phased_lstm_rnn(cell, time, inputs, sequence_length=None, initial_state=None
         else:
             h_seq, c, h = _sequence_without_peepholes(cell, inputs, k, initial_state)
         outputs = tf.transpose(h_seq, [1, 0, 2])
+        # Static [batch, steps, units], as dynamic_rnn gives (inputs is time-major here).
+        outputs.set_shape([inputs.shape[1], inputs.shape[0], cell.output_size])
         if sequence_length is not None:
             outputs = outputs * live[:, :, None]
         return outputs, rnn_cell.LSTMStateTuple(c, h)

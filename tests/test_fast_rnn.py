@@ -29,6 +29,7 @@ class PhasedLSTMRnnTest(tf.test.TestCase):
                 if fast:
                     outputs, (c, h) = phased_lstm_rnn(cell, time_t, x_t, sequence_length,
                                                       initial_state=state)
+                    self.assertEqual(outputs.shape.as_list(), [BATCH, x.shape[1], UNITS])
                 else:
                     outputs, (c, h) = tf.compat.v1.nn.dynamic_rnn(
                         cell, (time_t, x_t), sequence_length, initial_state=state,

@@ -1,0 +1,404 @@
+"""Sequential MNIST: Phased LSTM against LSTM on images read one pixel per step.
+
+Reproduces the MNIST result of Neil, Pfeiffer and Liu, "Phased LSTM" (NIPS 2016): 28 x 28 images
+fed as 784-step sequences of one pixel, classified from the last output. With 32 units a Phased
+LSTM learns the task and a plain LSTM does not.
+
+    python mnist_phased_lstm.py -m PhasedLSTMCell
+    python mnist_phased_lstm.py -m BasicLSTMCell
+    python mnist_phased_lstm.py --plot_only
+
+Each run writes `<log_dir>/<model>/` (log.tsv, TensorBoard events, checkpoints/, results.json)
+and redraws `<log_dir>/mnist_curves.png` with every model trained so far. Running the same
+command again resumes from the last checkpoint; Ctrl-C or SIGTERM checkpoints and stops.
+"""
+
+import contextlib
+import functools
+import os
+import random
+import signal
+import sys
+import time
+import warnings
+
+from absl import app, flags, logging
+import numpy as np
+
+from phased_lstm import PhasedLSTMCell, PhasedRNNCell, rnn_cell, tf
+from phased_lstm import mnist_data, training
+from phased_lstm.fast_rnn import phased_lstm_rnn
+
+NUM_PIXELS = 28 * 28
+NUM_CLASSES = 10
+PLOT_NAME = "mnist_curves.png"
+# Test accuracies reported in results.json when these steps were evaluated.
+MILESTONES = (1000, 2000)
+
+FLAGS = flags.FLAGS
+
+
+def _phased_settings(leak):
+    """The phased cells' own settings, from the flags."""
+    return dict(use_peepholes=FLAGS.peepholes, leak=leak, ratio_on=FLAGS.ratio_on,
+                period_init_min=FLAGS.period_init_min, period_init_max=FLAGS.period_init_max)
+
+
+# name: makes the cell from the flags and the leak tensor (which only phased cells use). A cell
+# whose input is (time, features) derives from PhasedRNNCell; run_rnn feeds it the timestamps.
+MODELS = {
+    "BasicLSTMCell": lambda leak: rnn_cell.BasicLSTMCell(FLAGS.num_units),
+    "LSTMCell": lambda leak: rnn_cell.LSTMCell(FLAGS.num_units, use_peepholes=FLAGS.peepholes),
+    "PhasedLSTMCell": lambda leak: PhasedLSTMCell(FLAGS.num_units, **_phased_settings(leak)),
+}
+
+flags.DEFINE_enum("model", "PhasedLSTMCell", list(MODELS), "The recurrent cell.", short_name="m")
+flags.DEFINE_integer("steps", 10000, "Train until this step; a larger value than a finished "
+                     "run's continues it.", lower_bound=1)
+flags.DEFINE_integer("batch_size", 256, "Training images per step.", lower_bound=1)
+flags.DEFINE_integer("num_units", 32, "Units of the recurrent layer.", lower_bound=1)
+flags.DEFINE_float("learning_rate", 1e-3, "Adam's learning rate, > 0.")
+flags.DEFINE_integer("seed", 0, "Seeds the initial weights and the order of the training "
+                     "batches (epoch e shuffles with seed + e).", lower_bound=0,
+                     upper_bound=2**31 - 1)
+flags.DEFINE_integer("eval_every", 500, "Evaluate on the whole test set every this many steps "
+                     "(and at the last step).", lower_bound=1)
+flags.DEFINE_integer("eval_batch_size", 1000, "Test images per evaluation batch (memory only; "
+                     "the result is the same).", lower_bound=1)
+# absl.logging defines --log_dir for log files, which it only writes when asked (this script does
+# not); the name is taken over for the runs' folder.
+delattr(FLAGS, "log_dir")
+flags.DEFINE_string("log_dir", "runs/", "Folder of the runs: <log_dir>/<model>/ holds log.tsv, "
+                    "TensorBoard events, checkpoints/ and results.json; <log_dir>/" + PLOT_NAME
+                    + " the curves.")
+flags.DEFINE_string("data_dir", mnist_data.default_data_dir(), "Folder of mnist.npz; MNIST is "
+                    "downloaded there (and checked against its sha256) when missing.")
+flags.DEFINE_float("checkpoint_every_secs", 300.0, "Save a checkpoint this often (also on "
+                   "Ctrl-C, SIGTERM and at the end); 0: after every step.", lower_bound=0.0)
+flags.DEFINE_bool("fresh", False, "Delete this model's log, checkpoints and results in log_dir "
+                  "and start afresh, instead of resuming.")
+flags.DEFINE_bool("plot_only", False, "Do not train: redraw <log_dir>/" + PLOT_NAME + " from "
+                  "the logs in log_dir.")
+# The Phased LSTM's own settings.
+flags.DEFINE_float("ratio_on", 0.05, "PhasedLSTMCell: initial open ratio r_on, in (0, 1].")
+flags.DEFINE_float("period_init_min", 1.0, "PhasedLSTMCell (> 0): periods start log-uniform in "
+                   "[period_init_min, period_init_max] (in steps; pixel n is at time n).")
+flags.DEFINE_float("period_init_max", 1000.0, "PhasedLSTMCell: see period_init_min.")
+flags.DEFINE_bool("peepholes", False, "PhasedLSTMCell and LSTMCell: peephole connections from "
+                  "the cell state to the gates.")
+flags.DEFINE_float("leak", 0.001, "PhasedLSTMCell: slope alpha of the closed time gate while "
+                   "training (evaluation uses 0, as the paper).", lower_bound=0.0)
+# Hidden from --help (shown by --helpfull): another module name makes it no key flag of this one.
+flags.DEFINE_bool("unverified_data", False, "For tests only: accept any MNIST-shaped "
+                  "<data_dir>/mnist.npz without checking that it is MNIST, and never download.",
+                  module_name="mnist_phased_lstm.testing")
+
+flags.register_validator("learning_rate", lambda v: v > 0, "--learning_rate must be > 0.")
+flags.register_validator("ratio_on", lambda v: 0 < v <= 1, "--ratio_on must be in (0, 1].")
+flags.register_validator("period_init_min", lambda v: v > 0, "--period_init_min must be > 0.")
+flags.register_multi_flags_validator(
+    ["period_init_min", "period_init_max"],
+    lambda f: f["period_init_max"] >= f["period_init_min"],
+    "--period_init_max must be >= --period_init_min.")
+flags.register_multi_flags_validator(
+    ["fresh", "plot_only"], lambda f: not (f["fresh"] and f["plot_only"]),
+    "--fresh deletes a run and --plot_only trains none; pass one of them.")
+
+# Resuming with other values would not continue the same run: they shape the model, the data
+# order or the optimisation. The rest (steps, eval_every, folders, ...) may change.
+RESUME_MUST_MATCH = ("model", "num_units", "peepholes", "ratio_on", "period_init_min",
+                     "period_init_max", "leak", "learning_rate", "batch_size", "seed")
+
+
+def settings():
+    """Every flag of this script, hidden ones included, as {name: value}."""
+    names = [f.name for f in FLAGS.get_key_flags_for_module(sys.modules[__name__])]
+    return {name: FLAGS[name].value for name in sorted(names + ["unverified_data"])}
+
+
+# ---------------------------------------------------------------------------------------------
+# Data.
+
+def to_sequences(images):
+    """Turns images into pixel sequences.
+
+    Args:
+      images: uint8 [n, 28, 28].
+
+    Returns:
+      float32 [n, 784, 1] in [0, 1], row by row.
+    """
+    return (images.reshape(-1, NUM_PIXELS, 1) / np.float32(255.0)).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=2)
+def _epoch_order(seed, epoch, num_examples):
+    return np.random.RandomState(seed + epoch).permutation(num_examples)
+
+
+def batch_indices(seed, step, num_examples, batch_size):
+    """The training images of a step; a function of (seed, step) only, so resuming changes nothing.
+
+    Step s (from 1) takes batch (s - 1) mod B of epoch (s - 1) // B, where B is the number of
+    whole batches in an epoch (the ragged end is dropped) and epoch e is the permutation of
+    RandomState(seed + e).
+
+    Args:
+      seed: the run's seed.
+      step: the training step, >= 1.
+      num_examples: the training set's size, >= batch_size.
+      batch_size: images per batch.
+
+    Returns:
+      int [batch_size], indices into the training set.
+    """
+    epoch, batch = divmod(step - 1, num_examples // batch_size)
+    return _epoch_order(seed, epoch, num_examples)[batch * batch_size:(batch + 1) * batch_size]
+
+
+# ---------------------------------------------------------------------------------------------
+# Model.
+
+def run_rnn(cell, time, pixels):
+    """Runs the recurrent layer over the sequences: the one place that chooses how.
+
+    Args:
+      cell: an RNNCell; a PhasedRNNCell also gets the timestamps.
+      time: float32 [1, 784, 1], each step's timestamp, shared by the batch.
+      pixels: float32 [batch, 784, 1].
+
+    Returns:
+      outputs, float32 [batch, 784, cell.output_size].
+    """
+    if isinstance(cell, PhasedLSTMCell):
+        # The whole-sequence path: same variables and results as dynamic_rnn, about twice as
+        # fast (benchmarks/train_step.py).
+        outputs, _ = phased_lstm_rnn(cell, time, pixels)
+    elif isinstance(cell, PhasedRNNCell):
+        # dynamic_rnn wants every input at full batch size.
+        time = tf.tile(time, [tf.shape(pixels)[0], 1, 1])
+        outputs, _ = tf.compat.v1.nn.dynamic_rnn(cell, (time, pixels), dtype=tf.float32)
+    else:
+        outputs, _ = tf.compat.v1.nn.dynamic_rnn(cell, pixels, dtype=tf.float32)
+    return outputs
+
+
+class Model:
+    """The training graph's inputs and outputs.
+
+    Attributes:
+      pixels: placeholder float32 [batch, 784, 1].
+      labels: placeholder int64 [batch].
+      leak: the phased cells' leak, float32 [] with default --leak; fed 0 to evaluate.
+      loss: mean cross-entropy, [].
+      accuracy: fraction of correct predictions, [].
+      global_step: int64 [], the number of training steps taken; saved in checkpoints.
+      train_op: one Adam step on the batch; increments global_step.
+    """
+
+    def __init__(self, model_name):
+        self.pixels = tf.compat.v1.placeholder(tf.float32, [None, NUM_PIXELS, 1], name="pixels")
+        self.labels = tf.compat.v1.placeholder(tf.int64, [None], name="labels")
+        self.leak = tf.compat.v1.placeholder_with_default(FLAGS.leak, [], name="leak")
+        # Pixel n arrives at time n.
+        time = tf.constant(np.arange(NUM_PIXELS, dtype=np.float32).reshape(1, NUM_PIXELS, 1))
+
+        cell = MODELS[model_name](self.leak)
+        outputs = run_rnn(cell, time, self.pixels)  # [batch, 784, units]
+        logits = tf.compat.v1.layers.dense(outputs[:, -1], NUM_CLASSES, name="logits")
+        self.loss = tf.reduce_mean(tf.compat.v1.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=self.labels, logits=logits))
+        correct = tf.equal(tf.argmax(logits, axis=1), self.labels)
+        self.accuracy = tf.reduce_mean(tf.cast(correct, tf.float32))
+
+        self.global_step = tf.compat.v1.train.get_or_create_global_step()
+        optimizer = tf.compat.v1.train.AdamOptimizer(FLAGS.learning_rate)
+        self.train_op = optimizer.minimize(self.loss, global_step=self.global_step)
+
+
+def evaluate(sess, model, pixels, labels, batch_size):
+    """Loss and accuracy on a whole set, in batches, without the leak.
+
+    Args:
+      sess: the session.
+      model: the Model.
+      pixels: float32 [n, 784, 1].
+      labels: int64 [n].
+      batch_size: images per batch.
+
+    Returns:
+      (mean loss, accuracy) over the n images, as floats.
+    """
+    total_loss = total_correct = 0.0
+    for start in range(0, len(labels), batch_size):
+        feed = {model.pixels: pixels[start:start + batch_size],
+                model.labels: labels[start:start + batch_size], model.leak: 0.0}
+        loss, accuracy = sess.run([model.loss, model.accuracy], feed)
+        n = len(feed[model.labels])
+        total_loss += float(loss) * n
+        total_correct += round(float(accuracy) * n)
+    return total_loss / len(labels), total_correct / len(labels)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training.
+
+def plot(log_dir):
+    """Redraws <log_dir>/mnist_curves.png from every run's log."""
+    path = os.path.join(log_dir, PLOT_NAME)
+    names = training.plot_curves(
+        log_dir, path, f"Sequential MNIST: {NUM_PIXELS} steps, one pixel per step",
+        chance=1.0 / NUM_CLASSES)
+    logging.info("Plotted %s to %s.", ", ".join(names), path)
+
+
+def train(log_dir):
+    """Trains (or resumes) FLAGS.model, evaluates, logs, checkpoints and writes results.json.
+
+    Returns:
+      The exit status: 0 when training reached --steps, 128 + the signal's number when a signal
+      stopped it (after a checkpoint).
+
+    Raises:
+      training.RunError, mnist_data.MnistDataError: a problem the message explains.
+    """
+    start_time = time.time()
+    run_dir = os.path.join(log_dir, FLAGS.model)
+    if FLAGS.fresh:
+        removed = training.clear_run(run_dir)
+        logging.info("--fresh: deleted %s.", ", ".join(removed) if removed else "nothing")
+    os.makedirs(run_dir, exist_ok=True)
+    log_path = os.path.join(run_dir, training.LOG_NAME)
+    checkpoint_dir = os.path.join(run_dir, training.CHECKPOINT_DIR)
+
+    # Check that a checkpoint can be resumed before spending time on data and graph.
+    run_settings = settings()
+    checkpoint, saved = training.latest_checkpoint(checkpoint_dir)
+    if saved:
+        training.check_resume_settings(saved.get("settings", {}), run_settings,
+                                       RESUME_MUST_MATCH, f"{run_dir} from {checkpoint}")
+
+    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+    logging.info("TensorFlow %s, %s.", tf.__version__,
+                 f"GPUs: {', '.join(gpus)}" if gpus else "no GPU: training on the CPU")
+    x_train, y_train, x_test, y_test = mnist_data.load_mnist(
+        FLAGS.data_dir, verify=not FLAGS.unverified_data)
+    if FLAGS.batch_size > len(x_train):
+        raise training.RunError(f"--batch_size={FLAGS.batch_size} is larger than the training "
+                                f"set ({len(x_train)} images).")
+    y_train, y_test = y_train.astype(np.int64), y_test.astype(np.int64)
+    test_pixels = to_sequences(x_test)  # [10000, 784, 1]; training batches are made per step.
+
+    with contextlib.ExitStack() as stack:  # Closes the session, log and summaries whatever happens.
+        stack.enter_context(tf.Graph().as_default())
+        # All three seed the initial weights: tf-keras draws the op seeds of unseeded
+        # initialisers from Python's and NumPy's global generators.
+        tf.compat.v1.set_random_seed(FLAGS.seed)
+        random.seed(FLAGS.seed)
+        np.random.seed(FLAGS.seed)
+        model = Model(FLAGS.model)
+        checkpointer = training.Checkpointer(checkpoint_dir, FLAGS.checkpoint_every_secs)
+        config = tf.compat.v1.ConfigProto()
+        config.gpu_options.allow_growth = True  # Take GPU memory as needed, not all of it.
+        sess = stack.enter_context(tf.compat.v1.Session(config=config))
+        sess.run(tf.compat.v1.global_variables_initializer())
+
+        step, wall_time_before = 0, 0.0
+        if checkpoint:
+            checkpointer.restore(sess, checkpoint)
+            step = int(sess.run(model.global_step))
+            wall_time_before = float(saved.get("wall_time_s", 0.0))
+            logging.info("Resuming %s from %s (step %d of %d).", FLAGS.model, checkpoint, step,
+                         FLAGS.steps)
+        else:
+            logging.info("Training %s from scratch for %d steps.", FLAGS.model, FLAGS.steps)
+        first_step = step
+
+        def save(step):
+            wall_time = wall_time_before + time.time() - start_time
+            path = checkpointer.save(sess, step, {"wall_time_s": wall_time,
+                                                  "settings": run_settings})
+            logging.info("Saved checkpoint %s.", path)
+
+        log = stack.enter_context(training.LogWriter(log_path, last_step=step))
+        summaries = stack.enter_context(training.ScalarWriter(run_dir, first_step=step + 1))
+        progress = training.Progress(FLAGS.steps, first_step=step)
+        stop = stack.enter_context(training.StopSignals())
+        while step < FLAGS.steps and not stop.requested:
+            step += 1
+            batch = batch_indices(FLAGS.seed, step, len(x_train), FLAGS.batch_size)
+            feed = {model.pixels: to_sequences(x_train[batch]), model.labels: y_train[batch]}
+            step_start = time.perf_counter()
+            _, loss, accuracy = sess.run([model.train_op, model.loss, model.accuracy], feed)
+            seconds = time.perf_counter() - step_start
+            row = {"step": step, "train_loss": loss, "train_accuracy": accuracy,
+                   "seconds_per_step": seconds}
+
+            if step % FLAGS.eval_every == 0 or step == FLAGS.steps:
+                eval_start = time.perf_counter()
+                row["test_loss"], row["test_accuracy"] = evaluate(
+                    sess, model, test_pixels, y_test, FLAGS.eval_batch_size)
+                logging.info("step %d: test loss %.4f, test accuracy %.4f (%.1f s)", step,
+                             row["test_loss"], row["test_accuracy"],
+                             time.perf_counter() - eval_start)
+
+            log.write(row)
+            summaries.scalars(step, {"train/loss": loss, "train/accuracy": accuracy,
+                                     "test/loss": row.get("test_loss"),
+                                     "test/accuracy": row.get("test_accuracy")})
+            if "test_loss" in row:
+                summaries.flush()
+            progress.update(step, loss, accuracy, seconds)
+            if checkpointer.due():
+                save(step)
+
+        if step > first_step and checkpointer.last_saved_step != step:
+            save(step)
+        wall_time = wall_time_before + (time.time() - start_time if step > first_step else 0.0)
+
+    if step < FLAGS.steps:
+        logging.info("Stopped by %s at step %d of %d. Run the same command again to resume.",
+                     stop.name, step, FLAGS.steps)
+        plot(log_dir)
+        return 128 + stop.received
+
+    if step == first_step:
+        logging.info("%s is already trained to step %d; nothing to do. Pass a larger --steps to "
+                     "continue, or --fresh to start afresh.", run_dir, step)
+    results = {"model": FLAGS.model,
+               **training.summarize(training.read_log(log_path), MILESTONES),
+               "wall_time_s": wall_time,
+               "tensorflow_version": tf.__version__,
+               "gpus": gpus,
+               "settings": run_settings}
+    results_path = os.path.join(run_dir, training.RESULTS_NAME)
+    training.write_json(results_path, results)
+    logging.info("%s: final test accuracy %s, best %s at step %s. Wrote %s.", FLAGS.model,
+                 results["final_test_accuracy"], results["best_test_accuracy"],
+                 results["best_test_accuracy_step"], results_path)
+    plot(log_dir)
+    return 0
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    # The TF 1.x API is this script's choice; its deprecation notices are noise here.
+    tf.get_logger().setLevel("ERROR")
+    warnings.filterwarnings("ignore", message=r"`tf\.\S+` is deprecated", category=UserWarning)
+    try:
+        log_dir = training.check_writable_dir(FLAGS.log_dir)
+        if FLAGS.plot_only:
+            plot(log_dir)
+            return 0
+        return train(log_dir)
+    except (training.RunError, mnist_data.MnistDataError) as error:
+        sys.exit(f"error: {error}")
+    except KeyboardInterrupt:
+        logging.warning("Interrupted; no new checkpoint. Run the same command again to resume "
+                        "from the last one.")
+        return 128 + signal.SIGINT
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,423 @@
+"""Tests of mnist_phased_lstm.py on a tiny fake MNIST (not MNIST: --unverified_data).
+
+The script runs as a subprocess, as a user runs it. Each start costs seconds (TensorFlow), so one
+module-scoped fixture makes every training run once, in two groups side by side, and the tests
+share them:
+
+- `trained`: one log_dir with PhasedLSTMCell (8 steps, uninterrupted), BasicLSTMCell (4 steps)
+  and LSTMCell (3 steps, with --peepholes and --fresh over an older run's files).
+- `resumed`: PhasedLSTMCell with the same settings in another log_dir, trained in three pieces:
+  --steps 3, then --steps 1000 stopped by SIGTERM after a few steps, then --steps 8.
+
+Errors raised before training are checked in-process, through main() and the flag parser."""
+
+import concurrent.futures
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import types
+
+from absl import flags
+from absl.testing import flagsaver
+import numpy as np
+import pytest
+
+import mnist_phased_lstm as script
+from phased_lstm import tf, training
+
+FLAGS = flags.FLAGS
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "mnist_phased_lstm.py")
+SMALL = ["--batch_size=16", "--num_units=4", "--eval_every=3", "--eval_batch_size=128",
+         "--unverified_data"]
+TIMEOUT_S = 300
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def write_fake_mnist(folder, n_train=512, n_test=256):
+    """Writes an MNIST-shaped mnist.npz of random images."""
+    rng = np.random.default_rng(0)
+    os.makedirs(folder, exist_ok=True)
+    np.savez(os.path.join(folder, "mnist.npz"),
+             x_train=rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+             y_train=rng.integers(0, 10, n_train, dtype=np.uint8),
+             x_test=rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+             y_test=rng.integers(0, 10, n_test, dtype=np.uint8))
+    return str(folder)
+
+
+def command(*args):
+    return [sys.executable, SCRIPT, *args]
+
+
+def run_script(*args):
+    """Runs the script to its end; returns the CompletedProcess (text output)."""
+    return subprocess.run(command(*args), cwd=ROOT, capture_output=True, text=True,
+                          timeout=TIMEOUT_S, check=False)
+
+
+def check_ok(proc):
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+
+
+def read_log(log_dir, model):
+    return training.read_log(os.path.join(log_dir, model, "log.tsv"))
+
+
+def count_rows(path):
+    if not os.path.exists(path):
+        return 0
+    with open(path, encoding="utf-8") as f:
+        return max(f.read().count("\n") - 1, 0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def parsed_flags():
+    """Lets in-process tests read the flags' defaults, as after `app.run` with no arguments."""
+    if not FLAGS.is_parsed():
+        FLAGS.mark_as_parsed()
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return write_fake_mnist(tmp_path_factory.mktemp("data"))
+
+
+def train_models(log_dir, data_dir):
+    """The `trained` group: one run of each model in one log_dir."""
+    common = [*SMALL, f"--data_dir={data_dir}", f"--log_dir={log_dir}"]
+    # An older LSTMCell run that --fresh must delete: rows up to 50, a checkpoint of another shape.
+    old = os.path.join(log_dir, "LSTMCell")
+    os.makedirs(os.path.join(old, "checkpoints"))
+    with open(os.path.join(old, "log.tsv"), "w", encoding="utf-8") as f:
+        f.write("\t".join(training.LOG_COLUMNS) + "\n")
+        f.writelines(f"{s}\t2.3\t0.1\t0.1\t\t\n" for s in range(1, 51))
+    with open(os.path.join(old, "checkpoints", "checkpoint"), "w", encoding="utf-8") as f:
+        f.write('model_checkpoint_path: "ckpt-50"\n')
+    procs = {
+        "PhasedLSTMCell": run_script("-m", "PhasedLSTMCell", "--steps=8", *common),
+        "BasicLSTMCell": run_script("-m", "BasicLSTMCell", "--steps=4", *common),
+        "LSTMCell": run_script("--model=LSTMCell", "--steps=3", "--peepholes", "--fresh",
+                               *common),
+    }
+    return types.SimpleNamespace(log_dir=log_dir, procs=procs)
+
+
+def train_in_pieces(log_dir, data_dir):
+    """The `resumed` group: PhasedLSTMCell to step 3, then SIGTERM'd, then to step 8."""
+    common = ["-m", "PhasedLSTMCell", *SMALL, f"--data_dir={data_dir}", f"--log_dir={log_dir}"]
+    log_path = os.path.join(log_dir, "PhasedLSTMCell", "log.tsv")
+    checkpoints = os.path.join(log_dir, "PhasedLSTMCell", "checkpoints")
+
+    first = run_script("--steps=3", *common)
+    check_ok(first)
+    # Many steps, stopped by SIGTERM once two steps past the resume point are logged.
+    process = subprocess.Popen(command("--steps=1000", *common), cwd=ROOT, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + TIMEOUT_S
+    while count_rows(log_path) < 5 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=TIMEOUT_S)
+    stopped = types.SimpleNamespace(returncode=process.returncode, stderr=stderr,
+                                    rows=count_rows(log_path),
+                                    checkpoints=sorted(os.listdir(checkpoints)))
+    last = run_script("--steps=8", *common)
+    return types.SimpleNamespace(log_dir=log_dir, first=first, stopped=stopped, last=last)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, data_dir):
+    """Makes both groups of runs, side by side: much of a run's time is single-threaded start-up."""
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        trained = pool.submit(train_models, str(tmp_path_factory.mktemp("trained")), data_dir)
+        resumed = pool.submit(train_in_pieces, str(tmp_path_factory.mktemp("resumed")), data_dir)
+        return types.SimpleNamespace(trained=trained.result(), resumed=resumed.result())
+
+
+@pytest.fixture
+def trained(runs):
+    return runs.trained
+
+
+@pytest.fixture
+def resumed(runs):
+    return runs.resumed
+
+
+def run_main(*args):
+    """Runs main() in this process with these flags; returns its status or SystemExit's code."""
+    with flagsaver.flagsaver():
+        argv = FLAGS(["mnist_phased_lstm.py", *args])
+        try:
+            return script.main(argv)
+        except SystemExit as exit_:
+            return exit_.code
+
+
+# ---------------------------------------------------------------------------------------------
+# Training runs.
+
+@pytest.mark.parametrize("model", ["PhasedLSTMCell", "BasicLSTMCell", "LSTMCell"])
+def test_each_model_trains_and_evaluates(trained, model):
+    check_ok(trained.procs[model])
+    log = read_log(trained.log_dir, model)
+    assert np.isfinite(log["train_loss"]).all()
+    assert ((log["train_accuracy"] >= 0) & (log["train_accuracy"] <= 1)).all()
+    assert (log["seconds_per_step"] > 0).all()
+    assert "final test accuracy" in trained.procs[model].stderr
+
+
+def test_log_has_one_row_per_step_and_test_columns_on_eval_rows(trained):
+    with open(os.path.join(trained.log_dir, "PhasedLSTMCell", "log.tsv"), encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    assert lines[0].split("\t") == ["step", "train_loss", "train_accuracy", "seconds_per_step",
+                                    "test_loss", "test_accuracy"]
+    rows = [line.split("\t") for line in lines[1:]]
+    assert [int(r[0]) for r in rows] == list(range(1, 9))
+    assert all(len(r) == 6 for r in rows)
+    # Every --eval_every=3 steps and at the last step.
+    assert [int(r[0]) for r in rows if r[4] and r[5]] == [3, 6, 8]
+    assert all(r[4] == r[5] == "" for r in rows if int(r[0]) not in (3, 6, 8))
+    log = read_log(trained.log_dir, "BasicLSTMCell")
+    np.testing.assert_array_equal(log["step"], [1, 2, 3, 4])
+    np.testing.assert_array_equal(log["step"][~np.isnan(log["test_accuracy"])], [3, 4])
+
+
+def test_results_json(trained):
+    with open(os.path.join(trained.log_dir, "PhasedLSTMCell", "results.json"),
+              encoding="utf-8") as f:
+        results = json.load(f)
+    log = read_log(trained.log_dir, "PhasedLSTMCell")
+    tested = ~np.isnan(log["test_accuracy"])
+    assert results["model"] == "PhasedLSTMCell" and results["steps"] == 8
+    assert results["final_test_accuracy"] == pytest.approx(log["test_accuracy"][7])
+    assert results["final_test_loss"] == pytest.approx(log["test_loss"][7])
+    assert results["best_test_accuracy"] == pytest.approx(log["test_accuracy"][tested].max())
+    assert results["best_test_accuracy_step"] in (3, 6, 8)
+    assert results["test_accuracy_at_step"] == {}  # Steps 1000 and 2000 were not reached.
+    assert results["median_seconds_per_step"] == pytest.approx(
+        np.median(log["seconds_per_step"]))
+    assert 0 < results["wall_time_s"] < TIMEOUT_S
+    settings = results["settings"]
+    assert settings == script.settings() | {
+        "model": "PhasedLSTMCell", "steps": 8, "batch_size": 16, "num_units": 4, "eval_every": 3,
+        "eval_batch_size": 128, "unverified_data": True, "data_dir": settings["data_dir"],
+        "log_dir": trained.log_dir}
+
+
+def test_tensorboard_events(trained):
+    run_dir = os.path.join(trained.log_dir, "BasicLSTMCell")
+    (events,) = [n for n in os.listdir(run_dir) if n.startswith("events.out.tfevents.")]
+    tags = {}
+    for event in tf.compat.v1.train.summary_iterator(os.path.join(run_dir, events)):
+        for value in event.summary.value:
+            tags.setdefault(value.tag, []).append(event.step)
+    assert tags == {"train/loss": [1, 2, 3, 4], "train/accuracy": [1, 2, 3, 4],
+                    "test/loss": [3, 4], "test/accuracy": [3, 4]}
+
+
+def test_plot_shows_every_model_trained_so_far(trained):
+    assert "Plotted BasicLSTMCell, LSTMCell, PhasedLSTMCell to" in trained.procs["LSTMCell"].stderr
+    with open(os.path.join(trained.log_dir, "mnist_curves.png"), "rb") as f:
+        assert f.read(8) == PNG_MAGIC
+
+
+def test_fresh_deletes_the_older_run(trained):
+    log = read_log(trained.log_dir, "LSTMCell")
+    np.testing.assert_array_equal(log["step"], [1, 2, 3])
+    checkpoints = os.path.join(trained.log_dir, "LSTMCell", "checkpoints")
+    assert "ckpt-3.index" in os.listdir(checkpoints)
+    with open(os.path.join(checkpoints, "checkpoint"), encoding="utf-8") as f:
+        assert "ckpt-50" not in f.read()
+    with open(os.path.join(trained.log_dir, "LSTMCell", "results.json"), encoding="utf-8") as f:
+        assert json.load(f)["settings"]["peepholes"] is True
+
+
+# ---------------------------------------------------------------------------------------------
+# Interruptions and resuming.
+
+def test_sigterm_checkpoints_and_exits_cleanly(resumed):
+    stopped = resumed.stopped
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    assert "Traceback" not in stopped.stderr
+    assert "Resuming PhasedLSTMCell" in stopped.stderr and "(step 3 of 1000)" in stopped.stderr
+    assert f"Stopped by SIGTERM at step {stopped.rows} of 1000" in stopped.stderr
+    assert "Run the same command again to resume" in stopped.stderr
+    assert 5 <= stopped.rows < 8, "stopped too late for the rest of the test; slow it down"
+    assert f"ckpt-{stopped.rows}.index" in stopped.checkpoints
+    assert f"ckpt-{stopped.rows}.json" in stopped.checkpoints
+
+
+def test_resumed_log_has_every_step_once(resumed):
+    check_ok(resumed.last)
+    assert f"(step {resumed.stopped.rows} of 8)" in resumed.last.stderr
+    log = read_log(resumed.log_dir, "PhasedLSTMCell")
+    np.testing.assert_array_equal(log["step"], range(1, 9))
+
+
+def test_resumed_run_matches_an_uninterrupted_one(trained, resumed):
+    check_ok(resumed.last)
+    interrupted = read_log(resumed.log_dir, "PhasedLSTMCell")
+    uninterrupted = read_log(trained.log_dir, "PhasedLSTMCell")
+    np.testing.assert_allclose(interrupted["train_loss"], uninterrupted["train_loss"], rtol=1e-4)
+    np.testing.assert_allclose(interrupted["train_accuracy"], uninterrupted["train_accuracy"])
+    np.testing.assert_allclose(interrupted["test_loss"], uninterrupted["test_loss"], rtol=1e-4)
+    with open(os.path.join(resumed.log_dir, "PhasedLSTMCell", "results.json"),
+              encoding="utf-8") as f:
+        results = json.load(f)
+    assert results["steps"] == 8 and results["settings"]["steps"] == 8
+    assert results["final_test_accuracy"] == pytest.approx(uninterrupted["test_accuracy"][7])
+
+
+def test_wall_time_adds_up_over_the_segments(resumed):
+    def wall_time(name):
+        path = os.path.join(resumed.log_dir, "PhasedLSTMCell", name)
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)["wall_time_s"]
+
+    first, stopped = wall_time("checkpoints/ckpt-3.json"), wall_time(
+        f"checkpoints/ckpt-{resumed.stopped.rows}.json")
+    assert 0 < first < stopped < wall_time("checkpoints/ckpt-8.json")
+    assert wall_time("results.json") >= wall_time("checkpoints/ckpt-8.json")
+
+
+def test_resuming_with_other_model_settings_is_an_error(resumed, data_dir):
+    message = run_main("-m", "PhasedLSTMCell", *SMALL, "--num_units=5", "--steps=9",
+                       f"--data_dir={data_dir}", f"--log_dir={resumed.log_dir}")
+    assert "cannot resume" in message and "--num_units=4 (this command: 5)" in message
+    assert "--fresh" in message
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors.
+
+def test_unknown_model_lists_the_choices(tmp_path):
+    proc = run_script("-m", "GRUCell", f"--log_dir={tmp_path}")
+    assert proc.returncode != 0
+    assert "BasicLSTMCell|LSTMCell|PhasedLSTMCell" in proc.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_corrupt_data_file_is_a_clear_error(tmp_path):
+    data = os.path.join(tmp_path, "data")
+    os.makedirs(data)
+    with open(os.path.join(data, "mnist.npz"), "wb") as f:
+        f.write(b"PK\x03\x04 not really a zip")
+    message = run_main("--unverified_data", f"--data_dir={data}", f"--log_dir={tmp_path}/runs")
+    assert message.startswith(f"error: {data}/mnist.npz is not a valid .npz file")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--steps=0"], "--steps=0: 0 is not a positive integer"),
+    (["--batch_size=0"], "--batch_size=0"),
+    (["--num_units=0"], "--num_units=0"),
+    (["--learning_rate=0"], "--learning_rate must be > 0"),
+    (["--ratio_on=1.5"], r"--ratio_on must be in \(0, 1\]"),
+    (["--period_init_min=10", "--period_init_max=5"], "--period_init_max must be >="),
+    (["--fresh", "--plot_only"], "pass one of them"),
+    (["-m", "GRUCell"], "value should be one of <BasicLSTMCell|LSTMCell|PhasedLSTMCell>"),
+])
+def test_bad_flags_are_refused(args, message):
+    with flagsaver.flagsaver(), pytest.raises(flags.IllegalFlagValueError, match=message):
+        FLAGS(["mnist_phased_lstm.py", *args])
+
+
+def test_unwritable_log_dir_is_refused_before_any_work(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    message = run_main(f"--log_dir={blocker}/runs", f"--data_dir={tmp_path}/no_data")
+    assert message.startswith(f"error: cannot write to the log folder {blocker}/runs")
+
+
+def test_missing_data_in_unverified_mode(tmp_path):
+    message = run_main("--unverified_data", f"--data_dir={tmp_path}/data",
+                       f"--log_dir={tmp_path}/runs")
+    assert f"{tmp_path}/data/mnist.npz does not exist" in message
+    assert not os.path.exists(f"{tmp_path}/data")
+
+
+def test_batch_larger_than_the_training_set(tmp_path, data_dir):
+    message = run_main(*SMALL, "--batch_size=1024", f"--data_dir={data_dir}",
+                       f"--log_dir={tmp_path}")
+    assert "--batch_size=1024 is larger than the training set (512 images)" in message
+
+
+def test_plot_only_without_logs(tmp_path):
+    message = run_main("--plot_only", f"--log_dir={tmp_path}")
+    assert message.startswith("error: nothing to plot")
+
+
+def test_plot_only_redraws_the_plot(trained):
+    path = os.path.join(trained.log_dir, "mnist_curves.png")
+    os.remove(path)
+    assert run_main("--plot_only", f"--log_dir={trained.log_dir}") == 0
+    with open(path, "rb") as f:
+        assert f.read(8) == PNG_MAGIC
+
+
+# ---------------------------------------------------------------------------------------------
+# The script's functions.
+
+def test_flags_help_hides_the_testing_switch():
+    help_text = FLAGS.module_help(script)
+    for name in ("--steps", "--ratio_on", "--checkpoint_every_secs", "--[no]plot_only",
+                 "--log_dir"):
+        assert name in help_text
+    assert "-m,--model" in help_text
+    assert "unverified_data" not in help_text
+    assert set(script.MODELS) == set(FLAGS["model"].parser.enum_values)
+
+
+def test_to_sequences_reads_rows_one_pixel_per_step():
+    images = np.arange(2 * 28 * 28).reshape(2, 28, 28).astype(np.uint8)
+    pixels = script.to_sequences(images)
+    assert pixels.shape == (2, 784, 1) and pixels.dtype == np.float32
+    np.testing.assert_allclose(pixels[0, 28 + 2, 0], images[0, 1, 2] / 255.0)
+    assert pixels.min() >= 0.0 and pixels.max() <= 1.0
+
+
+def test_batches_depend_only_on_seed_and_step():
+    n, size = 100, 30  # 3 whole batches per epoch; the last 10 images of an epoch are dropped.
+    first_epoch = [script.batch_indices(0, s, n, size) for s in (1, 2, 3)]
+    assert all(b.shape == (size,) for b in first_epoch)
+    assert len(set(np.concatenate(first_epoch))) == 90  # No image twice in an epoch.
+    np.testing.assert_array_equal(
+        np.concatenate(first_epoch), np.random.RandomState(0).permutation(n)[:90])
+    np.testing.assert_array_equal(script.batch_indices(0, 4, n, size),
+                                  np.random.RandomState(1).permutation(n)[:30])
+    np.testing.assert_array_equal(script.batch_indices(0, 2, n, size), first_epoch[1])
+    assert not np.array_equal(script.batch_indices(1, 1, n, size), first_epoch[0])
+
+
+@pytest.mark.parametrize("model", sorted(script.MODELS))
+def test_run_rnn_gives_every_step_output(model):
+    with flagsaver.flagsaver(num_units=3), tf.Graph().as_default():
+        leak = tf.compat.v1.placeholder_with_default(0.5, [])
+        time = tf.constant(np.arange(784, dtype=np.float32).reshape(1, 784, 1))
+        pixels = tf.constant(np.random.default_rng(0).random((2, 784, 1), dtype=np.float32))
+        outputs = script.run_rnn(script.MODELS[model](leak), time, pixels)
+        assert outputs.shape.as_list() == [2, 784, 3]
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            leaky, closed = (sess.run(outputs, {leak: value}) for value in (0.5, 0.0))
+    # Only the phased cell's gate has a leak.
+    assert np.array_equal(leaky, closed) == (model != "PhasedLSTMCell")
+
+
+def test_evaluate_weighs_a_ragged_last_batch():
+    rng = np.random.default_rng(0)
+    pixels = rng.random((10, 784, 1), dtype=np.float32)
+    labels = rng.integers(0, 10, 10)
+    with flagsaver.flagsaver(model="BasicLSTMCell", num_units=3), tf.Graph().as_default():
+        model = script.Model("BasicLSTMCell")
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            whole = script.evaluate(sess, model, pixels, labels, batch_size=10)
+            ragged = script.evaluate(sess, model, pixels, labels, batch_size=4)
+    assert ragged[0] == pytest.approx(whole[0], rel=1e-5)
+    assert ragged[1] == whole[1]
