@@ -321,6 +321,8 @@ def test_corrupt_data_file_is_a_clear_error(tmp_path):
     (["--period_init_min=10", "--period_init_max=5"], "--period_init_max must be >="),
     (["--fresh", "--plot_only"], "pass one of them"),
     (["-m", "GRUCell"], "value should be one of <BasicLSTMCell|LSTMCell|PhasedLSTMCell>"),
+    (["-m", "BasicLSTMCell", "--event_driven_eval"], "needs -m PhasedLSTMCell without"),
+    (["--peepholes", "--event_driven_eval"], "needs -m PhasedLSTMCell without --peepholes"),
 ])
 def test_bad_flags_are_refused(args, message):
     with flagsaver.flagsaver(), pytest.raises(flags.IllegalFlagValueError, match=message):
@@ -421,3 +423,17 @@ def test_evaluate_weighs_a_ragged_last_batch():
             ragged = script.evaluate(sess, model, pixels, labels, batch_size=4)
     assert ragged[0] == pytest.approx(whole[0], rel=1e-5)
     assert ragged[1] == whole[1]
+
+
+def test_event_driven_evaluation_equals_the_dense_one():
+    rng = np.random.default_rng(0)
+    with flagsaver.flagsaver(num_units=4, event_driven_eval=True), tf.Graph().as_default():
+        model = script.Model("PhasedLSTMCell")
+        assert model.eval_loss is not model.loss  # a second, event-driven evaluation graph
+        feed = {model.pixels: rng.random((8, 784, 1), dtype=np.float32),
+                model.labels: rng.integers(0, 10, 8), model.leak: 0.0}
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            dense = sess.run([model.loss, model.accuracy], feed)
+            event = sess.run([model.eval_loss, model.eval_accuracy], feed)
+    np.testing.assert_allclose(event, dense, rtol=1e-5)
