@@ -25,7 +25,7 @@ import warnings
 from absl import app, flags, logging
 import numpy as np
 
-from phased_lstm import PhasedLSTMCell, PhasedRNNCell, rnn_cell, tf
+from phased_lstm import PhasedGRUCell, PhasedLSTMCell, PhasedRNNCell, rnn_cell, tf
 from phased_lstm import mnist_data, training
 from phased_lstm.event_rnn import event_driven_phased_lstm
 from phased_lstm.fast_rnn import phased_lstm_rnn
@@ -39,10 +39,10 @@ MILESTONES = (1000, 2000)
 FLAGS = flags.FLAGS
 
 
-def _phased_settings(leak):
-    """The phased cells' own settings, from the flags."""
-    return dict(use_peepholes=FLAGS.peepholes, leak=leak, ratio_on=FLAGS.ratio_on,
-                period_init_min=FLAGS.period_init_min, period_init_max=FLAGS.period_init_max)
+def _timing(leak):
+    """The phased cells' time-gate settings, from the flags."""
+    return dict(leak=leak, ratio_on=FLAGS.ratio_on, period_init_min=FLAGS.period_init_min,
+                period_init_max=FLAGS.period_init_max)
 
 
 # name: makes the cell from the flags and the leak tensor (which only phased cells use). A cell
@@ -50,7 +50,9 @@ def _phased_settings(leak):
 MODELS = {
     "BasicLSTMCell": lambda leak: rnn_cell.BasicLSTMCell(FLAGS.num_units),
     "LSTMCell": lambda leak: rnn_cell.LSTMCell(FLAGS.num_units, use_peepholes=FLAGS.peepholes),
-    "PhasedLSTMCell": lambda leak: PhasedLSTMCell(FLAGS.num_units, **_phased_settings(leak)),
+    "PhasedLSTMCell": lambda leak: PhasedLSTMCell(FLAGS.num_units, use_peepholes=FLAGS.peepholes,
+                                                  **_timing(leak)),
+    "PhasedGRUCell": lambda leak: PhasedGRUCell(FLAGS.num_units, **_timing(leak)),
 }
 
 flags.DEFINE_enum("model", "PhasedLSTMCell", list(MODELS), "The recurrent cell.", short_name="m")
@@ -81,13 +83,13 @@ flags.DEFINE_bool("fresh", False, "Delete this model's log, checkpoints and resu
 flags.DEFINE_bool("plot_only", False, "Do not train: redraw <log_dir>/" + PLOT_NAME + " from "
                   "the logs in log_dir.")
 # The Phased LSTM's own settings.
-flags.DEFINE_float("ratio_on", 0.05, "PhasedLSTMCell: initial open ratio r_on, in (0, 1].")
-flags.DEFINE_float("period_init_min", 1.0, "PhasedLSTMCell (> 0): periods start log-uniform in "
+flags.DEFINE_float("ratio_on", 0.05, "Phased cells: initial open ratio r_on, in (0, 1].")
+flags.DEFINE_float("period_init_min", 1.0, "Phased cells (> 0): periods start log-uniform in "
                    "[period_init_min, period_init_max] (in steps; pixel n is at time n).")
-flags.DEFINE_float("period_init_max", 1000.0, "PhasedLSTMCell: see period_init_min.")
+flags.DEFINE_float("period_init_max", 1000.0, "Phased cells: see period_init_min.")
 flags.DEFINE_bool("peepholes", False, "PhasedLSTMCell and LSTMCell: peephole connections from "
                   "the cell state to the gates.")
-flags.DEFINE_float("leak", 0.001, "PhasedLSTMCell: slope alpha of the closed time gate while "
+flags.DEFINE_float("leak", 0.001, "Phased cells: slope alpha of the closed time gate while "
                    "training (evaluation uses 0, as the paper).", lower_bound=0.0)
 flags.DEFINE_bool("event_driven_eval", False, "PhasedLSTMCell without peepholes: evaluate with "
                   "the event-driven path, which computes only the units whose time gate is open "

@@ -151,7 +151,8 @@ def _sequence_without_peepholes(cell, inputs, k, initial_state):
     steps = tf.shape(inputs)[0]
 
     def stack_of(tensor):
-        return tf.TensorArray(tensor.dtype, size=steps).unstack(tensor)
+        # Read again by the backward loop (and, eagerly, by each gradient computation).
+        return tf.TensorArray(tensor.dtype, size=steps, clear_after_read=False).unstack(tensor)
 
     def empty():
         return tf.TensorArray(inputs.dtype, size=steps)

@@ -144,7 +144,10 @@ class TimeGate:
         phase_initializer = self._phase_initializer
         if phase_initializer is None:
             # As TF 1.x: each unit starts at a uniform point of its own initial period.
-            period_init = self.period.initial_value
+            try:
+                period_init = self.period.initial_value
+            except RuntimeError:  # eager variables keep no initial_value: it is their value now
+                period_init = self.period.read_value()
 
             def phase_initializer(shape, dtype=dtype, partition_info=None):
                 del partition_info

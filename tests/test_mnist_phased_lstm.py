@@ -320,7 +320,7 @@ def test_corrupt_data_file_is_a_clear_error(tmp_path):
     (["--ratio_on=1.5"], r"--ratio_on must be in \(0, 1\]"),
     (["--period_init_min=10", "--period_init_max=5"], "--period_init_max must be >="),
     (["--fresh", "--plot_only"], "pass one of them"),
-    (["-m", "GRUCell"], "value should be one of <BasicLSTMCell|LSTMCell|PhasedLSTMCell>"),
+    (["-m", "GRUCell"], "value should be one of <BasicLSTMCell|LSTMCell|PhasedLSTMCell|PhasedGRUCell>"),
     (["-m", "BasicLSTMCell", "--event_driven_eval"], "needs -m PhasedLSTMCell without"),
     (["--peepholes", "--event_driven_eval"], "needs -m PhasedLSTMCell without --peepholes"),
 ])
@@ -407,8 +407,8 @@ def test_run_rnn_gives_every_step_output(model):
         with tf.compat.v1.Session() as sess:
             sess.run(tf.compat.v1.global_variables_initializer())
             leaky, closed = (sess.run(outputs, {leak: value}) for value in (0.5, 0.0))
-    # Only the phased cell's gate has a leak.
-    assert np.array_equal(leaky, closed) == (model != "PhasedLSTMCell")
+    # Only the phased cells' gates have a leak.
+    assert np.array_equal(leaky, closed) == (not model.startswith("Phased"))
 
 
 def test_evaluate_weighs_a_ragged_last_batch():

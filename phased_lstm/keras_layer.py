@@ -1,0 +1,348 @@
+"""PhasedLSTM: a Keras layer (tf-keras, `tf.keras` under TF_USE_LEGACY_KERAS) over a PhasedLSTMCell.
+
+The layer owns a `PhasedLSTMCell` and runs it over whole sequences; it has no equations of its
+own, so its variables are the cell's (names, layouts, checkpoints) and its results are the
+cell's under `dynamic_rnn`:
+
+- without a mask, through `phased_lstm.fast_rnn.phased_lstm_rnn` (the cell's time gate for all
+  steps at once and a hand-written gradient for the whole sequence);
+- with a Keras mask, through tf-keras's own RNN loop (`keras.backend.rnn`, what
+  `keras.layers.RNN` runs), stepping `PhasedLSTMCell.call`: masks may skip any step, not only a
+  padded end, and a skipped step leaves the state as it was.
+
+Both run in eager mode (`fit` traces them with tf.function) and in TF 1.x graphs.
+
+Importing this module registers the layer for Keras serialization ("phased_lstm>PhasedLSTM"), so
+`tf.keras.models.load_model` restores models saved as .keras or .h5 without custom_objects.
+"""
+
+import numbers
+
+from phased_lstm.fast_rnn import phased_lstm_rnn
+from phased_lstm.legacy_tf import rnn_cell, tf
+from phased_lstm.phased_lstm_cell import PhasedLSTMCell
+from phased_lstm.time_gate import TimeGate, valid_period, valid_ratio_on
+
+# legacy_tf has checked that tf_keras is installed and matches TensorFlow. Taken directly, not as
+# tf.keras, which is Keras 3 if it was touched before TF_USE_LEGACY_KERAS was set.
+import tf_keras as keras  # noqa: E402  pylint: disable=g-bad-import-order
+
+_TIMING_VARIABLES = ("period", "phase", "ratio_on")
+# Applied after a user's constraint, so that a constraint cannot make a divisor invalid.
+_PROJECTIONS = {"period": valid_period, "ratio_on": valid_ratio_on}
+
+
+def _v1_initializer(initializer):
+    """A Keras initializer callable as TF 1.x's get_variable calls it (with partition_info)."""
+    if initializer is None:
+        return None
+
+    def initialize(shape, dtype=None, partition_info=None):
+        del partition_info  # Keras initializers reject it; variables here are never partitioned
+        return initializer(shape, dtype=dtype)
+
+    return initialize
+
+
+class _LayerTimeGate(TimeGate):
+    """The cell's TimeGate, plus the user's constraints of the timing variables.
+
+    Args:
+      num_units: as TimeGate.
+      constraints: {"period" | "phase" | "ratio_on": Keras constraint or None}. Applied after
+        each optimiser update, before the projection onto valid periods and open ratios.
+      **timing: the other TimeGate arguments.
+    """
+
+    def __init__(self, num_units, constraints, **timing):
+        super().__init__(num_units, **timing)
+        self._constraints = constraints
+
+    def build(self, add_weight, dtype):
+        def add_constrained_weight(name, *args, constraint=None, **kwargs):
+            user_constraint = self._constraints.get(name)
+            if user_constraint is not None:
+                projection = _PROJECTIONS.get(name, lambda value: value)
+
+                def constraint(variable):
+                    # read_value(): see time_gate.project_period.
+                    return projection(user_constraint(variable.read_value()))
+
+            return add_weight(name, *args, constraint=constraint, **kwargs)
+
+        super().build(add_constrained_weight, dtype)
+
+
+@keras.utils.register_keras_serializable(package="phased_lstm")
+class PhasedLSTM(keras.layers.Layer):
+    """Phased LSTM layer (Neil, Pfeiffer, Liu, NIPS 2016) for tf.keras, over a `PhasedLSTMCell`.
+
+    Usable in `Sequential` and functional models; the Keras 2.0 seed's use carries over:
+
+        model = tf.keras.Sequential([PhasedLSTM(32, input_shape=(784, 1)),
+                                     tf.keras.layers.Dense(10, activation="softmax")])
+
+    Inputs, either:
+      - features [batch, steps, input_size]: the timestamp of step n is n (0, 1, 2, ...), as in
+        the Keras seed; or
+      - a list [features, times] with times [batch, steps, 1] or [batch, steps], one timestamp
+        per example and step (float32; float64 keeps the phase of timestamps beyond 2**24;
+        integer times are taken as float64). Keras' `fit`, `evaluate` and `predict` cast
+        float64 NumPy arrays to float32: give them float64 tensors or a tf.data.Dataset.
+
+    Masking (a `Masking` layer, `mask_zero` embeddings, or `mask=` [batch, steps] of bools): a
+    masked step leaves the state unchanged, as `sequence_length` does for `dynamic_rnn`, and its
+    output repeats the previous one (zeros before the first unmasked step), as Keras RNNs do.
+
+    Outputs: h of the last step [batch, units], or of every step [batch, steps, units] with
+    `return_sequences`; with `return_state`, the list [output, h, c] (Keras LSTM's order).
+
+    Variables: the cell's (see `PhasedLSTMCell`), created under the variable scope
+    `<layer name>/phased_lstm_cell/`.
+
+    Args:
+      units: number of units, >= 1.
+      use_peepholes: the cell's peephole connections.
+      leak: alpha, the closed time gate's slope while training, a float >= 0 (default 0.001).
+      inference_leak: the slope outside training (`predict`, `evaluate`, `training=False`);
+        None: `leak`, as the TF 1.x cell and the Keras seed. 0.0 as the paper's evaluation.
+      ratio_on, trainable_ratio_on, period_init_min, period_init_max, trainable_period,
+        trainable_phase: the cell's timing settings (see `PhasedLSTMCell`).
+      period_initializer, phase_initializer, ratio_on_initializer: Keras initializers (names,
+        configs or objects) replacing the cell's defaults (log-uniform periods on
+        [period_init_min, period_init_max], phases U(0, initial period), constant `ratio_on`).
+        The Keras seed's: RandomUniform(10, 100), RandomUniform(0, 1000) and ratio_on=0.05.
+      period_regularizer, phase_regularizer, ratio_on_regularizer: Keras regularizers of the
+        timing variables.
+      period_constraint, phase_constraint, ratio_on_constraint: Keras constraints of the timing
+        variables, applied by the optimiser after each update; periods and open ratios are then
+        still projected onto their valid ranges.
+      kernel_regularizer, bias_regularizer: Keras regularizers applied to each of the cell's
+        kernels (whose rows hold the input, recurrent and peephole weights together) and
+        biases.
+      return_sequences: whether to return the output of every step.
+      return_state: whether to also return the final h and c.
+      alpha: the Keras seed's name for `leak`; give one of the two.
+      **kwargs: Keras layer arguments (name, dtype, input_shape, activity_regularizer, ...).
+
+    Raises:
+      ValueError: for units not an integer >= 1, a negative or non-numeric leak, both `leak`
+        and `alpha`, or the cell's invalid timing settings; when called, for inputs that are
+        not [batch, steps, input_size] with a known input_size, or times whose shape does not
+        match.
+      TypeError: when called, for times that are not numbers.
+    """
+
+    def __init__(self, units, use_peepholes=False, leak=None, inference_leak=None, ratio_on=0.1,
+                 trainable_ratio_on=True, period_init_min=1.0, period_init_max=1000.0,
+                 trainable_period=True, trainable_phase=True, period_initializer=None,
+                 phase_initializer=None, ratio_on_initializer=None, period_regularizer=None,
+                 phase_regularizer=None, ratio_on_regularizer=None, period_constraint=None,
+                 phase_constraint=None, ratio_on_constraint=None, kernel_regularizer=None,
+                 bias_regularizer=None, return_sequences=False, return_state=False, alpha=None,
+                 **kwargs):
+        # The times must reach the cell in their own dtype (float64 for large timestamps):
+        # Keras would cast every floating input to the layer's dtype. Features are cast in call.
+        kwargs["autocast"] = False
+        super().__init__(**kwargs)
+        if leak is not None and alpha is not None:
+            raise ValueError(f"give leak or alpha (its Keras seed name), not both; got leak={leak} "
+                             f"and alpha={alpha}")
+        if not (isinstance(units, numbers.Integral) and units >= 1):
+            raise ValueError(f"units must be an integer >= 1; got {units!r}")
+        leak = 0.001 if leak is None and alpha is None else (alpha if leak is None else leak)
+        for name, value in (("leak", leak), ("inference_leak", inference_leak)):
+            if value is not None and not (isinstance(value, numbers.Real) and value >= 0):
+                raise ValueError(f"{name} must be a number >= 0; got {value!r}")
+        self.units = int(units)
+        self.use_peepholes = use_peepholes
+        self.leak = float(leak)
+        self.inference_leak = None if inference_leak is None else float(inference_leak)
+        self.return_sequences = return_sequences
+        self.return_state = return_state
+        self.supports_masking = True
+        self._timing = dict(
+            ratio_on=ratio_on, trainable_ratio_on=trainable_ratio_on,
+            period_init_min=period_init_min, period_init_max=period_init_max,
+            trainable_period=trainable_period, trainable_phase=trainable_phase)
+        self._initializers = {
+            "period": keras.initializers.get(period_initializer),
+            "phase": keras.initializers.get(phase_initializer),
+            "ratio_on": keras.initializers.get(ratio_on_initializer)}
+        self._regularizers = {
+            "period": keras.regularizers.get(period_regularizer),
+            "phase": keras.regularizers.get(phase_regularizer),
+            "ratio_on": keras.regularizers.get(ratio_on_regularizer),
+            "kernel": keras.regularizers.get(kernel_regularizer),
+            "bias": keras.regularizers.get(bias_regularizer)}
+        self._constraints = {
+            "period": keras.constraints.get(period_constraint),
+            "phase": keras.constraints.get(phase_constraint),
+            "ratio_on": keras.constraints.get(ratio_on_constraint)}
+
+        timing = dict(self._timing, leak=self.leak, **{
+            f"{name}_initializer": _v1_initializer(self._initializers[name])
+            for name in _TIMING_VARIABLES})
+        # The cell validates every setting; its time gate is then replaced by one made from the
+        # same settings that also applies the constraints.
+        self.cell = PhasedLSTMCell(self.units, use_peepholes=use_peepholes, dtype=self.dtype,
+                                   **timing)
+        self.cell.time_gate = _LayerTimeGate(self.units, self._constraints, **timing)
+
+    # -- Inputs --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _split(inputs):
+        """(features, times or None) from the layer's inputs, or from their shapes."""
+        # A shape given as a tuple of ints is one input; a list of shapes or tensors is several.
+        if isinstance(inputs, (list, tuple)) and not all(
+                isinstance(d, (numbers.Integral, type(None))) for d in inputs):
+            if len(inputs) == 1:
+                return inputs[0], None
+            if len(inputs) != 2:
+                raise ValueError("PhasedLSTM takes features [batch, steps, input_size] or a list "
+                                 f"[features, times]; got a list of {len(inputs)} inputs")
+            return inputs[0], inputs[1]
+        return inputs, None
+
+    def _check_shapes(self, features_shape, times_shape):
+        features_shape = tf.TensorShape(features_shape)
+        if features_shape.rank != 3 or features_shape[-1] is None:
+            raise ValueError("PhasedLSTM's features must have shape [batch, steps, input_size] "
+                             f"with a known input_size; got shape {features_shape}")
+        if times_shape is not None:
+            times_shape = tf.TensorShape(times_shape)
+            if (times_shape.rank not in (2, 3) or (times_shape.rank == 3 and times_shape[-1] != 1)
+                    or not times_shape[:2].is_compatible_with(features_shape[:2])):
+                raise ValueError(
+                    "PhasedLSTM's times must have shape [batch, steps, 1] or [batch, steps], "
+                    f"matching features {features_shape}; got shape {times_shape}")
+        return features_shape
+
+    def build(self, input_shape):
+        features_shape = self._check_shapes(*self._split(input_shape))
+        cell_input_shape = (tf.TensorShape([None, 1]), tf.TensorShape([None, features_shape[-1]]))
+        # As dynamic_rnn would name them, under the layer's name rather than "rnn".
+        with tf.compat.v1.variable_scope(self.name):
+            self.cell.build(cell_input_shape)
+        cell = self.cell
+        penalised = {
+            "period": [cell.time_gate.period], "phase": [cell.time_gate.phase],
+            "ratio_on": [cell.time_gate.ratio_on],
+            "kernel": [cell.mask_gates_kernel, cell.new_input_kernel, cell.output_gate_kernel],
+            "bias": [cell.mask_gates_bias, cell.new_input_bias, cell.output_gate_bias]}
+        for name, variables in penalised.items():
+            regularizer = self._regularizers[name]
+            if regularizer is not None:
+                for variable in variables:
+                    self.add_loss(lambda r=regularizer, v=variable: r(v))
+        super().build(input_shape)
+
+    def _times(self, features, times):
+        """Timestamps [batch or 1, steps, 1] in their own floating dtype."""
+        if times is None:  # the step index, shared by the batch
+            return tf.range(tf.shape(features)[1], dtype=tf.float32)[None, :, None]
+        times = tf.convert_to_tensor(times)
+        if times.dtype.is_integer:  # exact as float64 up to 2**53
+            times = tf.cast(times, tf.float64)
+        elif not times.dtype.is_floating:
+            raise TypeError(f"PhasedLSTM's times must be numbers; got dtype {times.dtype.name}")
+        return times[:, :, None] if times.shape.rank == 2 else times
+
+    def _leak(self, training):
+        """The time gate's slope: a float, or a tensor when `training` is one."""
+        if self.inference_leak is None or self.inference_leak == self.leak:
+            return self.leak
+        if tf.is_tensor(training):
+            return tf.where(tf.cast(training, tf.bool), self.leak, self.inference_leak)
+        return self.leak if training else self.inference_leak  # None: Keras' default, inference
+
+    # -- Running the cell ----------------------------------------------------------------------
+
+    def call(self, inputs, mask=None, training=None):
+        """Runs the cell over the sequences.
+
+        Args:
+          inputs: features [batch, steps, input_size], or [features, times].
+          mask: optional [batch, steps] bools (for a list input, the features' mask is used).
+          training: whether the training leak applies (see `inference_leak`).
+
+        Returns:
+          The output, or [output, h, c] with return_state (see the class docstring).
+        """
+        features, times = self._split(inputs)
+        self._check_shapes(features.shape, None if times is None else times.shape)
+        features = tf.cast(features, self.cell.dtype)
+        times = self._times(features, times)
+        mask = self._features_mask(mask)
+
+        gate = self.cell.time_gate
+        gate.leak = self._leak(training)
+        try:
+            # phased_lstm_rnn's gradient reads its time gate twice from a TensorArray, which
+            # eager TensorArrays forbid; eagerly its loop would run step by step anyway.
+            if mask is None and not tf.executing_eagerly():
+                outputs, (c, h) = phased_lstm_rnn(self.cell, times, features)
+                # Its transposes lose the static steps and batch, which Keras shows and checks.
+                outputs.set_shape(features.shape[:2].concatenate([self.units]))
+                for state in (c, h):
+                    state.set_shape([features.shape[0], self.units])
+                output = outputs if self.return_sequences else h
+            else:
+                output, c, h = self._run_keras_loop(features, times, mask)
+        finally:
+            gate.leak = self.leak
+        return [output, h, c] if self.return_state else output
+
+    def _run_keras_loop(self, features, times, mask):
+        """tf-keras's RNN loop over the cell's own step; returns (output, c, h)."""
+        shape = tf.shape(features)
+        times = tf.broadcast_to(times, tf.stack([shape[0], shape[1], 1]))
+        initial_state = list(self.cell.zero_state(shape[0], features.dtype))
+
+        def step(step_inputs, states):
+            # The cell's call, not __call__: inputs were checked and the cell is built.
+            output, state = self.cell.call(step_inputs, rnn_cell.LSTMStateTuple(*states))
+            return output, list(state)
+
+        last_output, outputs, (c, h) = keras.backend.rnn(
+            step, (times, features), initial_state, mask=mask, input_length=features.shape[1],
+            return_all_outputs=self.return_sequences)
+        return (outputs if self.return_sequences else last_output), c, h
+
+    @staticmethod
+    def _features_mask(mask):
+        if isinstance(mask, (list, tuple)):
+            mask = mask[0] if mask else None
+        return mask
+
+    def compute_mask(self, inputs, mask=None):
+        mask = self._features_mask(mask)
+        output_mask = mask if self.return_sequences else None
+        return [output_mask, None, None] if self.return_state else output_mask
+
+    def compute_output_shape(self, input_shape):
+        features_shape = self._check_shapes(*self._split(input_shape))
+        batch, steps = features_shape[0], features_shape[1]
+        output = tf.TensorShape(
+            [batch, steps, self.units] if self.return_sequences else [batch, self.units])
+        if self.return_state:
+            return [output, tf.TensorShape([batch, self.units]),
+                    tf.TensorShape([batch, self.units])]
+        return output
+
+    # -- Serialization -------------------------------------------------------------------------
+
+    def get_config(self):
+        config = dict(
+            units=self.units, use_peepholes=self.use_peepholes, leak=self.leak,
+            inference_leak=self.inference_leak, return_sequences=self.return_sequences,
+            return_state=self.return_state, **self._timing)
+        for name in _TIMING_VARIABLES:
+            config[f"{name}_initializer"] = keras.initializers.serialize(self._initializers[name])
+        for name, regularizer in self._regularizers.items():
+            config[f"{name}_regularizer"] = keras.regularizers.serialize(regularizer)
+        for name, constraint in self._constraints.items():
+            config[f"{name}_constraint"] = keras.constraints.serialize(constraint)
+        config["activity_regularizer"] = keras.regularizers.serialize(self.activity_regularizer)
+        return dict(super().get_config(), **config)

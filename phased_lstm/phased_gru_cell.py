@@ -1,0 +1,117 @@
+"""PhasedGRUCell: the Phased LSTM time gate on a GRU step."""
+
+from phased_lstm.legacy_tf import tf
+from phased_lstm.phased_cell import PhasedRNNCell
+from phased_lstm.time_gate import TimeGate
+
+
+class PhasedGRUCell(PhasedRNNCell):
+    """Phased GRU cell: a GRU step kept in proportion to the Phased LSTM time gate.
+
+    The paper (Neil, Pfeiffer, Liu, NIPS 2016) notes that its time gate extends to other gated
+    cells. This cell is TF 1.x's `GRUCell` step followed by that gate:
+
+        r, u = sigmoid([x_t, h_{t-1}] W_g + b_g)               (reset gate, then update gate)
+        c    = tanh([x_t, r * h_{t-1}] W_c + b_c)
+        h~_t = u * h_{t-1} + (1 - u) * c
+        h_t  = k_t * h~_t + (1 - k_t) * h_{t-1}
+
+    where k_t is the time gate of `PhasedLSTMCell` (the same `TimeGate`, timing parameters and
+    validity guarantees). An `RNNCell` (through LayerRNNCell) for `dynamic_rnn`, `static_rnn`
+    and `PhasedMultiRNNCell`.
+
+    Variables (the names and layouts of TF 1.x's GRUCell, plus the timing): `gates/kernel`
+    [input_size + num_units, 2 * num_units] (reset gate, then update gate), `gates/bias`
+    [2 * num_units] (starts at 1.0, as in GRUCell), `candidate/kernel`
+    [input_size + num_units, num_units], `candidate/bias` [num_units] (starts at 0), and `period`,
+    `phase`, `ratio_on` [num_units]. Kernel rows are [x, h].
+
+    Inputs are a tuple (time [batch, 1], features [batch, input_size]); each example may have its
+    own timestamps. The state and the output are h [batch, num_units].
+
+    Args:
+      num_units: number of units, >= 1.
+      leak: alpha, the closed gate's slope: a float >= 0 or a scalar float tensor, e.g.
+        `tf.compat.v1.placeholder_with_default(0.001, [])` fed 0 to evaluate without leak.
+      ratio_on: initial open ratio, in (0, 1].
+      trainable_ratio_on: whether the open ratio is learned.
+      period_init_min, period_init_max: periods start log-uniform on this range.
+      reuse: whether to reuse variables in an existing scope (TF 1.x semantics).
+      trainable_period: whether the periods are learned.
+      trainable_phase: whether the phases are learned.
+      period_initializer: replaces the log-uniform period initialiser.
+      phase_initializer: replaces the default U(0, initial period).
+      ratio_on_initializer: replaces the constant `ratio_on`.
+      name: layer name; default "phased_gru_cell".
+      dtype: dtype of the variables and outputs; default: the features' dtype. The time may
+        be float64 whatever this is.
+
+    Raises:
+      ValueError: for num_units < 1 or invalid timing settings (see `TimeGate`); when called, for
+        time not [batch, 1] or features not rank 2.
+      TypeError: when called, for inputs that are not a (time, features) pair or non-float time.
+    """
+
+    def __init__(self, num_units, leak=0.001, ratio_on=0.1, trainable_ratio_on=True,
+                 period_init_min=1.0, period_init_max=1000.0, reuse=None, *,
+                 trainable_period=True, trainable_phase=True, period_initializer=None,
+                 phase_initializer=None, ratio_on_initializer=None, name=None, dtype=None):
+        super().__init__(_reuse=reuse, name=name, dtype=dtype)
+        if not (isinstance(num_units, int) and num_units >= 1):
+            raise ValueError(f"num_units must be an integer >= 1; got {num_units!r}")
+        self._num_units = num_units
+        self.time_gate = TimeGate(
+            num_units, leak, ratio_on, trainable_ratio_on, period_init_min, period_init_max,
+            trainable_period, trainable_phase, period_initializer, phase_initializer,
+            ratio_on_initializer)
+
+    @property
+    def state_size(self):
+        return self._num_units
+
+    @property
+    def output_size(self):
+        return self._num_units
+
+    def build(self, inputs_shape):
+        if not isinstance(inputs_shape, (tuple, list)) or len(inputs_shape) != 2:
+            raise TypeError(
+                "PhasedGRUCell expects inputs as a tuple (time [batch, 1], "
+                f"features [batch, input_size]); got shape {inputs_shape}")
+        input_size = tf.TensorShape(inputs_shape[1])[-1]
+        if input_size is None:
+            raise ValueError(f"features' last dimension must be known; got {inputs_shape[1]}")
+        n = self._num_units
+        self.gates_kernel = self.add_weight("gates/kernel", shape=[input_size + n, 2 * n])
+        # As GRUCell: a bias of 1 starts r and u near 0.73, so h~ first mostly keeps h.
+        self.gates_bias = self.add_weight(
+            "gates/bias", shape=[2 * n], initializer=tf.compat.v1.constant_initializer(1.0))
+        self.candidate_kernel = self.add_weight("candidate/kernel", shape=[input_size + n, n])
+        self.candidate_bias = self.add_weight(
+            "candidate/bias", shape=[n], initializer=tf.compat.v1.zeros_initializer())
+        self.time_gate.build(self.add_weight, self.dtype)
+        self.built = True
+
+    def call(self, inputs, state):
+        """One step.
+
+        Args:
+          inputs: (time [batch, 1], features [batch, input_size]).
+          state: h [batch, num_units].
+
+        Returns:
+          (h, h), each [batch, num_units].
+        """
+        time, x = inputs
+        h_prev = state
+        gates = tf.sigmoid(
+            tf.matmul(tf.concat([x, h_prev], 1), self.gates_kernel) + self.gates_bias)
+        reset, update = tf.split(gates, 2, axis=1)
+        candidate = tf.tanh(
+            tf.matmul(tf.concat([x, reset * h_prev], 1), self.candidate_kernel)
+            + self.candidate_bias)
+        h_gru = update * h_prev + (1.0 - update) * candidate
+
+        k = self.time_gate(time, h_gru.dtype)
+        h = k * h_gru + (1.0 - k) * h_prev
+        return h, h
