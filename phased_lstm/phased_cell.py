@@ -1,7 +1,7 @@
 """PhasedRNNCell: the base of every cell whose input is (time, features)."""
 
 from phased_lstm.legacy_tf import LayerRNNCell, tf
-from phased_lstm.time_gate import check_time
+from phased_lstm.time_gate import TimeGate, check_time
 
 
 def check_phased_inputs(inputs, name):
@@ -35,13 +35,41 @@ def check_phased_inputs(inputs, name):
 class PhasedRNNCell(LayerRNNCell):
     """An RNNCell whose input is (time [batch, 1], features [batch, input_size]).
 
-    Subclasses set `self.time_gate` (a `TimeGate`) and implement `build` and `call`. This class
-    checks the inputs before anything is built, and takes the cell's dtype from the features:
-    the base layer would take it from the first input, the time, which may be float64.
+    Owns the time gate (`self.time_gate`, a `TimeGate` made from the timing arguments, which
+    subclasses build in `build`) and checks the inputs before anything is built. It takes the
+    cell's dtype from the features: the base layer would take it from the first input, the time,
+    which may be float64. Subclasses implement `build` and `call`.
+
+    Args:
+      num_units: number of units, >= 1.
+      timing: the TimeGate's arguments (leak, ratio_on, trainable_ratio_on, period_init_min,
+        period_init_max, trainable_period, trainable_phase and the three initialisers).
+      reuse, name, dtype: as every TF 1.x RNNCell.
+
+    Raises:
+      ValueError: for num_units < 1 or invalid timing settings.
     """
+
+    def __init__(self, num_units, reuse=None, name=None, dtype=None, **timing):
+        super().__init__(_reuse=reuse, name=name, dtype=dtype)
+        if not (isinstance(num_units, int) and num_units >= 1):
+            raise ValueError(f"num_units must be an integer >= 1; got {num_units!r}")
+        self._num_units = num_units
+        self.time_gate = TimeGate(num_units, **timing)
 
     def __call__(self, inputs, state, scope=None, *args, **kwargs):
         time, features = check_phased_inputs(inputs, type(self).__name__)
         if not self.built and self._dtype_policy.compute_dtype is None:
             self._set_dtype_policy(features.dtype.base_dtype.name)
         return super().__call__((time, features), state, scope, *args, **kwargs)
+
+    def _input_size(self, inputs_shape):
+        """The features' size, from build()'s (time shape, features shape)."""
+        if not isinstance(inputs_shape, (tuple, list)) or len(inputs_shape) != 2:
+            raise TypeError(
+                f"{type(self).__name__} expects inputs as a tuple (time [batch, 1], "
+                f"features [batch, input_size]); got shape {inputs_shape}")
+        input_size = tf.TensorShape(inputs_shape[1])[-1]
+        if input_size is None:
+            raise ValueError(f"features' last dimension must be known; got {inputs_shape[1]}")
+        return input_size

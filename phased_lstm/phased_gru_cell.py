@@ -2,7 +2,6 @@
 
 from phased_lstm.legacy_tf import tf
 from phased_lstm.phased_cell import PhasedRNNCell
-from phased_lstm.time_gate import TimeGate
 
 
 class PhasedGRUCell(PhasedRNNCell):
@@ -56,14 +55,12 @@ class PhasedGRUCell(PhasedRNNCell):
                  period_init_min=1.0, period_init_max=1000.0, reuse=None, *,
                  trainable_period=True, trainable_phase=True, period_initializer=None,
                  phase_initializer=None, ratio_on_initializer=None, name=None, dtype=None):
-        super().__init__(_reuse=reuse, name=name, dtype=dtype)
-        if not (isinstance(num_units, int) and num_units >= 1):
-            raise ValueError(f"num_units must be an integer >= 1; got {num_units!r}")
-        self._num_units = num_units
-        self.time_gate = TimeGate(
-            num_units, leak, ratio_on, trainable_ratio_on, period_init_min, period_init_max,
-            trainable_period, trainable_phase, period_initializer, phase_initializer,
-            ratio_on_initializer)
+        super().__init__(
+            num_units, reuse, name, dtype, leak=leak, ratio_on=ratio_on,
+            trainable_ratio_on=trainable_ratio_on, period_init_min=period_init_min,
+            period_init_max=period_init_max, trainable_period=trainable_period,
+            trainable_phase=trainable_phase, period_initializer=period_initializer,
+            phase_initializer=phase_initializer, ratio_on_initializer=ratio_on_initializer)
 
     @property
     def state_size(self):
@@ -74,13 +71,7 @@ class PhasedGRUCell(PhasedRNNCell):
         return self._num_units
 
     def build(self, inputs_shape):
-        if not isinstance(inputs_shape, (tuple, list)) or len(inputs_shape) != 2:
-            raise TypeError(
-                "PhasedGRUCell expects inputs as a tuple (time [batch, 1], "
-                f"features [batch, input_size]); got shape {inputs_shape}")
-        input_size = tf.TensorShape(inputs_shape[1])[-1]
-        if input_size is None:
-            raise ValueError(f"features' last dimension must be known; got {inputs_shape[1]}")
+        input_size = self._input_size(inputs_shape)
         n = self._num_units
         self.gates_kernel = self.add_weight("gates/kernel", shape=[input_size + n, 2 * n])
         # As GRUCell: a bias of 1 starts r and u near 0.73, so h~ first mostly keeps h.

@@ -2,7 +2,6 @@
 
 from phased_lstm.legacy_tf import rnn_cell, tf
 from phased_lstm.phased_cell import PhasedRNNCell
-from phased_lstm.time_gate import TimeGate
 
 
 class PhasedLSTMCell(PhasedRNNCell):
@@ -56,15 +55,13 @@ class PhasedLSTMCell(PhasedRNNCell):
                  reuse=None, *, trainable_period=True, trainable_phase=True,
                  period_initializer=None, phase_initializer=None, ratio_on_initializer=None,
                  name=None, dtype=None):
-        super().__init__(_reuse=reuse, name=name, dtype=dtype)
-        if not (isinstance(num_units, int) and num_units >= 1):
-            raise ValueError(f"num_units must be an integer >= 1; got {num_units!r}")
-        self._num_units = num_units
+        super().__init__(
+            num_units, reuse, name, dtype, leak=leak, ratio_on=ratio_on,
+            trainable_ratio_on=trainable_ratio_on, period_init_min=period_init_min,
+            period_init_max=period_init_max, trainable_period=trainable_period,
+            trainable_phase=trainable_phase, period_initializer=period_initializer,
+            phase_initializer=phase_initializer, ratio_on_initializer=ratio_on_initializer)
         self._use_peepholes = use_peepholes
-        self.time_gate = TimeGate(
-            num_units, leak, ratio_on, trainable_ratio_on, period_init_min, period_init_max,
-            trainable_period, trainable_phase, period_initializer, phase_initializer,
-            ratio_on_initializer)
 
     @property
     def state_size(self):
@@ -79,13 +76,7 @@ class PhasedLSTMCell(PhasedRNNCell):
         return self._use_peepholes
 
     def build(self, inputs_shape):
-        if not isinstance(inputs_shape, (tuple, list)) or len(inputs_shape) != 2:
-            raise TypeError(
-                "PhasedLSTMCell expects inputs as a tuple (time [batch, 1], "
-                f"features [batch, input_size]); got shape {inputs_shape}")
-        input_size = tf.TensorShape(inputs_shape[1])[-1]
-        if input_size is None:
-            raise ValueError(f"features' last dimension must be known; got {inputs_shape[1]}")
+        input_size = self._input_size(inputs_shape)
         n = self._num_units
         peep = n if self._use_peepholes else 0
         zeros = tf.compat.v1.zeros_initializer()
