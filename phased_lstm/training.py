@@ -34,7 +34,8 @@ __all__ = [
     "CHECKPOINT_DIR", "LOG_COLUMNS", "LOG_NAME", "RESULTS_NAME", "Checkpointer", "LogWriter",
     "Progress", "RunError", "ScalarWriter", "StopSignals", "check_resume_settings",
     "check_writable_dir", "clear_run", "find_logs", "format_duration", "latest_checkpoint",
-    "plot_curves", "read_log", "smooth", "summarize", "truncate_log", "write_json",
+    "plot_curves", "read_log", "smooth", "summarize", "truncate_log", "write_atomically",
+    "write_json",
 ]
 
 LOG_NAME = "log.tsv"
@@ -51,7 +52,7 @@ class RunError(Exception):
     """A problem with the run's folder or settings that the user must fix; the message says how."""
 
 
-def _write_atomically(path, write, mode="w"):
+def write_atomically(path, write, mode="w"):
     """Writes a file through a temporary file in the same folder, then renames it over path.
 
     A reader, or a run killed midway, never sees a half-written file.
@@ -77,7 +78,7 @@ def _write_atomically(path, write, mode="w"):
 
 def write_json(path, obj):
     """Writes obj as indented JSON, atomically."""
-    _write_atomically(path, lambda f: f.write(json.dumps(obj, indent=2, sort_keys=False) + "\n"))
+    write_atomically(path, lambda f: f.write(json.dumps(obj, indent=2, sort_keys=False) + "\n"))
 
 
 def check_writable_dir(path):
@@ -166,7 +167,7 @@ def truncate_log(path, last_step, columns=LOG_COLUMNS):
     """
     header = _header(columns)
     if not os.path.exists(path):
-        _write_atomically(path, lambda f: f.write(header + "\n"))
+        write_atomically(path, lambda f: f.write(header + "\n"))
         return 0
     with open(path, encoding="utf-8") as f:
         text = f.read()
@@ -190,7 +191,7 @@ def truncate_log(path, last_step, columns=LOG_COLUMNS):
         logging.info("%s: dropped %d row(s) past step %d%s.", path, dropped, last_step,
                      " and a partial last line" if partial else "")
         body = "".join(line + "\n" for _, line in kept)
-        _write_atomically(path, lambda f: f.write(header + "\n" + body))
+        write_atomically(path, lambda f: f.write(header + "\n" + body))
     steps = [step for step, _ in kept]
     if steps != list(range(1, last_step + 1)):
         logging.warning("%s has %d row(s) up to step %d, not one per step; the plot and results "
@@ -688,5 +689,5 @@ def plot_curves(log_dir, path, title, chance=None):
     figure.legend(handles, labels, loc="outside lower center", ncols=(len(labels) + 1) // 2,
                   fontsize="small", frameon=False)
     figure.suptitle(title)
-    _write_atomically(path, lambda f: figure.savefig(f, format="png", dpi=110), mode="wb")
+    write_atomically(path, lambda f: figure.savefig(f, format="png", dpi=110), mode="wb")
     return list(logs)

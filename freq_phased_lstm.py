@@ -1,0 +1,652 @@
+"""Frequency discrimination: Phased LSTM against LSTM on sine waves sampled three ways.
+
+Reproduces the first experiment of Neil, Pfeiffer and Liu, "Phased LSTM" (NIPS 2016, Fig. 3):
+tell sine waves whose period lies in [5, 6] ms from others, sampled every 1 ms (`standard`),
+every 0.1 ms (`high_res`, up to 1,250 steps) or at irregular times (`async`). The data are
+drawn afresh for every batch (phased_lstm/frequency_data.py has the details). The Phased LSTM
+gets the amplitude as its input and the time in ms as its timestamp; the LSTM gets
+[amplitude, time] as two input features. Sequences are padded; padded steps change nothing
+(sequence_length).
+
+The defaults are the paper's settings: 110 units with peepholes, timing init tau ~ exp(U(1, 3))
+ms, s ~ U(0, 100), r_on 0.05, leak 0.001 while training and 0 at validation, Adam 1e-3,
+batch 32, 157 batches per epoch, 70 epochs, 5 seeds, accuracy on fresh validation data
+(2,000 sequences, their own seed stream) after every epoch.
+
+    python freq_phased_lstm.py --sampling high_res -m PhasedLSTMCell
+    python freq_phased_lstm.py --sampling all -m LSTMCell --seeds 5
+    python freq_phased_lstm.py --quick --sampling async -m PhasedLSTMCell --seeds 1
+    python freq_phased_lstm.py --plot_only
+
+--quick changes only --epochs (per sampling: standard 25, high_res 2, async 25) and --val_size
+(500), each unless given on the command line: at most about 15 minutes for one model, one
+sampling and one seed on a free 2-core CPU (QUICK_NOTE in the script has the timings). It keeps
+the paper's epoch of 157 batches of 32, so that its epochs compare with the paper's 70 and a
+quick run continues to them when run again without --quick.
+
+Each run (one sampling, one model, one seed) writes `<log_dir>/<sampling>/<model>/seed<k>/`:
+log.tsv (one row per training batch, with `step` the batch number and `epoch` its epoch; the
+columns test_loss and test_accuracy hold the validation on fresh data, on each epoch's last
+batch), TensorBoard events, checkpoints/ and results.json. After every run the script redraws
+`<log_dir>/<sampling>/<model>/curves.png` (every seed's training curves), the figure
+`<log_dir>/frequency_curves.png` (validation accuracy per epoch, one panel per sampling) and
+the table `<log_dir>/results.md` (mean +- std over seeds of the last validation accuracy, beside
+the paper's). Running the same command again resumes from the last checkpoint and skips the
+finished runs; Ctrl-C or SIGTERM checkpoints and stops.
+"""
+
+import contextlib
+import glob
+import math
+import os
+import random
+import re
+import signal
+import sys
+import time
+import warnings
+
+from absl import app, flags, logging
+import numpy as np
+
+from phased_lstm import PhasedLSTMCell, rnn_cell, tf
+from phased_lstm import frequency_data, training
+from phased_lstm.fast_rnn import phased_lstm_rnn
+
+SAMPLINGS = frequency_data.SAMPLINGS
+SAMPLING_TITLES = {"standard": "standard (1 ms)", "high_res": "high resolution (0.1 ms)",
+                   "async": "asynchronous"}
+MODEL_TITLES = {"PhasedLSTMCell": "Phased LSTM", "LSTMCell": "LSTM"}
+NUM_CLASSES = 2
+PLOT_NAME = "frequency_curves.png"
+RESULTS_TABLE_NAME = "results.md"
+RUN_PLOT_NAME = "curves.png"
+# training.LOG_COLUMNS with the epoch of each batch; test_* hold the validation.
+LOG_COLUMNS = ("step", "epoch") + training.LOG_COLUMNS[1:]
+# The rng streams of a seed: np.random.default_rng([seed, stream, index]).
+TRAIN_STREAM, VALIDATION_STREAM = 0, 1
+# The paper's Fig. 3 table: accuracy (%) after 70 epochs, mean and std over 5 seeds.
+PAPER = {
+    ("standard", "PhasedLSTMCell"): (99.18, 0.23), ("standard", "LSTMCell"): (99.02, 0.62),
+    ("high_res", "PhasedLSTMCell"): (99.49, 0.20), ("high_res", "LSTMCell"): (51.72, 0.71),
+    ("async", "PhasedLSTMCell"): (98.28, 0.15), ("async", "LSTMCell"): (63.20, 13.54),
+}
+# --quick: values of these flags unless given on the command line; epochs per sampling.
+QUICK = {"epochs": {"standard": 25, "high_res": 2, "async": 25}, "val_size": 500}
+QUICK_NOTE = """\
+--quick's epochs come from timings on this 2-core machine (TensorFlow on one thread, the CPU
+time of a training batch of 32 with 110 units and peepholes, taken while other training used
+the cores; two cores free should be no slower):
+
+    seconds per batch    standard   high_res   async
+    Phased LSTM          0.17-0.22  2.3        0.16-0.24
+    LSTM                 0.13       1.6        0.14
+    (steps of a batch    122        1216       121, padded to the batch's longest)
+
+Validating 500 sequences takes about 1 s (standard, async) and 9 s (Phased LSTM, high_res).
+An epoch of the Phased LSTM, the slower model, thus takes about 35 s in standard and async
+(25 epochs: about 15 minutes) and 375 s in high_res (2 epochs: about 13 minutes; 3 would
+take 19). The LSTM needs about 60-70% of that. One epoch count for all would leave standard
+and async at two epochs, or high_res at an hour; an epoch stays the paper's 157 batches.
+"""
+
+FLAGS = flags.FLAGS
+
+
+# name: makes the cell from the flags and the leak tensor (which only the Phased LSTM uses).
+MODELS = {
+    "PhasedLSTMCell": lambda leak: PhasedLSTMCell(
+        FLAGS.num_units, use_peepholes=FLAGS.peepholes, leak=leak, ratio_on=FLAGS.ratio_on,
+        trainable_ratio_on=FLAGS.trainable_ratio_on, period_init_min=FLAGS.period_init_min,
+        period_init_max=FLAGS.period_init_max,
+        phase_initializer=tf.compat.v1.random_uniform_initializer(0.0, FLAGS.phase_init_max)),
+    "LSTMCell": lambda leak: rnn_cell.LSTMCell(FLAGS.num_units, use_peepholes=FLAGS.peepholes),
+}
+
+flags.DEFINE_enum("sampling", "standard", list(SAMPLINGS) + ["all"], "How the sine waves are "
+                  "sampled: standard (every 1 ms), high_res (every 0.1 ms), async (at random "
+                  "times); all: the three in turn.")
+flags.DEFINE_enum("model", "PhasedLSTMCell", list(MODELS), "The recurrent cell.", short_name="m")
+flags.DEFINE_integer("epochs", 70, "Train each run until this epoch; a larger value than a "
+                     "finished run's continues it. --quick: per sampling, see --quick.",
+                     lower_bound=1)
+flags.DEFINE_integer("batches_per_epoch", 157, "Training batches of fresh data per epoch; "
+                     "the validation follows each epoch.", lower_bound=1)
+flags.DEFINE_integer("batch_size", 32, "Training sequences per batch (half of them from the "
+                     "[5, 6] ms band).", lower_bound=1)
+flags.DEFINE_integer("seeds", 5, "Train seeds 0 .. seeds-1 in turn, each its own run "
+                     "<log_dir>/<sampling>/<model>/seed<k>/. A seed sets the initial weights "
+                     "and the data.", lower_bound=1)
+flags.DEFINE_integer("val_size", 2000, "Fresh validation sequences after each epoch (their "
+                     "own seed stream). --quick: 500.", lower_bound=1)
+flags.DEFINE_integer("eval_batch_size", 500, "Validation sequences per batch (memory only; "
+                     "the result is the same).", lower_bound=1)
+flags.DEFINE_integer("num_units", 110, "Units of the recurrent layer.", lower_bound=1)
+flags.DEFINE_float("learning_rate", 1e-3, "Adam's learning rate, > 0.")
+flags.DEFINE_bool("quick", False, "A shorter run: --epochs " + ", ".join(
+    f"{s} {e}" for s, e in QUICK["epochs"].items()) + f" and --val_size {QUICK['val_size']} "
+    "unless given; nothing else changes. About 15 minutes per model, sampling and seed on a "
+    "free 2-core CPU (the timings: QUICK_NOTE in the script).")
+# absl.logging defines --log_dir for log files, which it only writes when asked (this script does
+# not); the name is taken over for the runs' folder.
+delattr(FLAGS, "log_dir")
+flags.DEFINE_string("log_dir", "runs_freq/", "Folder of the runs: <log_dir>/<sampling>/<model>/"
+                    "seed<k>/ holds log.tsv, TensorBoard events, checkpoints/ and results.json; "
+                    f"<log_dir>/{PLOT_NAME} and <log_dir>/{RESULTS_TABLE_NAME} the summary.")
+flags.DEFINE_float("checkpoint_every_secs", 300.0, "Save a checkpoint this often (also on "
+                   "Ctrl-C, SIGTERM and at the end of a run); 0: after every batch.",
+                   lower_bound=0.0)
+flags.DEFINE_bool("fresh", False, "Delete the log, checkpoints and results of each run this "
+                  "command trains and start it afresh, instead of resuming.")
+flags.DEFINE_bool("plot_only", False, f"Do not train: redraw <log_dir>/{PLOT_NAME}, "
+                  f"<log_dir>/{RESULTS_TABLE_NAME} and each <log_dir>/<sampling>/<model>/"
+                  f"{RUN_PLOT_NAME} from the logs in log_dir.")
+# The Phased LSTM's own settings (the paper's frequency task).
+flags.DEFINE_float("ratio_on", 0.05, "PhasedLSTMCell: initial open ratio r_on, in (0, 1].")
+flags.DEFINE_bool("trainable_ratio_on", True, "PhasedLSTMCell: whether r_on is learned.")
+flags.DEFINE_float("period_init_min", math.e, "PhasedLSTMCell (> 0): periods start "
+                   "log-uniform in [period_init_min, period_init_max] ms; e and e**3 give the "
+                   "paper's tau ~ exp(U(1, 3)).")
+flags.DEFINE_float("period_init_max", math.e ** 3, "PhasedLSTMCell: see period_init_min.")
+flags.DEFINE_float("phase_init_max", 100.0, "PhasedLSTMCell: phases s start U(0, "
+                   "phase_init_max) ms.", lower_bound=0.0)
+flags.DEFINE_bool("peepholes", True, "Peephole connections from the cell state to the gates "
+                  "(both models).")
+flags.DEFINE_float("leak", 0.001, "PhasedLSTMCell: slope alpha of the closed time gate while "
+                   "training (validation uses 0, as the paper).", lower_bound=0.0)
+
+flags.register_validator("learning_rate", lambda v: v > 0, "--learning_rate must be > 0.")
+flags.register_validator("ratio_on", lambda v: 0 < v <= 1, "--ratio_on must be in (0, 1].")
+flags.register_validator("period_init_min", lambda v: v > 0, "--period_init_min must be > 0.")
+flags.register_multi_flags_validator(
+    ["period_init_min", "period_init_max"],
+    lambda f: f["period_init_max"] >= f["period_init_min"],
+    "--period_init_max must be >= --period_init_min.")
+flags.register_multi_flags_validator(
+    ["fresh", "plot_only"], lambda f: not (f["fresh"] and f["plot_only"]),
+    "--fresh deletes runs and --plot_only trains none; pass one of them.")
+
+# Resuming with other values would not continue the same run: they shape the model, the data
+# or the optimisation. The rest (epochs, val_size, folders, ...) may change.
+RESUME_MUST_MATCH = ("sampling", "model", "seed", "num_units", "peepholes", "ratio_on",
+                     "trainable_ratio_on", "period_init_min", "period_init_max",
+                     "phase_init_max", "leak", "learning_rate", "batch_size",
+                     "batches_per_epoch")
+
+
+def run_config(sampling):
+    """(epochs, batches_per_epoch, val_size) of a run of this sampling, --quick applied."""
+    def value(name):
+        if FLAGS.quick and name in QUICK and not FLAGS[name].present:
+            quick = QUICK[name]
+            return quick[sampling] if isinstance(quick, dict) else quick
+        return FLAGS[name].value
+
+    return value("epochs"), value("batches_per_epoch"), value("val_size")
+
+
+def settings(sampling, seed):
+    """Every flag of this script as {name: value}, with this run's sampling, seed and the
+    values --quick chose."""
+    names = [f.name for f in FLAGS.get_key_flags_for_module(sys.modules[__name__])]
+    values = {name: FLAGS[name].value for name in sorted(names)}
+    epochs, batches_per_epoch, val_size = run_config(sampling)
+    return values | {"sampling": sampling, "seed": seed, "epochs": epochs,
+                     "batches_per_epoch": batches_per_epoch, "val_size": val_size}
+
+
+def run_dir(log_dir, sampling, model, seed):
+    return os.path.join(log_dir, sampling, model, f"seed{seed}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Data.
+
+def training_batch(seed, step, batch_size, sampling):
+    """The training batch of a step: a function of (seed, step) only, so resuming changes
+    nothing, and the same signals for every model and sampling."""
+    rng = np.random.default_rng([seed, TRAIN_STREAM, step])
+    return frequency_data.make_batch(rng, batch_size, sampling)
+
+
+def validation_data(seed, epoch, size, sampling):
+    """Fresh validation sequences after an epoch, from the seed's validation stream."""
+    rng = np.random.default_rng([seed, VALIDATION_STREAM, epoch])
+    return frequency_data.make_batch(rng, size, sampling)
+
+
+# ---------------------------------------------------------------------------------------------
+# Model.
+
+def last_output(cell, times, values, lengths):
+    """Runs the recurrent layer; returns each sequence's output at its last real step.
+
+    Args:
+      cell: a PhasedLSTMCell (gets the times as timestamps) or another RNNCell (gets
+        [value, time] as two features).
+      times: float32 [batch, steps, 1], in ms; padded steps arbitrary.
+      values: float32 [batch, steps, 1].
+      lengths: int32 [batch], real steps of each sequence.
+
+    Returns:
+      float32 [batch, num_units].
+    """
+    if isinstance(cell, PhasedLSTMCell):
+        # The whole-sequence path; past its length a sequence's gate is 0, so its state stays.
+        _, state = phased_lstm_rnn(cell, times, values, sequence_length=lengths)
+    else:
+        inputs = tf.concat([values, times], axis=2)
+        _, state = tf.compat.v1.nn.dynamic_rnn(cell, inputs, sequence_length=lengths,
+                                               dtype=tf.float32)
+    return state.h
+
+
+class Model:
+    """The training graph's inputs and outputs.
+
+    Attributes:
+      values, times: placeholders float32 [batch, steps, 1].
+      lengths: placeholder int32 [batch].
+      labels: placeholder int64 [batch].
+      leak: the Phased LSTM's leak, float32 [] with default --leak; fed 0 to validate.
+      loss: mean cross-entropy, [].
+      accuracy: fraction of correct predictions, [].
+      global_step: int64 [], the number of training batches taken; saved in checkpoints.
+      train_op: one Adam step on the batch; increments global_step.
+    """
+
+    def __init__(self, model_name):
+        self.values = tf.compat.v1.placeholder(tf.float32, [None, None, 1], name="values")
+        self.times = tf.compat.v1.placeholder(tf.float32, [None, None, 1], name="times")
+        self.lengths = tf.compat.v1.placeholder(tf.int32, [None], name="lengths")
+        self.labels = tf.compat.v1.placeholder(tf.int64, [None], name="labels")
+        self.leak = tf.compat.v1.placeholder_with_default(FLAGS.leak, [], name="leak")
+
+        cell = MODELS[model_name](self.leak)
+        last = last_output(cell, self.times, self.values, self.lengths)
+        logits = tf.compat.v1.layers.dense(last, NUM_CLASSES, name="logits")
+        self.loss = tf.reduce_mean(tf.compat.v1.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=self.labels, logits=logits))
+        correct = tf.equal(tf.argmax(logits, axis=1), self.labels)
+        self.accuracy = tf.reduce_mean(tf.cast(correct, tf.float32))
+
+        self.global_step = tf.compat.v1.train.get_or_create_global_step()
+        optimizer = tf.compat.v1.train.AdamOptimizer(FLAGS.learning_rate)
+        self.train_op = optimizer.minimize(self.loss, global_step=self.global_step)
+
+    def feed(self, data, rows=slice(None)):
+        """The feed of a batch from make_batch (or some of its rows, trimmed to their longest)."""
+        lengths = data["lengths"][rows]
+        steps = int(lengths.max())
+        return {self.values: data["values"][rows, :steps], self.times: data["times"][rows, :steps],
+                self.lengths: lengths, self.labels: data["labels"][rows].astype(np.int64)}
+
+
+def evaluate(sess, model, data, batch_size):
+    """Loss and accuracy on a set from make_batch, in batches, without the leak.
+
+    Returns:
+      (mean loss, accuracy) over the set, as floats.
+    """
+    total_loss = total_correct = 0.0
+    size = len(data["labels"])
+    for start in range(0, size, batch_size):
+        rows = slice(start, min(start + batch_size, size))
+        feed = model.feed(data, rows) | {model.leak: 0.0}
+        loss, accuracy = sess.run([model.loss, model.accuracy], feed)
+        n = rows.stop - rows.start
+        total_loss += float(loss) * n
+        total_correct += round(float(accuracy) * n)
+    return total_loss / size, total_correct / size
+
+
+# ---------------------------------------------------------------------------------------------
+# Results: table and figure.
+
+def _seed_number(path):
+    match = re.fullmatch(r"seed(\d+)", os.path.basename(os.path.dirname(path)))
+    return int(match.group(1)) if match else None
+
+
+def read_validations(log_dir):
+    """The validation curves of every run in log_dir.
+
+    Returns:
+      {(sampling, model): {seed: (epochs [n], validation accuracies [n])}}, only for runs
+      with at least one validation, seeds in order.
+    """
+    curves = {}
+    for sampling in SAMPLINGS:
+        for model in MODELS:
+            pattern = os.path.join(glob.escape(log_dir), sampling, model, "seed*",
+                                   training.LOG_NAME)
+            paths = sorted((p for p in glob.glob(pattern) if _seed_number(p) is not None),
+                           key=_seed_number)
+            for path in paths:
+                log = training.read_log(path, ("epoch", "test_accuracy"))
+                validated = ~np.isnan(log["test_accuracy"])
+                if validated.any():
+                    curves.setdefault((sampling, model), {})[_seed_number(path)] = (
+                        log["epoch"][validated].astype(int), log["test_accuracy"][validated])
+    return curves
+
+
+def _range_text(values):
+    low, high = min(values), max(values)
+    return str(low) if low == high else f"{low}-{high}"
+
+
+def results_table(curves):
+    """The markdown of results.md from read_validations' curves."""
+    lines = [
+        "# Frequency discrimination: Phased LSTM against LSTM",
+        "",
+        "Accuracy (%) on fresh validation data after the last epoch trained (each seed's last "
+        "validation), mean ± std over seeds (numpy's std, ddof=0), beside the paper's (Neil et "
+        "al. 2016, Fig. 3: after 70 epochs, 5 seeds). Epochs: the last epoch validated, as a "
+        f"range when the seeds differ. Chance: {100 * frequency_data.chance_accuracy():.2f}% "
+        "(always answering class 1).",
+        "",
+        "| sampling | model | ours, % | epochs | seeds | paper, % |",
+        "|---|---|---|---|---|---|",
+    ]
+    for sampling in SAMPLINGS:
+        for model in MODELS:
+            paper = "{:.2f} ± {:.2f}".format(*PAPER[(sampling, model)])
+            runs = curves.get((sampling, model))
+            if runs:
+                final = 100 * np.array([accuracy[-1] for _, accuracy in runs.values()])
+                ours = f"{final.mean():.2f} ± {final.std():.2f}"
+                epochs = _range_text([int(epoch[-1]) for epoch, _ in runs.values()])
+                seeds = str(len(runs))
+            else:
+                ours, epochs, seeds = "not run", "", "0"
+            lines.append(f"| {SAMPLING_TITLES[sampling]} | {MODEL_TITLES[model]} | {ours} | "
+                         f"{epochs} | {seeds} | {paper} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_summary(log_dir, curves):
+    """Draws validation accuracy per epoch: one panel per sampling, one colour per model."""
+    # Imported here: only plotting needs matplotlib. Figure + Agg canvas, not pyplot.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    figure = Figure(figsize=(15, 6.2), layout="constrained")
+    FigureCanvasAgg(figure)
+    panels = figure.subplots(1, len(SAMPLINGS), sharey=True)
+    chance = frequency_data.chance_accuracy()
+    for axes, sampling in zip(panels, SAMPLINGS):
+        for i, model in enumerate(MODELS):
+            color = f"C{i}"
+            runs = curves.get((sampling, model), {})
+            for epochs, accuracy in runs.values():
+                axes.plot(epochs, accuracy, color=color, lw=0.7, alpha=0.35)
+            if runs:
+                all_epochs = np.unique(np.concatenate([e for e, _ in runs.values()]))
+                mean = [np.mean([a[e == epoch][0] for e, a in runs.values() if epoch in e])
+                        for epoch in all_epochs]
+                final = np.mean([a[-1] for _, a in runs.values()])
+                axes.plot(all_epochs, mean, color=color, lw=2, marker="o" if len(mean) < 20
+                          else None, ms=3, label=f"{MODEL_TITLES[model]}: mean of {len(runs)} "
+                          f"seed(s), last {final:.1%}")
+            paper_mean = PAPER[(sampling, model)][0] / 100
+            axes.axhline(paper_mean, color=color, lw=1, ls="--",
+                         label=f"{MODEL_TITLES[model]}, paper (70 epochs): {paper_mean:.1%}")
+        axes.axhline(chance, color="0.5", lw=1, ls=":", label=f"chance ({chance:.0%})")
+        if not any(curves.get((sampling, model)) for model in MODELS):
+            axes.text(0.5, 0.3, "not run yet", transform=axes.transAxes, ha="center",
+                      color="0.4")
+        axes.set(title=SAMPLING_TITLES[sampling], xlabel="epoch", ylim=(0.4, 1.01))
+        axes.set_xlim(left=0)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.grid(alpha=0.3)
+        # Below the panel: curves may lie anywhere from chance to 100%.
+        axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize="small",
+                    frameon=False)
+    panels[0].set_ylabel("validation accuracy (fresh data, leak 0)")
+    figure.suptitle("Frequency discrimination: is the sine's period in [5, 6] ms? "
+                    "(faint: one seed each)")
+    path = os.path.join(log_dir, PLOT_NAME)
+    training.write_atomically(path, lambda f: figure.savefig(f, format="png", dpi=110),
+                               mode="wb")
+    return path
+
+
+def plot(log_dir):
+    """Redraws the figure, the table and each (sampling, model)'s per-seed training curves.
+
+    Returns:
+      The table's markdown.
+
+    Raises:
+      training.RunError: log_dir holds no run with a validation.
+    """
+    for sampling in SAMPLINGS:
+        for model in MODELS:
+            folder = os.path.join(log_dir, sampling, model)
+            logs = [p for p in training.find_logs(folder).values() if _seed_number(p) is not None]
+            if any(training.read_log(p, ("step",))["step"].size for p in logs):
+                training.plot_curves(
+                    folder, os.path.join(folder, RUN_PLOT_NAME),
+                    f"Frequency discrimination, {SAMPLING_TITLES[sampling]}: "
+                    f"{MODEL_TITLES[model]}, each seed (test = validation on fresh data)",
+                    chance=frequency_data.chance_accuracy())
+    curves = read_validations(log_dir)
+    if not curves:
+        wanted = os.path.join(log_dir, "<sampling>", "<model>", "seed<k>", training.LOG_NAME)
+        raise training.RunError(
+            f"nothing to plot: no {wanted} with a validation. Train a model for an epoch "
+            "first, or pass the --log_dir that holds the runs.")
+    table_path = os.path.join(log_dir, RESULTS_TABLE_NAME)
+    table = results_table(curves)
+    training.write_atomically(table_path, lambda f: f.write(table))
+    path = plot_summary(log_dir, curves)
+    logging.info("Plotted %s to %s and tabulated them in %s.",
+                 ", ".join(f"{s}/{m} ({len(r)} seed(s))" for (s, m), r in curves.items()),
+                 path, table_path)
+    return table
+
+
+# ---------------------------------------------------------------------------------------------
+# Training.
+
+def check_resumable(log_dir, runs):
+    """Checks every run's checkpoint settings before any work, so a mismatch fails at once."""
+    for sampling, seed in runs:
+        folder = run_dir(log_dir, sampling, FLAGS.model, seed)
+        checkpoint, saved = training.latest_checkpoint(os.path.join(folder,
+                                                                    training.CHECKPOINT_DIR))
+        if saved:
+            training.check_resume_settings(saved.get("settings", {}), settings(sampling, seed),
+                                           RESUME_MUST_MATCH, f"{folder} from {checkpoint}")
+
+
+def train_run(log_dir, sampling, seed, stop):
+    """Trains (or resumes) one run: FLAGS.model on one sampling with one seed.
+
+    Args:
+      log_dir: the runs' folder.
+      sampling: "standard", "high_res" or "async".
+      seed: the run's seed.
+      stop: the StopSignals of the whole command.
+
+    Returns:
+      True when the run reached its epochs, False when a signal stopped it (after a checkpoint).
+
+    Raises:
+      training.RunError: a problem the message explains.
+    """
+    start_time = time.time()
+    model_name = FLAGS.model
+    folder = run_dir(log_dir, sampling, model_name, seed)
+    name = f"{sampling}/{model_name}/seed{seed}"
+    if FLAGS.fresh:
+        removed = training.clear_run(folder)
+        logging.info("--fresh: deleted %s.", ", ".join(removed) if removed else "nothing")
+    os.makedirs(folder, exist_ok=True)
+    log_path = os.path.join(folder, training.LOG_NAME)
+    checkpoint_dir = os.path.join(folder, training.CHECKPOINT_DIR)
+    epochs, batches_per_epoch, val_size = run_config(sampling)
+    total_steps = epochs * batches_per_epoch
+
+    run_settings = settings(sampling, seed)
+    checkpoint, saved = training.latest_checkpoint(checkpoint_dir)
+    if saved:
+        training.check_resume_settings(saved.get("settings", {}), run_settings,
+                                       RESUME_MUST_MATCH, f"{folder} from {checkpoint}")
+
+    with contextlib.ExitStack() as stack:  # Closes the session, log and summaries whatever happens.
+        stack.enter_context(tf.Graph().as_default())
+        # All three seed the initial weights: tf-keras draws the op seeds of unseeded
+        # initialisers from Python's and NumPy's global generators.
+        tf.compat.v1.set_random_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed)
+        model = Model(model_name)
+        checkpointer = training.Checkpointer(checkpoint_dir, FLAGS.checkpoint_every_secs)
+        config = tf.compat.v1.ConfigProto()
+        config.gpu_options.allow_growth = True  # Take GPU memory as needed, not all of it.
+        sess = stack.enter_context(tf.compat.v1.Session(config=config))
+        sess.run(tf.compat.v1.global_variables_initializer())
+
+        step, wall_time_before = 0, 0.0
+        if checkpoint:
+            checkpointer.restore(sess, checkpoint)
+            step = int(sess.run(model.global_step))
+            wall_time_before = float(saved.get("wall_time_s", 0.0))
+            logging.info("Resuming %s from %s (epoch %d of %d, batch %d of %d).", name,
+                         checkpoint, step // batches_per_epoch, epochs, step, total_steps)
+        else:
+            logging.info("Training %s from scratch for %d epochs of %d batches.", name, epochs,
+                         batches_per_epoch)
+        first_step = step
+
+        def save(step):
+            wall_time = wall_time_before + time.time() - start_time
+            path = checkpointer.save(sess, step, {"wall_time_s": wall_time,
+                                                  "settings": run_settings})
+            logging.info("Saved checkpoint %s.", path)
+
+        log = stack.enter_context(training.LogWriter(log_path, last_step=step,
+                                                     columns=LOG_COLUMNS))
+        summaries = stack.enter_context(training.ScalarWriter(folder, first_step=step + 1))
+        progress = training.Progress(total_steps, first_step=step)
+        while step < total_steps and not stop.requested:
+            step += 1
+            epoch = (step - 1) // batches_per_epoch + 1
+            feed = model.feed(training_batch(seed, step, FLAGS.batch_size, sampling))
+            step_start = time.perf_counter()
+            _, loss, accuracy = sess.run([model.train_op, model.loss, model.accuracy], feed)
+            seconds = time.perf_counter() - step_start
+            row = {"step": step, "epoch": epoch, "train_loss": loss, "train_accuracy": accuracy,
+                   "seconds_per_step": seconds}
+
+            if step % batches_per_epoch == 0:
+                eval_start = time.perf_counter()
+                row["test_loss"], row["test_accuracy"] = evaluate(
+                    sess, model, validation_data(seed, epoch, val_size, sampling),
+                    FLAGS.eval_batch_size)
+                logging.info("%s epoch %d/%d: validation loss %.4f, accuracy %.4f (%.1f s)",
+                             name, epoch, epochs, row["test_loss"], row["test_accuracy"],
+                             time.perf_counter() - eval_start)
+
+            log.write(row)
+            summaries.scalars(step, {"train/loss": loss, "train/accuracy": accuracy,
+                                     "validation/loss": row.get("test_loss"),
+                                     "validation/accuracy": row.get("test_accuracy")})
+            if "test_loss" in row:
+                summaries.flush()
+            progress.update(step, loss, accuracy, seconds)
+            if checkpointer.due():
+                save(step)
+
+        if step > first_step and checkpointer.last_saved_step != step:
+            save(step)
+        wall_time = wall_time_before + (time.time() - start_time if step > first_step else 0.0)
+
+    if step < total_steps:
+        logging.info("Stopped by %s at batch %d of %d (%s). Run the same command again to "
+                     "resume.", stop.name, step, total_steps, name)
+        return False
+    if step == first_step:
+        logging.info("%s is already trained to epoch %d; nothing to do. Pass a larger --epochs "
+                     "to continue, or --fresh to start afresh.", folder, step // batches_per_epoch)
+    summary = training.summarize(training.read_log(log_path), milestones=())
+    del summary["test_accuracy_at_step"]
+    curve = training.read_log(log_path, ("epoch", "test_accuracy"))
+    validated = ~np.isnan(curve["test_accuracy"])
+    results = {"sampling": sampling, "model": model_name, "seed": seed,
+               "epochs": step // batches_per_epoch,
+               "final_validation_accuracy": summary["final_test_accuracy"],
+               "validation_accuracy_per_epoch": {
+                   str(int(e)): float(a) for e, a in zip(curve["epoch"][validated],
+                                                         curve["test_accuracy"][validated])},
+               **summary,
+               "wall_time_s": wall_time,
+               "tensorflow_version": tf.__version__,
+               "settings": run_settings}
+    results_path = os.path.join(folder, training.RESULTS_NAME)
+    training.write_json(results_path, results)
+    logging.info("%s: final validation accuracy %s after %d epochs. Wrote %s.", name,
+                 results["final_validation_accuracy"], results["epochs"], results_path)
+    return True
+
+
+def train_all(log_dir):
+    """Trains every run the flags ask for, in turn; returns the exit status."""
+    samplings = SAMPLINGS if FLAGS.sampling == "all" else (FLAGS.sampling,)
+    runs = [(sampling, seed) for sampling in samplings for seed in range(FLAGS.seeds)]
+    if not FLAGS.fresh:
+        check_resumable(log_dir, runs)
+    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+    logging.info("TensorFlow %s, %s.", tf.__version__,
+                 f"GPUs: {', '.join(gpus)}" if gpus else "no GPU: training on the CPU")
+    if FLAGS.quick:
+        logging.info("--quick: %s", ", ".join(
+            f"{s}: {run_config(s)[0]} epochs of {run_config(s)[1]} batches, validation on "
+            f"{run_config(s)[2]}" for s in samplings))
+    table = None
+    with training.StopSignals() as stop:
+        for number, (sampling, seed) in enumerate(runs, start=1):
+            if stop.requested:
+                logging.info("Stopped by %s before run %d of %d. Run the same command again "
+                             "to go on.", stop.name, number, len(runs))
+                break
+            logging.info("Run %d of %d: %s, %s, seed %d.", number, len(runs), sampling,
+                         FLAGS.model, seed)
+            finished = train_run(log_dir, sampling, seed, stop)
+            if read_validations(log_dir):
+                table = plot(log_dir)
+            else:
+                logging.info("No validation in %s yet: nothing to plot.", log_dir)
+            if not finished:
+                break
+    if table:
+        logging.info("%s", table)
+    return 128 + stop.received if stop.requested else 0
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    # The TF 1.x API is this script's choice; its deprecation notices are noise here.
+    tf.get_logger().setLevel("ERROR")
+    warnings.filterwarnings("ignore", message=r"`tf\.\S+` is deprecated", category=UserWarning)
+    try:
+        log_dir = training.check_writable_dir(FLAGS.log_dir)
+        if FLAGS.plot_only:
+            logging.info("%s", plot(log_dir))
+            return 0
+        return train_all(log_dir)
+    except training.RunError as error:
+        sys.exit(f"error: {error}")
+    except KeyboardInterrupt:
+        logging.warning("Interrupted; no new checkpoint. Run the same command again to resume "
+                        "from the last one.")
+        return 128 + signal.SIGINT
+
+
+if __name__ == "__main__":
+    app.run(main)
