@@ -26,7 +26,7 @@ from phased_lstm.phased_lstm_cell import PhasedLSTMCell
 from phased_lstm.fast_rnn import check_sequence_inputs
 
 
-def open_units(cell, time, sequence_length=None, steps=None):
+def open_units(cell, time, sequence_length=None, steps=None, every_unit=False):
     """The units to compute at each step: open (k > 0, leak 0) for at least one example.
 
     Args:
@@ -34,6 +34,7 @@ def open_units(cell, time, sequence_length=None, steps=None):
       time: [batch or 1, steps, 1] timestamps.
       sequence_length: optional int [batch]: no unit is open for an example past its length.
       steps: number of steps, needed only with sequence_length.
+      every_unit: count every unit as open (dense work in the same loop, for comparisons).
 
     Returns:
       (k [steps, batch or 1, units] with leak 0, counts [steps] of units to compute,
@@ -44,13 +45,15 @@ def open_units(cell, time, sequence_length=None, steps=None):
         live = tf.sequence_mask(sequence_length, steps, dtype=cell.dtype)
         k = k * tf.transpose(live)[:, :, None]
     is_open = tf.reduce_any(k > 0.0, axis=1)  # [steps, units]
+    if every_unit:
+        is_open = tf.ones_like(is_open)
     counts = tf.reduce_sum(tf.cast(is_open, tf.int32), axis=1)
     order = tf.argsort(tf.cast(~is_open, tf.int32), axis=1, stable=True)
     return k, counts, order
 
 
 def event_driven_phased_lstm(cell, time, inputs, initial_state=None, sequence_length=None,
-                             return_sequences=False):
+                             return_sequences=False, every_unit=False):
     """Leak-0 inference computing only the open units; equal to the dense path with leak 0.
 
     Args:
@@ -61,6 +64,8 @@ def event_driven_phased_lstm(cell, time, inputs, initial_state=None, sequence_le
       sequence_length: optional int [batch]; the state is carried unchanged past it.
       return_sequences: also return h at every step, [batch, steps, num_units] (zeros past
         sequence_length, as dynamic_rnn).
+      every_unit: compute every unit at every step: dense inference through the same loop, the
+        fair baseline for timing this path.
 
     Returns:
       LSTMStateTuple(c, h) after the last step, or (outputs, state) with return_sequences.
@@ -85,7 +90,7 @@ def event_driven_phased_lstm(cell, time, inputs, initial_state=None, sequence_le
             cell((time[:, 0], inputs[:, 0]), cell.zero_state(batch, inputs.dtype))
         dtype, n = cell.dtype, cell.output_size
         inputs = tf.cast(inputs, dtype)
-        k, counts, order = open_units(cell, time, sequence_length, steps)
+        k, counts, order = open_units(cell, time, sequence_length, steps, every_unit)
         k_units = tf.transpose(k, [0, 2, 1])  # [steps, units, batch or 1]
 
         # Unit-major weights: row g * n + u is gate g ([i, f, o, j]) of unit u.
@@ -100,19 +105,26 @@ def event_driven_phased_lstm(cell, time, inputs, initial_state=None, sequence_le
             initial_state = cell.zero_state(batch, dtype)
         c0, h0 = (tf.transpose(s) for s in initial_state)  # [units, batch]
 
-        def step(t, c, h, outputs_ta):
-            units = order[t, :counts[t]]
-            rows = tf.concat([units + g * n for g in range(4)], axis=0)
-            x_h = tf.concat([inputs_units[t], h], axis=0)  # [input_size + n, batch]
-            z = tf.gather(kernel_rows, rows) @ x_h + tf.gather(bias, rows)
+        def gated_lstm_step(kernel_rows, bias, x_h, c_prev, h_prev, k_t):
+            z = kernel_rows @ x_h + bias
             i, f, o, j = tf.split(z, 4, axis=0)
-            c_prev, h_prev = tf.gather(c, units), tf.gather(h, units)
             c_lstm = tf.sigmoid(f) * c_prev + tf.sigmoid(i) * tf.tanh(j)
             h_lstm = tf.sigmoid(o) * tf.tanh(c_lstm)
-            k_t = tf.gather(k_units[t], units)
-            where = units[:, None]
-            c = tf.tensor_scatter_nd_update(c, where, c_prev + k_t * (c_lstm - c_prev))
-            h = tf.tensor_scatter_nd_update(h, where, h_prev + k_t * (h_lstm - h_prev))
+            return c_prev + k_t * (c_lstm - c_prev), h_prev + k_t * (h_lstm - h_prev)
+
+        def step(t, c, h, outputs_ta):
+            x_h = tf.concat([inputs_units[t], h], axis=0)  # [input_size + n, batch]: every unit
+            if every_unit:  # dense: no gather or scatter, so the baseline pays no index work
+                c, h = gated_lstm_step(kernel_rows, bias, x_h, c, h, k_units[t])
+            else:
+                units = order[t, :counts[t]]
+                rows = tf.concat([units + g * n for g in range(4)], axis=0)
+                c_open, h_open = gated_lstm_step(
+                    tf.gather(kernel_rows, rows), tf.gather(bias, rows), x_h,
+                    tf.gather(c, units), tf.gather(h, units), tf.gather(k_units[t], units))
+                where = units[:, None]
+                c = tf.tensor_scatter_nd_update(c, where, c_open)
+                h = tf.tensor_scatter_nd_update(h, where, h_open)
             if return_sequences:
                 outputs_ta = outputs_ta.write(t, h)
             return t + 1, c, h, outputs_ta
