@@ -25,6 +25,7 @@ Where the time goes (TF timeline of one step, batch 256, 784 steps, 32 units, 2-
   per-iteration frames) and the backward loop, shared by every model here.
 """
 
+import collections
 import json
 import os
 import resource
@@ -51,6 +52,9 @@ flags.DEFINE_integer("warmup", 3, "Untimed steps per model first.", lower_bound=
 flags.DEFINE_list("models", None, "Models to run; default all of MODELS.")
 flags.DEFINE_bool("memory", True, "Also measure peak memory (one subprocess per model).")
 flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
+flags.DEFINE_bool("profile", False, "Instead of timing: trace one step of each model with the "
+                  "TF 1.x step stats and print its kernel count and the op types that take the "
+                  "most time.")
 flags.DEFINE_string("_memory_of", None, "Internal: measure one model's memory and print it.")
 
 
@@ -88,7 +92,7 @@ BASELINE = "BasicLSTMCell (dynamic_rnn)"
 
 
 def build_training_step(name):
-    """Builds the model `name` in a new graph; returns (session, train_op, feed)."""
+    """Builds the model `name` in a new graph; returns (session, train_op)."""
     graph = tf.Graph()
     with graph.as_default():
         tf.compat.v1.set_random_seed(0)
@@ -106,6 +110,28 @@ def build_training_step(name):
         session = tf.compat.v1.Session(graph=graph)
         session.run(tf.compat.v1.global_variables_initializer())
     return session, train_op
+
+
+def profile(name, session, train_op, top=8):
+    """Prints where one traced training step of `name` spends its time, by op type."""
+    options = tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE)
+    metadata = tf.compat.v1.RunMetadata()
+    start = clock.perf_counter()
+    session.run(train_op, options=options, run_metadata=metadata)
+    wall = clock.perf_counter() - start
+    micros, runs = collections.Counter(), collections.Counter()
+    for device in metadata.step_stats.dev_stats:
+        for node in device.node_stats:
+            # timeline_label reads "name = OpType(inputs)".
+            op_type = node.timeline_label.split("(")[0].split("=")[-1].strip() or node.node_name
+            micros[op_type] += node.all_end_rel_micros
+            runs[op_type] += 1
+    total = sum(micros.values())
+    print(f"\n{name}: {sum(runs.values())} kernel runs ({sum(runs.values()) / FLAGS.length:.0f} "
+          f"per time step), {total / 1e3:.0f} ms of kernel time in a {wall:.2f} s traced step")
+    for op_type, op_micros in micros.most_common(top):
+        print(f"  {op_type:24s} {100 * op_micros / total:5.1f}%  {runs[op_type]:7d} runs  "
+              f"{op_micros / runs[op_type]:8.1f} us per run")
 
 
 def _peak_rss_mib():
@@ -151,6 +177,10 @@ def main(argv):
     for name, (session, train_op) in steps.items():
         for _ in range(FLAGS.warmup):
             session.run(train_op)
+    if FLAGS.profile:
+        for name, (session, train_op) in steps.items():
+            profile(name, session, train_op)
+        return
     seconds = {name: [] for name in names}
     for _ in range(FLAGS.repeats):
         for name, (session, train_op) in steps.items():
