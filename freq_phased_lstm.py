@@ -18,9 +18,9 @@ batch 32, 157 batches per epoch, 70 epochs, 5 seeds, accuracy on fresh validatio
     python freq_phased_lstm.py --quick --sampling async -m PhasedLSTMCell --seeds 1
     python freq_phased_lstm.py --plot_only
 
---quick changes only --epochs (per sampling: standard 25, high_res 2, async 25) and --val_size
-(500), each unless given on the command line: at most about 15 minutes for one model, one
-sampling and one seed on a free 2-core CPU (QUICK_NOTE in the script has the timings). It keeps
+--quick changes only --epochs (per sampling: standard 60, high_res 5, async 60) and --val_size
+(500), each unless given on the command line: about 15 minutes for one model, one sampling and
+one seed on this 2-core CPU (QUICK_NOTE in the script has the timings). It keeps
 the paper's epoch of 157 batches of 32, so that its epochs compare with the paper's 70 and a
 quick run continues to them when run again without --quick.
 
@@ -72,22 +72,19 @@ PAPER = {
     ("async", "PhasedLSTMCell"): (98.28, 0.15), ("async", "LSTMCell"): (63.20, 13.54),
 }
 # --quick: values of these flags unless given on the command line; epochs per sampling.
-QUICK = {"epochs": {"standard": 25, "high_res": 2, "async": 25}, "val_size": 500}
+QUICK = {"epochs": {"standard": 60, "high_res": 5, "async": 60}, "val_size": 500}
 QUICK_NOTE = """\
---quick's epochs come from timings on this 2-core machine (TensorFlow on one thread, the CPU
-time of a training batch of 32 with 110 units and peepholes, taken while other training used
-the cores; two cores free should be no slower):
+--quick's epochs come from the quick runs of this README's table, on this 2-core machine with
+TensorFlow pinned to one core (taskset) while the other core trained MNIST:
 
-    seconds per batch    standard   high_res   async
-    Phased LSTM          0.17-0.22  2.3        0.16-0.24
-    LSTM                 0.13       1.6        0.14
+    seconds per epoch    standard   high_res   async
+    Phased LSTM          15         175        15
     (steps of a batch    122        1216       121, padded to the batch's longest)
 
-Validating 500 sequences takes about 1 s (standard, async) and 9 s (Phased LSTM, high_res).
-An epoch of the Phased LSTM, the slower model, thus takes about 35 s in standard and async
-(25 epochs: about 15 minutes) and 375 s in high_res (2 epochs: about 13 minutes; 3 would
-take 19). The LSTM needs about 60-70% of that. One epoch count for all would leave standard
-and async at two epochs, or high_res at an hour; an epoch stays the paper's 157 batches.
+An epoch is the paper's 157 batches of 32 and its validation on 500 fresh sequences (0.3 s;
+3-5 s in high_res). 60 epochs of standard or async and 5 of high_res thus take about 15 minutes
+for the Phased LSTM, the slower model. One epoch count for all would leave standard and async at
+a handful of epochs, or high_res at hours.
 """
 
 FLAGS = flags.FLAGS

@@ -357,7 +357,7 @@ def test_quick_sets_epochs_and_validation_unless_given(tmp_path):
 def test_help_documents_quick_and_the_choices():
     proc = run_script("--helpshort")  # absl exits with status 1 after the help
     help_text = " ".join(proc.stdout.split())  # absl wraps the lines
-    for text in ("--quick", "standard 25, high_res 2, async 25", "--val_size 500",
+    for text in ("--quick", "standard 60, high_res 5, async 60", "--val_size 500",
                  "<standard|high_res|async|all>", "<PhasedLSTMCell|LSTMCell>", "--seeds",
                  "--plot_only", "runs_freq/"):
         assert text in help_text, text
