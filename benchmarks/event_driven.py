@@ -15,8 +15,9 @@ Multiply-adds count the gate products, batch x (input_size + units) x 4 units pe
 dense, and the same with only the open units' gate rows for event-driven; the element-wise
 work is proportional to them.
 
-With --mnist_checkpoint, it also reports the open fraction of a trained MNIST model, from its
-trained periods, phases and open ratios.
+With --mnist_checkpoint, it also restores a trained MNIST model (trained periods, phases and open
+ratios, not the initial ones), reports its open fraction, and runs MNIST test images through its
+dense and event-driven inference: accuracy of each, largest logit difference, wall time.
 """
 
 import os
@@ -29,7 +30,7 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from phased_lstm import PhasedLSTMCell, tf  # noqa: E402
+from phased_lstm import PhasedLSTMCell, mnist_data, tf  # noqa: E402
 from phased_lstm.event_rnn import event_driven_phased_lstm, open_units  # noqa: E402
 from phased_lstm.fast_rnn import phased_lstm_rnn  # noqa: E402
 
@@ -40,7 +41,21 @@ flags.DEFINE_integer("batch_size", 256, "Examples per inference.", lower_bound=1
 flags.DEFINE_integer("length", 784, "Time steps.", lower_bound=1)
 flags.DEFINE_integer("repeats", 3, "Timed runs of each path.", lower_bound=1)
 flags.DEFINE_string("mnist_checkpoint", None,
-                    "A checkpoint (file prefix or folder) of mnist_phased_lstm.py's Phased LSTM.")
+                    "A checkpoint (file prefix or folder) of mnist_phased_lstm.py's Phased LSTM: "
+                    "also report its open fraction and both paths on MNIST test images.")
+flags.DEFINE_integer("mnist_images", 1000, "With --mnist_checkpoint: test images to infer.",
+                     lower_bound=1)
+
+
+def time_interleaved(sess, fetches):
+    """Runs each fetch FLAGS.repeats times, interleaved; returns {name: median seconds}."""
+    seconds = {name: [] for name in fetches}
+    for _ in range(FLAGS.repeats):
+        for name, fetch in fetches.items():
+            start = clock.perf_counter()
+            sess.run(fetch)
+            seconds[name].append(clock.perf_counter() - start)
+    return {name: statistics.median(times) for name, times in seconds.items()}
 
 
 def compare(units, ratio_on):
@@ -62,14 +77,8 @@ def compare(units, ratio_on):
             counts = sess.run(counts)
             # Warm-up, and the equality check against the training path's forward.
             training_h, dense_h, sparse_h = sess.run((training_path, dense, sparse))
-            seconds = {"training_path": [], "dense": [], "sparse": []}
-            fetches = {"training_path": training_path, "dense": dense, "sparse": sparse}
-            for _ in range(FLAGS.repeats):
-                for name, fetch in fetches.items():
-                    start = clock.perf_counter()
-                    sess.run(fetch)
-                    seconds[name].append(clock.perf_counter() - start)
-    median = {name: statistics.median(times) for name, times in seconds.items()}
+            median = time_interleaved(
+                sess, {"training_path": training_path, "dense": dense, "sparse": sparse})
     mac_fraction = counts.sum() / (units * length)  # the batch and row width cancel
     return {"units": units, "ratio_on": ratio_on, "open_fraction": mac_fraction,
             "mac_vs_ratio_on": mac_fraction / ratio_on, "training_path_s": median["training_path"],
@@ -79,19 +88,50 @@ def compare(units, ratio_on):
                                             np.abs(dense_h - sparse_h).max()))}
 
 
-def trained_open_fraction(checkpoint, length):
-    """Open fraction (k > 0 with leak 0) of a trained MNIST model over steps 0..length-1."""
+def trained_mnist_model(checkpoint, num_images):
+    """The trained MNIST model's open fraction, and its two inference paths on MNIST test images.
+
+    Rebuilds mnist_phased_lstm.py's graph names (the cell under "rnn", the head "logits"), restores
+    the cell and head from `checkpoint` (a file prefix or a folder), and runs the first
+    `num_images` test images through `phased_lstm_rnn` (leak 0), the dense loop and the
+    event-driven one. Accuracies and logits compare phased_lstm_rnn with event-driven.
+
+    Returns:
+      A dict: units, mean trained r_on, open fraction over the 784 steps, both paths' accuracy,
+      the largest logit difference between them, and their wall times (median of the repeats).
+    """
     if os.path.isdir(checkpoint):
         checkpoint = tf.train.latest_checkpoint(checkpoint)
-    names = {name.split("/")[-1]: name for name, _ in tf.train.list_variables(checkpoint)
-             if name.split("/")[-1] in ("period", "phase", "ratio_on")}
-    value = {key: tf.train.load_variable(checkpoint, name) for key, name in names.items()}
-    period = np.maximum(value["period"], 1e-3)
-    ratio_on = np.clip(value["ratio_on"], 1e-3, 1.0)
-    time = np.arange(length)[:, None]
-    phi = np.mod(time - value["phase"], period) / period
-    is_open = (phi < ratio_on) & (phi > 0)
-    return is_open.mean(), ratio_on.mean(), len(period)
+    if not checkpoint:
+        raise app.UsageError("--mnist_checkpoint: no checkpoint there; train with "
+                             "mnist_phased_lstm.py -m PhasedLSTMCell first")
+    units = dict(tf.train.list_variables(checkpoint))["rnn/phased_lstm_cell/period"][0]
+    _, _, x_test, y_test = mnist_data.load_mnist()
+    pixels_np = (x_test[:num_images].reshape(-1, 784, 1) / np.float32(255.0)).astype(np.float32)
+    with tf.Graph().as_default():
+        pixels = tf.constant(pixels_np)
+        time = tf.constant(np.arange(784, dtype=np.float32)[None, :, None])
+        cell = PhasedLSTMCell(units, leak=0.0)
+        head = tf.compat.v1.layers.Dense(10, name="logits")
+        outputs, _ = phased_lstm_rnn(cell, time, pixels)
+        training_path = head(outputs[:, -1])
+        dense = head(event_driven_phased_lstm(cell, time, pixels, every_unit=True).h)
+        sparse = head(event_driven_phased_lstm(cell, time, pixels).h)
+        _, counts, _ = open_units(cell, time)
+        saver = tf.compat.v1.train.Saver(cell.weights + head.weights)
+        with tf.compat.v1.Session() as sess:
+            saver.restore(sess, checkpoint)
+            counts, ratio_on = sess.run((counts, cell.time_gate.ratio_on))
+            dense_logits, sparse_logits = sess.run((training_path, sparse))
+            seconds = time_interleaved(
+                sess, {"training_path": training_path, "dense": dense, "sparse": sparse})
+    labels = y_test[:num_images]
+    return {"units": units, "mean_ratio_on": float(ratio_on.mean()),
+            "open_fraction": counts.sum() / (units * 784),
+            "dense_accuracy": float((dense_logits.argmax(1) == labels).mean()),
+            "sparse_accuracy": float((sparse_logits.argmax(1) == labels).mean()),
+            "max_logit_difference": float(np.abs(dense_logits - sparse_logits).max()),
+            **{f"{name}_s": median for name, median in seconds.items()}}
 
 
 def main(argv):
@@ -107,9 +147,15 @@ def main(argv):
               f"{r['mac_vs_ratio_on']:.2f}x | {r['training_path_s']:.3f} | {r['dense_s']:.3f} | "
               f"{r['sparse_s']:.3f} | {r['speedup']:.2f}x | {r['max_abs_difference']:.1e} |")
     if FLAGS.mnist_checkpoint:
-        fraction, mean_ratio, units = trained_open_fraction(FLAGS.mnist_checkpoint, FLAGS.length)
-        print(f"\nTrained MNIST model ({FLAGS.mnist_checkpoint}, {units} units): open fraction "
-              f"{fraction:.3f} over {FLAGS.length} steps; mean trained r_on {mean_ratio:.3f}")
+        m = trained_mnist_model(FLAGS.mnist_checkpoint, FLAGS.mnist_images)
+        print(f"\nTrained MNIST model ({FLAGS.mnist_checkpoint}, {m['units']} units, mean "
+              f"trained r_on {m['mean_ratio_on']:.3f}): open fraction {m['open_fraction']:.3f} "
+              f"over 784 steps. On the first {FLAGS.mnist_images} test images: accuracy "
+              f"{m['dense_accuracy']:.4f} dense, {m['sparse_accuracy']:.4f} event-driven; "
+              f"largest logit difference {m['max_logit_difference']:.1e}; "
+              f"{m['training_path_s']:.3f} s phased_lstm_rnn, {m['dense_s']:.3f} s dense, "
+              f"{m['sparse_s']:.3f} s event-driven ({m['dense_s'] / m['sparse_s']:.2f}x "
+              f"faster than dense).")
 
 
 if __name__ == "__main__":
