@@ -3,12 +3,12 @@
 `dynamic_rnn(cell, (time, inputs))` runs the cell's whole step, time gate included, inside its
 loop, and autodiff then computes and sums every weight gradient step by step. Here:
 
-- The time gate depends only on the timestamps and the timing parameters, and the input's share
-  of the gates only on the inputs: both are computed for all steps at once, before the loop.
-- Without peepholes (the default), the loop keeps one [batch, units] x [units, 4 units] product
-  and the LSTM's element-wise operations, and its gradient is written by hand: the backward loop
-  carries only the gradients of c and h, and the kernels' and bias's gradients are then one
-  product over all steps.
+- The time gate depends only on the timestamps and the timing parameters: it is computed for all
+  steps at once, before the loop.
+- Without peepholes (the default), the loop keeps one [batch, input_size + units] x
+  [input_size + units, 4 units] product and the LSTM's element-wise operations, and its gradient
+  is written by hand: the backward loop carries only the gradients of c and h, and the kernels',
+  bias's and inputs' gradients are then one product over all steps each.
 - With the TF 1.x cell's full-matrix peepholes, the loop body is differentiated by autodiff.
 
 Padding is folded into the gate: past an example's sequence_length its k is 0, which carries
@@ -126,10 +126,10 @@ def _sequence_without_peepholes(cell, inputs, k, initial_state):
     """The recurrence without peepholes, with a gradient written for the whole sequence.
 
     Autodiff of a while loop computes, at every step, the weight gradients and sums them, and
-    carries every saved activation as a loop variable of its own. Here the input's share of
-    the gates is one product over all steps before the loop; the backward loop computes only
-    what must be sequential (the gradients of c and h, and of the gates' pre-activations, dz),
-    and the kernels', bias's and inputs' gradients are then one product over all steps each.
+    carries every saved activation as a loop variable of its own. Here the forward loop saves
+    what the backward needs in one packed write per step; the backward loop computes only what
+    must be sequential (the gradients of c and h, and of the gates' pre-activations, dz), and
+    the kernels', bias's and inputs' gradients are then one product over all steps each.
 
     Args:
       cell: a built PhasedLSTMCell without peepholes.
@@ -160,12 +160,15 @@ def _sequence_without_peepholes(cell, inputs, k, initial_state):
     @tf.custom_gradient
     def sequence(inputs, k, c0, h0, kernel, bias):
         w_x, w_h = kernel[:input_size], kernel[input_size:]
-        x_gates = tf.reshape(tf.reshape(inputs, [-1, input_size]) @ w_x + bias,
-                             tf.concat([tf.shape(inputs)[:2], [4 * n]], 0))
-        x_gates_ta, k_ta = stack_of(x_gates), stack_of(k)
+        inputs_ta, k_ta = stack_of(inputs), stack_of(k)
+        # What the backward needs of a step is packed in one write, [8, batch, units]: a loop
+        # variable costs a few control-flow kernels per step, and each TensorArray one more;
+        # stacking on a new first axis copies whole blocks (a concat on axis 1 copies by row).
 
-        def forward(t, c_prev, h_prev, c_ta, h_ta, sigmoids_ta, j_ta, tanh_c_ta, dc_ta, dh_ta):
-            z = x_gates_ta.read(t) + h_prev @ w_h
+        def forward(t, c_prev, h_prev, h_ta, saved_ta):
+            # [x, h] @ kernel per step, as BasicLSTMCell: a product of the inputs for all steps
+            # before the loop would be a [steps, batch, 4 units] tensor to write and read back.
+            z = tf.nn.bias_add(tf.concat([inputs_ta.read(t), h_prev], axis=1) @ kernel, bias)
             sigmoid_in, j_in = tf.split(z, [3 * n, n], axis=1)
             sigmoids, j = tf.sigmoid(sigmoid_in), tf.tanh(j_in)
             i, f, o = tf.split(sigmoids, 3, axis=1)
@@ -175,33 +178,29 @@ def _sequence_without_peepholes(cell, inputs, k, initial_state):
             h_step = o * tanh_c - h_prev
             k_t = k_ta.read(t)
             c, h = c_prev + k_t * c_step, h_prev + k_t * h_step
-            return (t + 1, c, h, c_ta.write(t, c), h_ta.write(t, h),
-                    sigmoids_ta.write(t, sigmoids), j_ta.write(t, j),
-                    tanh_c_ta.write(t, tanh_c), dc_ta.write(t, c_step), dh_ta.write(t, h_step))
+            saved = tf.stack([i, f, o, j, tanh_c, c_step, h_step, c_prev])  # c_step = c~ - c_prev
+            return t + 1, c, h, h_ta.write(t, h), saved_ta.write(t, saved)
 
-        _, c, h, c_ta, h_ta, sigmoids_ta, j_ta, tanh_c_ta, c_step_ta, h_step_ta = tf.while_loop(
-            lambda t, *_: t < steps, forward, (0, c0, h0) + tuple(empty() for _ in range(7)),
+        _, c, h, h_ta, saved_ta = tf.while_loop(
+            lambda t, *_: t < steps, forward, (0, c0, h0, empty(), empty()),
             parallel_iterations=32)
-        c_seq, h_seq = c_ta.stack(), h_ta.stack()
-        # The state each step started from.
-        c_prev_seq = tf.concat([c0[None], c_seq[:-1]], axis=0)
-        h_prev_seq = tf.concat([h0[None], h_seq[:-1]], axis=0)
+        h_seq = h_ta.stack()
+        h_prev_seq = tf.concat([h0[None], h_seq[:-1]], axis=0)  # the h each step started from
 
         def grad(d_h_seq, d_c, d_h):
-            d_h_seq_ta, c_prev_ta = stack_of(d_h_seq), stack_of(c_prev_seq)
+            d_h_seq_ta = stack_of(d_h_seq)
 
             def backward(t, dc, dh, dz_ta, dk_ta):
-                sigmoids, j, tanh_c = sigmoids_ta.read(t), j_ta.read(t), tanh_c_ta.read(t)
-                i, f, o = tf.split(sigmoids, 3, axis=1)
+                i, f, o, j, tanh_c, c_step, h_step, c_prev = tf.unstack(saved_ta.read(t))
                 k_t = k_ta.read(t)
                 dh = dh + d_h_seq_ta.read(t)
                 # c = c_prev + k (c~ - c_prev),  h = h_prev + k (h~ - h_prev)
-                dk = dc * c_step_ta.read(t) + dh * h_step_ta.read(t)
+                dk = dc * c_step + dh * h_step
                 d_h_lstm = k_t * dh
                 d_c_lstm = k_t * dc + tf.raw_ops.TanhGrad(y=tanh_c, dy=d_h_lstm * o)
-                d_sigmoids = tf.concat(
-                    [d_c_lstm * j, d_c_lstm * c_prev_ta.read(t), d_h_lstm * tanh_c], axis=1)
-                dz = tf.concat([tf.raw_ops.SigmoidGrad(y=sigmoids, dy=d_sigmoids),
+                dz = tf.concat([tf.raw_ops.SigmoidGrad(y=i, dy=d_c_lstm * j),
+                                tf.raw_ops.SigmoidGrad(y=f, dy=d_c_lstm * c_prev),
+                                tf.raw_ops.SigmoidGrad(y=o, dy=d_h_lstm * tanh_c),
                                 tf.raw_ops.TanhGrad(y=j, dy=d_c_lstm * i)], axis=1)
                 closed = 1.0 - k_t
                 dc_prev = closed * dc + d_c_lstm * f
