@@ -29,6 +29,9 @@ units, quiet 2-core CPU; kernel time is summed over both cores' threads):
   the loop (on [200704, 128] tensors; the Sum kernels alone take 36 ms). What remains is the time gate's own
   element-wise work on the recurrence, which an LSTM does not have; without fusing kernels
   (XLA) it costs a few kernels per step forward and backward.
+  Tried without gain (same process, against BasicLSTMCell): parallel_iterations 1 (1.51x) or 4
+  (1.32x, against 1.30x with 32), k broadcast to the whole batch before the loop (1.38x), one
+  TensorArray per saved tensor instead of the packed block (0.337 s against 0.302 s).
 """
 
 import collections
