@@ -89,7 +89,7 @@ def compare(units, ratio_on):
 
 
 def trained_mnist_model(checkpoint, num_images):
-    """The trained MNIST model's open fraction, and its two inference paths on MNIST test images.
+    """The trained MNIST model's open fraction, and its inference paths on MNIST test images.
 
     Rebuilds mnist_phased_lstm.py's graph names (the cell under "rnn", the head "logits"), restores
     the cell and head from `checkpoint` (a file prefix or a folder), and runs the first
@@ -97,8 +97,9 @@ def trained_mnist_model(checkpoint, num_images):
     event-driven one. Accuracies and logits compare phased_lstm_rnn with event-driven.
 
     Returns:
-      A dict: units, mean trained r_on, open fraction over the 784 steps, both paths' accuracy,
-      the largest logit difference between them, and their wall times (median of the repeats).
+      A dict: units, mean trained r_on, open fraction over the 784 steps, the accuracy of
+      phased_lstm_rnn and of event-driven, the largest logit difference between them, and the
+      three paths' wall times (median of the repeats).
     """
     if os.path.isdir(checkpoint):
         checkpoint = tf.train.latest_checkpoint(checkpoint)
@@ -122,15 +123,15 @@ def trained_mnist_model(checkpoint, num_images):
         with tf.compat.v1.Session() as sess:
             saver.restore(sess, checkpoint)
             counts, ratio_on = sess.run((counts, cell.time_gate.ratio_on))
-            dense_logits, sparse_logits = sess.run((training_path, sparse))
+            training_logits, sparse_logits = sess.run((training_path, sparse))
             seconds = time_interleaved(
                 sess, {"training_path": training_path, "dense": dense, "sparse": sparse})
     labels = y_test[:num_images]
     return {"units": units, "mean_ratio_on": float(ratio_on.mean()),
             "open_fraction": counts.sum() / (units * 784),
-            "dense_accuracy": float((dense_logits.argmax(1) == labels).mean()),
+            "training_path_accuracy": float((training_logits.argmax(1) == labels).mean()),
             "sparse_accuracy": float((sparse_logits.argmax(1) == labels).mean()),
-            "max_logit_difference": float(np.abs(dense_logits - sparse_logits).max()),
+            "max_logit_difference": float(np.abs(training_logits - sparse_logits).max()),
             **{f"{name}_s": median for name, median in seconds.items()}}
 
 
@@ -151,7 +152,8 @@ def main(argv):
         print(f"\nTrained MNIST model ({FLAGS.mnist_checkpoint}, {m['units']} units, mean "
               f"trained r_on {m['mean_ratio_on']:.3f}): open fraction {m['open_fraction']:.3f} "
               f"over 784 steps. On the first {FLAGS.mnist_images} test images: accuracy "
-              f"{m['dense_accuracy']:.4f} dense, {m['sparse_accuracy']:.4f} event-driven; "
+              f"{m['training_path_accuracy']:.4f} phased_lstm_rnn, {m['sparse_accuracy']:.4f} "
+              f"event-driven; "
               f"largest logit difference {m['max_logit_difference']:.1e}; "
               f"{m['training_path_s']:.3f} s phased_lstm_rnn, {m['dense_s']:.3f} s dense, "
               f"{m['sparse_s']:.3f} s event-driven ({m['dense_s'] / m['sparse_s']:.2f}x "

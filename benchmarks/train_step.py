@@ -26,9 +26,8 @@ units, quiet 2-core CPU; kernel time is summed over both cores' threads):
   BasicLSTMCell, but each costs more: Mul 16.6 us against 6.5 us (17 a step against 9: the
   gating k * (new - old) and its gradient), the packed save of each step (Pack, ~200 us for a
   [8, 256, 32] block), and the products, bias gradient and input gradient over all steps after
-  the loop (on [200704, 128] tensors; the Sum kernels alone take 36 ms). What remains is the time gate's own
-  element-wise work on the recurrence, which an LSTM does not have; without fusing kernels
-  (XLA) it costs a few kernels per step forward and backward.
+  the loop (on [200704, 128] tensors; the Sum kernels alone take 36 ms). Without fusing kernels
+  (XLA), the gate's element-wise work on the recurrence costs kernels an LSTM does not have.
   Tried without gain (same process, against BasicLSTMCell): parallel_iterations 1 (1.51x) or 4
   (1.32x, against 1.30x with 32), k broadcast to the whole batch before the loop (1.38x), one
   TensorArray per saved tensor instead of the packed block (0.337 s against 0.302 s).

@@ -26,7 +26,7 @@ from phased_lstm.phased_lstm_cell import PhasedLSTMCell
 from phased_lstm.fast_rnn import check_sequence_inputs
 
 
-def open_units(cell, time, sequence_length=None, steps=None, every_unit=False):
+def open_units(cell, time, sequence_length=None, steps=None):
     """The units to compute at each step: open (k > 0, leak 0) for at least one example.
 
     Args:
@@ -34,7 +34,6 @@ def open_units(cell, time, sequence_length=None, steps=None, every_unit=False):
       time: [batch or 1, steps, 1] timestamps.
       sequence_length: optional int [batch]: no unit is open for an example past its length.
       steps: number of steps, needed only with sequence_length.
-      every_unit: count every unit as open (dense work in the same loop, for comparisons).
 
     Returns:
       (k [steps, batch or 1, units] with leak 0, counts [steps] of units to compute,
@@ -45,8 +44,6 @@ def open_units(cell, time, sequence_length=None, steps=None, every_unit=False):
         live = tf.sequence_mask(sequence_length, steps, dtype=cell.dtype)
         k = k * tf.transpose(live)[:, :, None]
     is_open = tf.reduce_any(k > 0.0, axis=1)  # [steps, units]
-    if every_unit:
-        is_open = tf.ones_like(is_open)
     counts = tf.reduce_sum(tf.cast(is_open, tf.int32), axis=1)
     order = tf.argsort(tf.cast(~is_open, tf.int32), axis=1, stable=True)
     return k, counts, order
@@ -90,7 +87,7 @@ def event_driven_phased_lstm(cell, time, inputs, initial_state=None, sequence_le
             cell((time[:, 0], inputs[:, 0]), cell.zero_state(batch, inputs.dtype))
         dtype, n = cell.dtype, cell.output_size
         inputs = tf.cast(inputs, dtype)
-        k, counts, order = open_units(cell, time, sequence_length, steps, every_unit)
+        k, counts, order = open_units(cell, time, sequence_length, steps)
         k_units = tf.transpose(k, [0, 2, 1])  # [steps, units, batch or 1]
 
         # Unit-major weights: row g * n + u is gate g ([i, f, o, j]) of unit u.
