@@ -3,7 +3,7 @@
 Reproduces the first experiment of Neil, Pfeiffer and Liu, "Phased LSTM" (NIPS 2016, Fig. 3):
 tell sine waves whose period lies in [5, 6] ms from others, sampled every 1 ms (`standard`),
 every 0.1 ms (`high_res`, up to 1,250 steps) or at irregular times (`async`). The data are
-drawn afresh for every batch (phased_lstm/frequency_data.py has the details). The Phased LSTM
+drawn afresh for every batch (experiments/frequency_data.py has the details). The Phased LSTM
 gets the amplitude as its input and the time in ms as its timestamp; the LSTM gets
 [amplitude, time] as two input features. Sequences are padded; padded steps change nothing
 (sequence_length).
@@ -50,7 +50,7 @@ from absl import app, flags, logging
 import numpy as np
 
 from phased_lstm import PhasedLSTMCell, rnn_cell, tf
-from phased_lstm import frequency_data, training
+from experiments import frequency_data, training
 from phased_lstm.fast_rnn import phased_lstm_rnn
 
 SAMPLINGS = frequency_data.SAMPLINGS

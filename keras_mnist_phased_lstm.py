@@ -19,7 +19,8 @@ import time
 from absl import app, flags, logging
 import numpy as np
 
-from phased_lstm import mnist_data, tf
+from phased_lstm import tf
+from experiments import mnist_data
 from phased_lstm.keras_layer import PhasedLSTM
 
 NUM_PIXELS = 28 * 28

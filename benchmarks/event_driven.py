@@ -30,7 +30,8 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from phased_lstm import PhasedLSTMCell, mnist_data, tf  # noqa: E402
+from phased_lstm import PhasedLSTMCell, tf  # noqa: E402
+from experiments import mnist_data  # noqa: E402
 from phased_lstm.event_rnn import event_driven_phased_lstm, open_units  # noqa: E402
 from phased_lstm.fast_rnn import phased_lstm_rnn  # noqa: E402
 

@@ -25,7 +25,8 @@ import types
 import numpy as np
 import pytest
 
-from phased_lstm import tf, training
+from phased_lstm import tf
+from experiments import training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "freq_phased_lstm.py")

@@ -1,11 +1,11 @@
-"""Tests of phased_lstm/frequency_data.py, the frequency-discrimination data."""
+"""Tests of experiments/frequency_data.py, the frequency-discrimination data."""
 
 import math
 
 import numpy as np
 import pytest
 
-from phased_lstm import frequency_data as fd
+from experiments import frequency_data as fd
 
 SAMPLINGS = ("standard", "high_res", "async")
 # float32 times near 125 ms are exact to ~1e-5 ms.

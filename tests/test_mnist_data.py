@@ -1,4 +1,4 @@
-"""Tests of phased_lstm.mnist_data: no network, no real MNIST.
+"""Tests of experiments.mnist_data: no network, no real MNIST.
 
 Everything here runs on tiny MNIST-shaped arrays that are not MNIST. Where the full verified path
 must be exercised, the expected shapes and hashes are replaced by those of the fake arrays, so the
@@ -21,8 +21,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from phased_lstm import mnist_data
-from phased_lstm.mnist_data import MnistDataError, load_mnist
+from experiments import mnist_data
+from experiments.mnist_data import MnistDataError, load_mnist
 
 KEYS = ("x_train", "y_train", "x_test", "y_test")
 

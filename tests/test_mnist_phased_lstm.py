@@ -26,7 +26,8 @@ import numpy as np
 import pytest
 
 import mnist_phased_lstm as script
-from phased_lstm import tf, training
+from phased_lstm import tf
+from experiments import training
 
 FLAGS = flags.FLAGS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

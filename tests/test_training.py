@@ -1,4 +1,4 @@
-"""Tests of phased_lstm.training, the pieces every training script shares."""
+"""Tests of experiments.training, the pieces every training script shares."""
 
 import json
 import os
@@ -7,8 +7,9 @@ import signal
 import numpy as np
 import pytest
 
-from phased_lstm import tf, training
-from phased_lstm.training import LOG_COLUMNS, RunError
+from phased_lstm import tf
+from experiments import training
+from experiments.training import LOG_COLUMNS, RunError
 
 HEADER = "\t".join(LOG_COLUMNS) + "\n"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

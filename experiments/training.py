@@ -28,7 +28,7 @@ import time
 from absl import logging
 import numpy as np
 
-from phased_lstm.legacy_tf import tf
+from phased_lstm import tf
 
 __all__ = [
     "CHECKPOINT_DIR", "LOG_COLUMNS", "LOG_NAME", "RESULTS_NAME", "Checkpointer", "LogWriter",
