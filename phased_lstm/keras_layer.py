@@ -123,6 +123,8 @@ class PhasedLSTM(keras.layers.Layer):
       return_sequences: whether to return the output of every step.
       return_state: whether to also return the final h and c.
       alpha: the Keras seed's name for `leak`; give one of the two.
+      mod_gradient: "tf1" (default) or "exact": how the time gate's mod is differentiated
+        (see `PhasedLSTMCell`).
       **kwargs: Keras layer arguments (name, dtype, input_shape, activity_regularizer, ...).
 
     Raises:
@@ -140,7 +142,7 @@ class PhasedLSTM(keras.layers.Layer):
                  phase_regularizer=None, ratio_on_regularizer=None, period_constraint=None,
                  phase_constraint=None, ratio_on_constraint=None, kernel_regularizer=None,
                  bias_regularizer=None, return_sequences=False, return_state=False, alpha=None,
-                 **kwargs):
+                 mod_gradient="tf1", **kwargs):
         # The times must reach the cell in their own dtype (float64 for large timestamps):
         # Keras would cast every floating input to the layer's dtype. Features are cast in call.
         kwargs["autocast"] = False
@@ -164,7 +166,8 @@ class PhasedLSTM(keras.layers.Layer):
         self._timing = dict(
             ratio_on=ratio_on, trainable_ratio_on=trainable_ratio_on,
             period_init_min=period_init_min, period_init_max=period_init_max,
-            trainable_period=trainable_period, trainable_phase=trainable_phase)
+            trainable_period=trainable_period, trainable_phase=trainable_phase,
+            mod_gradient=mod_gradient)
         self._initializers = {
             "period": keras.initializers.get(period_initializer),
             "phase": keras.initializers.get(phase_initializer),

@@ -40,6 +40,9 @@ class PhasedLSTMCell(PhasedRNNCell):
       period_initializer: replaces the log-uniform period initialiser.
       phase_initializer: replaces the default U(0, initial period).
       ratio_on_initializer: replaces the constant `ratio_on`.
+      mod_gradient: how the gate's (t - s) mod period is differentiated: "tf1" (default, TF
+        1.x's rule: the period gets no gradient through the wrap) or "exact" (floormod's own
+        derivative, as PyTorch's fmod); see `phased_lstm.time_gate`.
       name: layer name; default "phased_lstm_cell".
       dtype: dtype of the variables and outputs; default: the features' dtype. The time may
         be float64 whatever this is.
@@ -54,13 +57,14 @@ class PhasedLSTMCell(PhasedRNNCell):
                  trainable_ratio_on=True, period_init_min=1.0, period_init_max=1000.0,
                  reuse=None, *, trainable_period=True, trainable_phase=True,
                  period_initializer=None, phase_initializer=None, ratio_on_initializer=None,
-                 name=None, dtype=None):
+                 mod_gradient="tf1", name=None, dtype=None):
         super().__init__(
             num_units, reuse, name, dtype, leak=leak, ratio_on=ratio_on,
             trainable_ratio_on=trainable_ratio_on, period_init_min=period_init_min,
             period_init_max=period_init_max, trainable_period=trainable_period,
             trainable_phase=trainable_phase, period_initializer=period_initializer,
-            phase_initializer=phase_initializer, ratio_on_initializer=ratio_on_initializer)
+            phase_initializer=phase_initializer, ratio_on_initializer=ratio_on_initializer,
+            mod_gradient=mod_gradient)
         self._use_peepholes = use_peepholes
 
     @property

@@ -1,6 +1,7 @@
 """The Phased LSTM time gate k_t, shared by every phased cell and by the fast sequence path.
 
-The gate depends only on the timestamp and on three learned parameters per unit (PAPER_NOTES.md):
+The gate depends only on the timestamp and on three learned parameters per unit (Neil, Pfeiffer,
+Liu, "Phased LSTM", NIPS 2016, https://arxiv.org/abs/1610.09513, eq. 6-7):
 
     phi = ((t - s) mod tau) / tau
     k   = 2 phi / r_on          if phi < r_on / 2      (opening)
@@ -15,6 +16,14 @@ onto period >= MIN_PERIOD and MIN_RATIO_ON <= ratio_on <= 1 after every optimise
 `tf.compat.v1.train.Optimizer` and Keras optimiser applies `Variable.constraint`), and the gate
 clips them to the same ranges, which changes nothing for valid values and keeps a hand-set or
 restored invalid value from producing NaN.
+
+Gradient of the mod (`mod_gradient`). mod(x, tau) = x - tau * floor(x / tau) with x = t - s has
+the exact derivatives d/dx = 1 and d/dtau = -floor(x / tau), the second one growing with the
+number of periods elapsed (hundreds on 784-step MNIST). TF 1.x's PhasedLSTMCell computed the mod
+as `stop_gradient(mod(x, tau) - x) + x`: d/dx = 1 and d/dtau = 0, so the period learns only
+through phi = mod / tau. That rule, "tf1", is the default on every path (the cells, the fast and
+event-driven paths and the Keras layer all compute k here); "exact" keeps floormod's own
+derivative, which is also what PyTorch's fmod gives (as in the paper authors' PyTorch code).
 """
 
 import math
@@ -24,6 +33,7 @@ from phased_lstm.legacy_tf import tf
 
 MIN_PERIOD = 1e-3
 MIN_RATIO_ON = 1e-3
+MOD_GRADIENTS = ("tf1", "exact")
 
 
 def valid_period(period):
@@ -47,6 +57,30 @@ def project_period(variable):
 def project_ratio_on(variable):
     """Constraint of `ratio_on`: valid_ratio_on of its current value."""
     return valid_ratio_on(variable.read_value())
+
+
+def check_mod_gradient(mod_gradient):
+    """Raises ValueError unless mod_gradient is one of MOD_GRADIENTS."""
+    if mod_gradient not in MOD_GRADIENTS:
+        raise ValueError(f"mod_gradient must be one of {MOD_GRADIENTS}; got {mod_gradient!r}")
+
+
+def cycle_mod(x, period, mod_gradient="tf1"):
+    """floormod(x, period), differentiated by TF 1.x's rule or exactly.
+
+    Args:
+      x: t - s, any float tensor.
+      period: tau > 0, broadcastable to x.
+      mod_gradient: "tf1": d/dx = 1, d/dperiod = 0 (TF 1.x's PhasedLSTMCell); "exact":
+        floormod's own gradient, d/dx = 1, d/dperiod = -floor(x / period).
+
+    Returns:
+      floormod(x, period), exactly (TF 1.x's `stop_gradient(mod - x) + x` rounds it).
+    """
+    if mod_gradient == "exact":
+        return tf.math.floormod(x, period)
+    # The value is the mod (x - x is exactly 0); only the straight-through x is differentiated.
+    return tf.stop_gradient(tf.math.floormod(x, period)) + (x - tf.stop_gradient(x))
 
 
 def exp_uniform_initializer(low, high):
@@ -103,15 +137,18 @@ class TimeGate:
       period_initializer: overrides the default period initialiser.
       phase_initializer: overrides the default phase initialiser, U(0, initial period).
       ratio_on_initializer: overrides the constant initialiser `ratio_on`.
+      mod_gradient: how the cycle's mod is differentiated: "tf1" (TF 1.x's rule, the default)
+        or "exact" (see the module docstring).
 
     Raises:
       ValueError: for ratio_on outside (0, 1], period_init_min <= 0,
-        period_init_max < period_init_min, or a negative Python leak.
+        period_init_max < period_init_min, a negative Python leak, or an unknown mod_gradient.
     """
 
     def __init__(self, num_units, leak, ratio_on, trainable_ratio_on, period_init_min,
                  period_init_max, trainable_period, trainable_phase, period_initializer,
-                 phase_initializer, ratio_on_initializer):
+                 phase_initializer, ratio_on_initializer, mod_gradient="tf1"):
+        check_mod_gradient(mod_gradient)
         if not 0.0 < ratio_on <= 1.0:
             raise ValueError(f"ratio_on must be in (0, 1]; got {ratio_on}")
         if not period_init_min > 0.0:
@@ -125,6 +162,7 @@ class TimeGate:
             raise ValueError(f"leak must be >= 0; got {leak}")
         self.num_units = num_units
         self.leak = leak
+        self.mod_gradient = mod_gradient
         self._ratio_on = ratio_on
         self._trainable_ratio_on = trainable_ratio_on
         self._trainable_period = trainable_period
@@ -176,8 +214,8 @@ class TimeGate:
         """
         leak = self.leak if leak is None else leak
         period = tf.cast(valid_period(self.period), time.dtype)
-        # floormod's gradient passes d(t - s) straight through, as the TF 1.x cell did.
-        cycle = tf.math.floormod(time - tf.cast(self.phase, time.dtype), period) / period
+        cycle = cycle_mod(time - tf.cast(self.phase, time.dtype), period,
+                          self.mod_gradient) / period
         cycle = tf.cast(cycle, dtype)
         ratio_on = valid_ratio_on(self.ratio_on)
         rising = 2.0 * cycle / ratio_on

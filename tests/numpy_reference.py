@@ -1,4 +1,4 @@
-"""Float64 NumPy implementation of the Phased LSTM equations (PAPER_NOTES.md), for the tests.
+"""Float64 NumPy implementation of the Phased LSTM equations (docs/equations.md), for the tests.
 
 Written from the equations, independently of the package. Parameters are a dict keyed by the
 TF 1.x variable names: "mask_gates/kernel", "mask_gates/bias", "new_input/kernel",
@@ -15,14 +15,25 @@ def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def time_gate(t, period, phase, ratio_on, leak):
-    """k for timestamps t [..., 1] and per-unit parameters [units]."""
-    phi = np.mod(t - phase, period) / period  # np.mod is a floor mod: phi in [0, 1)
+def time_gate(t, period, phase, ratio_on, leak, wraps_from=None):
+    """k for timestamps t [..., 1] and per-unit parameters [units].
+
+    wraps_from: optional (period, phase) at which the number of whole periods elapsed is
+      counted and then held fixed: mod(x, tau) = x - n tau with n tau a constant. Finite
+      differences of the gate with the wraps held at the unperturbed parameters are then TF 1.x's
+      gradient rule (d mod/dx = 1, d mod/dtau = 0); without it they are the exact derivative.
+    """
+    if wraps_from is None:
+        phi = np.mod(t - phase, period) / period  # np.mod is a floor mod: phi in [0, 1)
+    else:
+        period_0, phase_0 = wraps_from
+        wrapped = (t - phase_0) - np.mod(t - phase_0, period_0)  # n tau, a constant
+        phi = (t - phase - wrapped) / period
     return np.where(phi < ratio_on / 2, 2 * phi / ratio_on,
                     np.where(phi < ratio_on, 2 - 2 * phi / ratio_on, leak * phi))
 
 
-def phased_lstm_step(p, t, x, c, h, use_peepholes, leak):
+def phased_lstm_step(p, t, x, c, h, use_peepholes, leak, wraps_from=None):
     """One step for a batch: t [b, 1], x [b, d], c and h [b, n]. Returns (c, h)."""
     xh = np.concatenate([x, h], axis=1)
     mask_in = np.concatenate([xh, c], axis=1) if use_peepholes else xh
@@ -33,7 +44,7 @@ def phased_lstm_step(p, t, x, c, h, use_peepholes, leak):
     out_in = np.concatenate([xh, c_lstm], axis=1) if use_peepholes else xh
     o = sigmoid(out_in @ p["output_gate/kernel"] + p["output_gate/bias"])
     h_lstm = o * np.tanh(c_lstm)
-    k = time_gate(t, p["period"], p["phase"], p["ratio_on"], leak)
+    k = time_gate(t, p["period"], p["phase"], p["ratio_on"], leak, wraps_from)
     return k * c_lstm + (1 - k) * c, k * h_lstm + (1 - k) * h
 
 
@@ -54,6 +65,58 @@ def run_sequence(step, p, times, x, state, sequence_length=None, **kwargs):
         state = tuple(np.where(live, new, old) for new, old in zip(new_state, state))
         outputs.append(np.where(live, state[-1], 0.0))
     return np.stack(outputs, axis=1), state
+
+
+def numeric_gradients(loss, params, keys, eps=1e-6):
+    """Central finite differences of loss(params) with respect to every entry of params[key].
+
+    Args:
+      loss: a function of a parameter dict returning a float.
+      params: the parameters to differentiate at.
+      keys: the entries of params to differentiate.
+      eps: the step.
+
+    Returns:
+      {key: array of params[key]'s shape}.
+    """
+    grads = {}
+    for key in keys:
+        flat = params[key].reshape(-1)
+        grad = np.empty_like(flat)
+        for index in range(flat.size):
+            losses = []
+            for sign in (1, -1):
+                bumped = flat.copy()
+                bumped[index] += sign * eps
+                losses.append(loss(dict(params, **{key: bumped.reshape(params[key].shape)})))
+            grad[index] = (losses[0] - losses[1]) / (2 * eps)
+        grads[key] = grad.reshape(params[key].shape)
+    return grads
+
+
+def gradient_reference(step, params, times, x, initial_state, loss_of_outputs, mod_gradient,
+                       **kwargs):
+    """Finite-difference gradients of a sequence loss under TF 1.x's rule or the exact one.
+
+    Args:
+      step: phased_lstm_step or a step of the same signature.
+      params: the parameters (all of them are differentiated).
+      times, x: [b, T, 1] and [b, T, d].
+      initial_state: the step's state tuple at the start, e.g. (c, h).
+      loss_of_outputs: (outputs [b, T, n], final state tuple) -> float.
+      mod_gradient: "tf1" (the wraps held at params' period and phase) or "exact".
+      **kwargs: the step's keyword arguments (use_peepholes, leak, ...).
+
+    Returns:
+      {name: gradient}.
+    """
+    if mod_gradient == "tf1":
+        kwargs["wraps_from"] = (params["period"], params["phase"])
+
+    def loss(p):
+        return loss_of_outputs(*run_sequence(step, p, times, x, initial_state, **kwargs))
+
+    return numeric_gradients(loss, params, list(params))
 
 
 def random_phased_lstm_params(rng, input_size, num_units, use_peepholes, period_range=(2., 20.)):

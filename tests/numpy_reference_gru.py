@@ -1,7 +1,7 @@
 """Float64 NumPy implementation of the Phased GRU step, for the tests.
 
 Written from the equations (TF 1.x GRUCell's step, then the Phased LSTM time gate of
-PAPER_NOTES.md), independently of the package. Parameters are a dict keyed by the variable
+docs/equations.md), independently of the package. Parameters are a dict keyed by the variable
 names: "gates/kernel", "gates/bias", "candidate/kernel", "candidate/bias", "period", "phase",
 "ratio_on". Runs over sequences with `numpy_reference.run_sequence`.
 """
@@ -14,13 +14,13 @@ GRU_PARAM_NAMES = ("gates/kernel", "gates/bias", "candidate/kernel", "candidate/
                    "phase", "ratio_on")
 
 
-def phased_gru_step(p, t, x, h, leak):
+def phased_gru_step(p, t, x, h, leak, wraps_from=None):
     """One step for a batch: t [b, 1], x [b, d], h [b, n]. Returns (h,)."""
     gates = sigmoid(np.concatenate([x, h], axis=1) @ p["gates/kernel"] + p["gates/bias"])
     r, u = np.split(gates, 2, axis=1)
     c = np.tanh(np.concatenate([x, r * h], axis=1) @ p["candidate/kernel"] + p["candidate/bias"])
     h_gru = u * h + (1 - u) * c
-    k = time_gate(t, p["period"], p["phase"], p["ratio_on"], leak)
+    k = time_gate(t, p["period"], p["phase"], p["ratio_on"], leak, wraps_from)
     return (k * h_gru + (1 - k) * h,)
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import numpy_reference as ref
 from phased_lstm import PhasedLSTMCell, tf
 from phased_lstm.fast_rnn import phased_lstm_rnn
-from tf_helpers import load_params
+from tf_helpers import cell_variables, load_params
 
 BATCH, STEPS, INPUT_SIZE, UNITS = 4, 25, 3, 5
 
@@ -83,6 +83,37 @@ class PhasedLSTMRnnTest(tf.test.TestCase):
                 sess.run(tf.compat.v1.global_variables_initializer())
                 once, tiled = sess.run((once, tiled))
         self.assertAllClose(once, tiled, atol=1e-7)
+
+    def test_gradients_follow_tf1_rule_and_exact_on_request(self):
+        # Every variable's and the inputs' gradients against the NumPy reference's finite
+        # differences (float64), with and without peepholes, per-sample times.
+        rng = np.random.default_rng(7)
+        steps = 10
+        times = ref.random_times(rng, BATCH, steps)
+        x = rng.normal(size=(BATCH, steps, INPUT_SIZE))
+        weights = rng.normal(size=(BATCH, steps, UNITS))
+        for peep in (False, True):
+            params = ref.random_phased_lstm_params(rng, INPUT_SIZE, UNITS, peep)
+            for mod_gradient in ("tf1", "exact"):
+                with tf.Graph().as_default():
+                    cell = PhasedLSTMCell(UNITS, use_peepholes=peep, dtype=tf.float64,
+                                          mod_gradient=mod_gradient)
+                    outputs, (c, h) = phased_lstm_rnn(cell, tf.constant(times), tf.constant(x))
+                    loss = tf.reduce_sum(outputs * weights) + tf.reduce_sum(c * c)
+                    variables = cell_variables(cell)
+                    grads = dict(zip(variables, tf.gradients(loss, list(variables.values()))))
+                    with tf.compat.v1.Session() as sess:
+                        sess.run(tf.compat.v1.global_variables_initializer())
+                        load_params(sess, cell, params)
+                        analytic = sess.run(grads)
+                zeros = np.zeros((BATCH, UNITS))
+                numeric = ref.gradient_reference(
+                    ref.phased_lstm_step, params, times, x, (zeros, zeros),
+                    lambda out, state: np.sum(out * weights) + np.sum(state[0] ** 2),
+                    mod_gradient, use_peepholes=peep, leak=0.001)
+                for key in ref.PARAM_NAMES:
+                    self.assertAllClose(analytic[key], numeric[key], rtol=1e-5, atol=1e-7,
+                                        msg=f"{key}, peepholes {peep}, {mod_gradient}")
 
     def test_bad_inputs(self):
         with tf.Graph().as_default():

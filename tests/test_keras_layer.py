@@ -152,6 +152,34 @@ class PhasedLSTMLayerTest(tf.test.TestCase):
             for variable, want, got in zip(layer.weights, loop, fast):
                 self.assertAllClose(got, want, atol=1e-4, rtol=1e-4, msg=variable.name)
 
+    def test_gradients_follow_tf1_rule_and_exact_on_request(self):
+        # Both of the layer's paths (fast path, tf-keras's loop under a mask), float64, against
+        # the NumPy reference's finite differences under each rule.
+        rng = np.random.default_rng(6)
+        times, x = _inputs(rng)
+        weights = rng.normal(size=(BATCH, STEPS, UNITS))
+        for mod_gradient in ("tf1", "exact"):
+            layer, params = _built_layer(rng, dtype="float64", mod_gradient=mod_gradient)
+            self.assertEqual(layer.get_config()["mod_gradient"], mod_gradient)
+
+            @tf.function
+            def gradients(mask):
+                with tf.GradientTape() as tape:
+                    outputs, _, c = layer([x, times], mask=mask)
+                    loss = tf.reduce_sum(outputs * weights) + tf.reduce_sum(c)
+                return tape.gradient(loss, list(cell_variables(layer.cell).values()))
+
+            zeros = np.zeros((BATCH, UNITS))
+            numeric = ref.gradient_reference(
+                ref.phased_lstm_step, params, times, x.astype(np.float64), (zeros, zeros),
+                lambda out, state: np.sum(out * weights) + np.sum(state[0]), mod_gradient,
+                use_peepholes=False, leak=0.001)
+            for mask in (None, tf.ones([BATCH, STEPS], tf.bool)):
+                got = dict(zip(cell_variables(layer.cell), gradients(mask)))
+                for key in ref.PARAM_NAMES:
+                    self.assertAllClose(got[key], numeric[key], rtol=1e-5, atol=1e-7,
+                                        msg=f"{key}, {mod_gradient}, mask {mask is not None}")
+
     def test_return_sequences_and_return_state_shapes(self):
         x = keras.Input((STEPS, INPUT_SIZE))
         times = keras.Input((STEPS,))

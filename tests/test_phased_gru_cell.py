@@ -120,14 +120,15 @@ class PhasedGRUCellTest(tf.test.TestCase):
             self.assertAllClose(h[b], h_alone[0], atol=1e-6)
             self.assertAllEqual(outputs[b, length:], np.zeros_like(outputs[b, length:]))
 
-    def test_gradients_match_finite_differences(self):
+    def _gradients_against_reference(self, mod_gradient):
+        """Every variable's gradient under dynamic_rnn against the NumPy reference's."""
         rng = np.random.default_rng(5)
         steps = 12
         params = gru_ref.random_phased_gru_params(rng, INPUT_SIZE, UNITS)
         times, x = _inputs(rng, steps=steps)
         weights = rng.normal(size=(BATCH, steps, UNITS))
         with tf.Graph().as_default():
-            cell = PhasedGRUCell(UNITS, dtype=tf.float64)
+            cell = PhasedGRUCell(UNITS, dtype=tf.float64, mod_gradient=mod_gradient)
             outputs, h = tf.compat.v1.nn.dynamic_rnn(
                 cell, (tf.constant(times), tf.constant(x)), dtype=tf.float64)
             loss = tf.reduce_sum(outputs * weights) + tf.reduce_sum(h * h)
@@ -138,21 +139,22 @@ class PhasedGRUCellTest(tf.test.TestCase):
                 sess.run(tf.compat.v1.global_variables_initializer())
                 load_gru_params(sess, cell, params)
                 analytic = sess.run(grads)
-                eps = 1e-6
-                for key in gru_ref.GRU_PARAM_NAMES:
-                    self.assertGreater(np.abs(analytic[key]).max(), 1e-6, msg=key)
-                    flat = params[key].reshape(-1)
-                    for index in rng.choice(flat.size, size=min(6, flat.size), replace=False):
-                        losses = []
-                        for sign in (1, -1):
-                            bumped = flat.copy()
-                            bumped[index] += sign * eps
-                            variables[key].load(bumped.reshape(params[key].shape), sess)
-                            losses.append(sess.run(loss))
-                        variables[key].load(params[key], sess)
-                        numeric = (losses[0] - losses[1]) / (2 * eps)
-                        self.assertAllClose(analytic[key].reshape(-1)[index], numeric,
-                                            rtol=1e-5, atol=1e-7, msg=f"{key}[{index}]")
+        numeric = ref.gradient_reference(
+            gru_ref.phased_gru_step, params, times, x, (np.zeros((BATCH, UNITS)),),
+            lambda out, state: np.sum(out * weights) + np.sum(state[0] ** 2), mod_gradient,
+            leak=0.001)
+        for key in gru_ref.GRU_PARAM_NAMES:
+            self.assertGreater(np.abs(analytic[key]).max(), 1e-6, msg=key)
+            self.assertAllClose(analytic[key], numeric[key], rtol=1e-5, atol=1e-7, msg=key)
+        return analytic
+
+    def test_gradients_follow_tf1_rule_by_default_and_exact_on_request(self):
+        tf1 = self._gradients_against_reference("tf1")
+        exact = self._gradients_against_reference("exact")
+        # They differ only in the period's gradient, by more than its size under TF 1.x's rule.
+        self.assertGreater(np.abs(tf1["period"] - exact["period"]).max(),
+                           np.abs(tf1["period"]).max())
+        self.assertEqual(PhasedGRUCell(4).time_gate.mod_gradient, "tf1")
 
     def test_variable_names_shapes_and_initial_biases(self):
         with tf.Graph().as_default():

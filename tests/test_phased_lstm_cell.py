@@ -102,14 +102,16 @@ class PhasedLSTMCellTest(tf.test.TestCase):
             self.assertAllClose(h[b], h_alone[0], atol=1e-6)
             self.assertAllEqual(outputs[b, length:], np.zeros_like(outputs[b, length:]))
 
-    def test_gradients_match_finite_differences(self):
+    def _gradients_against_reference(self, use_peepholes, mod_gradient):
+        """Every variable's gradient under dynamic_rnn against the NumPy reference's."""
         rng = np.random.default_rng(5)
         steps = 12
-        params = ref.random_phased_lstm_params(rng, INPUT_SIZE, UNITS, True)
+        params = ref.random_phased_lstm_params(rng, INPUT_SIZE, UNITS, use_peepholes)
         times, x = _inputs(rng, steps=steps)
         weights = rng.normal(size=(BATCH, steps, UNITS))
         with tf.Graph().as_default():
-            cell = PhasedLSTMCell(UNITS, use_peepholes=True, dtype=tf.float64)
+            cell = PhasedLSTMCell(UNITS, use_peepholes=use_peepholes, dtype=tf.float64,
+                                  mod_gradient=mod_gradient)
             outputs, (c, _) = tf.compat.v1.nn.dynamic_rnn(
                 cell, (tf.constant(times), tf.constant(x)), dtype=tf.float64)
             loss = tf.reduce_sum(outputs * weights) + tf.reduce_sum(c)
@@ -119,21 +121,27 @@ class PhasedLSTMCellTest(tf.test.TestCase):
                 sess.run(tf.compat.v1.global_variables_initializer())
                 load_params(sess, cell, params)
                 analytic = sess.run(grads)
-                eps = 1e-6
-                for key in ("mask_gates/kernel", "new_input/kernel", "output_gate/kernel",
-                            "mask_gates/bias", "phase", "period", "ratio_on"):
-                    flat = params[key].reshape(-1)
-                    for index in rng.choice(flat.size, size=min(6, flat.size), replace=False):
-                        losses = []
-                        for sign in (1, -1):
-                            bumped = flat.copy()
-                            bumped[index] += sign * eps
-                            variables[key].load(bumped.reshape(params[key].shape), sess)
-                            losses.append(sess.run(loss))
-                        variables[key].load(params[key], sess)
-                        numeric = (losses[0] - losses[1]) / (2 * eps)
-                        self.assertAllClose(analytic[key].reshape(-1)[index], numeric,
-                                            rtol=1e-5, atol=1e-7, msg=f"{key}[{index}]")
+        zeros = np.zeros((BATCH, UNITS))
+        numeric = ref.gradient_reference(
+            ref.phased_lstm_step, params, times, x, (zeros, zeros),
+            lambda out, state: np.sum(out * weights) + np.sum(state[0]), mod_gradient,
+            use_peepholes=use_peepholes, leak=0.001)
+        self.assertCountEqual(analytic, ref.PARAM_NAMES)
+        for key in ref.PARAM_NAMES:
+            self.assertAllClose(analytic[key], numeric[key], rtol=1e-5, atol=1e-7, msg=key)
+        return analytic
+
+    def test_gradients_follow_tf1_rule_by_default(self):
+        for peep in (False, True):
+            tf1 = self._gradients_against_reference(peep, "tf1")
+            exact = self._gradients_against_reference(peep, "exact")
+            # The rules differ only in the period's gradient, and by far there (many wraps).
+            for key in ref.PARAM_NAMES:
+                if key != "period":
+                    self.assertAllClose(tf1[key], exact[key], rtol=1e-9, atol=1e-12, msg=key)
+            self.assertGreater(np.abs(tf1["period"] - exact["period"]).max(),
+                               10 * np.abs(tf1["period"]).max())
+        self.assertEqual(PhasedLSTMCell(4).time_gate.mod_gradient, "tf1")
 
     def test_variable_names_and_shapes_are_those_of_tf1(self):
         for peep, gate_rows in ((False, INPUT_SIZE + UNITS), (True, INPUT_SIZE + 2 * UNITS)):
@@ -360,6 +368,8 @@ class BadInputTest(tf.test.TestCase):
             (dict(num_units=4, period_init_min=10.0, period_init_max=5.0),
              r"period_init_max must be >= period_init_min \(10.0\); got 5.0"),
             (dict(num_units=4, leak=-0.1), r"leak must be >= 0"),
+            (dict(num_units=4, mod_gradient="floor"),
+             r"mod_gradient must be one of \('tf1', 'exact'\); got 'floor'"),
         ]
         for kwargs, message in cases:
             with self.assertRaisesRegex(ValueError, message):
