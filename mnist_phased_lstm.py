@@ -15,6 +15,7 @@ command again resumes from the last checkpoint; Ctrl-C or SIGTERM checkpoints an
 
 import contextlib
 import functools
+import math
 import os
 import random
 import signal
@@ -26,7 +27,7 @@ from absl import app, flags, logging
 import numpy as np
 
 from phased_lstm import PhasedGRUCell, PhasedLSTMCell, PhasedRNNCell, rnn_cell, tf
-from phased_lstm import mnist_data, training
+from experiments import mnist_data, training
 from phased_lstm.event_rnn import event_driven_phased_lstm
 from phased_lstm.fast_rnn import phased_lstm_rnn
 
@@ -94,6 +95,15 @@ flags.DEFINE_float("leak", 0.001, "Phased cells: slope alpha of the closed time 
 flags.DEFINE_bool("event_driven_eval", False, "PhasedLSTMCell without peepholes: evaluate with "
                   "the event-driven path, which computes only the units whose time gate is open "
                   "(same results, less work; see benchmarks/event_driven.py).")
+# One flag for a whole published configuration; flags given on the command line still win.
+PRESETS = {
+    # philipperemy/tensorflow-phased-lstm's cell: peepholes, r_on 0.05, tau ~ exp(U(0, 6)).
+    "seed_repo": dict(peepholes=True, ratio_on=0.05, period_init_min=1.0,
+                      period_init_max=math.exp(6.0)),
+}
+flags.DEFINE_enum("preset", None, list(PRESETS), "Phased cells: a published configuration. "
+                  "seed_repo: the seed repository's cell (--peepholes, --ratio_on 0.05, periods "
+                  "log-uniform in [1, e^6]); flags given explicitly override it.")
 # Hidden from --help (shown by --helpfull): another module name makes it no key flag of this one.
 flags.DEFINE_bool("unverified_data", False, "For tests only: accept any MNIST-shaped "
                   "<data_dir>/mnist.npz without checking that it is MNIST, and never download.",
@@ -118,6 +128,13 @@ flags.register_multi_flags_validator(
 # order or the optimisation. The rest (steps, eval_every, folders, ...) may change.
 RESUME_MUST_MATCH = ("model", "num_units", "peepholes", "ratio_on", "period_init_min",
                      "period_init_max", "leak", "learning_rate", "batch_size", "seed")
+
+
+def apply_preset():
+    """Sets the flags of --preset that the command line did not give."""
+    for name, value in PRESETS.get(FLAGS.preset, {}).items():
+        if not FLAGS[name].present:
+            FLAGS[name].value = value
 
 
 def settings():
@@ -406,6 +423,7 @@ def main(argv):
     # The TF 1.x API is this script's choice; its deprecation notices are noise here.
     tf.get_logger().setLevel("ERROR")
     warnings.filterwarnings("ignore", message=r"`tf\.\S+` is deprecated", category=UserWarning)
+    apply_preset()
     try:
         log_dir = training.check_writable_dir(FLAGS.log_dir)
         if FLAGS.plot_only:
