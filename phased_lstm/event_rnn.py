@@ -49,8 +49,35 @@ def open_units(cell, time, sequence_length=None, steps=None):
     return k, counts, order
 
 
+def gated_lstm_step(kernel_rows, bias, x_h, c_prev, h_prev, k):
+    """One gated LSTM step, unit-major, for the units whose rows are given.
+
+    Args:
+      kernel_rows: [4 m, input_size + units], the m units' rows of the packed kernel transposed
+        (row g * m + u: gate g of [i, f, o, j] of unit u).
+      bias: [4 m, 1].
+      x_h: [input_size + units, batch], the inputs and every unit's h.
+      c_prev, h_prev: [m, batch], the m units' state.
+      k: [m, batch or 1], their time gate.
+
+    Returns:
+      (c, h), each [m, batch].
+    """
+    z = kernel_rows @ x_h + bias
+    i, f, o, j = tf.split(z, 4, axis=0)
+    c_lstm = tf.sigmoid(f) * c_prev + tf.sigmoid(i) * tf.tanh(j)
+    h_lstm = tf.sigmoid(o) * tf.tanh(c_lstm)
+    return c_prev + k * (c_lstm - c_prev), h_prev + k * (h_lstm - h_prev)
+
+
+def unit_major_weights(cell):
+    """The cell's packed kernel and bias, unit-major: ([4 units, input_size + units], [4 units, 1])."""
+    kernel, bias = cell.packed_weights()
+    return tf.transpose(kernel), bias[:, None]
+
+
 def event_driven_phased_lstm(cell, time, inputs, initial_state=None, sequence_length=None,
-                             return_sequences=False, every_unit=False):
+                             return_sequences=False):
     """Leak-0 inference computing only the open units; equal to the dense path with leak 0.
 
     Args:
@@ -61,8 +88,6 @@ def event_driven_phased_lstm(cell, time, inputs, initial_state=None, sequence_le
       sequence_length: optional int [batch]; the state is carried unchanged past it.
       return_sequences: also return h at every step, [batch, steps, num_units] (zeros past
         sequence_length, as dynamic_rnn).
-      every_unit: compute every unit at every step: dense inference through the same loop, the
-        fair baseline for timing this path.
 
     Returns:
       LSTMStateTuple(c, h) after the last step, or (outputs, state) with return_sequences.
@@ -82,46 +107,29 @@ def event_driven_phased_lstm(cell, time, inputs, initial_state=None, sequence_le
     time, inputs = tf.convert_to_tensor(time), tf.convert_to_tensor(inputs)
     check_sequence_inputs(time, inputs)
     with tf.compat.v1.variable_scope("rnn"):
+        cell.build_for(inputs.shape[-1], inputs.dtype)
         batch, steps = tf.shape(inputs)[0], tf.shape(inputs)[1]
-        if not cell.built:
-            cell((time[:, 0], inputs[:, 0]), cell.zero_state(batch, inputs.dtype))
         dtype, n = cell.dtype, cell.output_size
         inputs = tf.cast(inputs, dtype)
         k, counts, order = open_units(cell, time, sequence_length, steps)
         k_units = tf.transpose(k, [0, 2, 1])  # [steps, units, batch or 1]
-
-        # Unit-major weights: row g * n + u is gate g ([i, f, o, j]) of unit u.
-        kernel = tf.concat([cell.mask_gates_kernel, cell.output_gate_kernel,
-                            cell.new_input_kernel], axis=1)
-        kernel_rows = tf.transpose(kernel)  # [4 n, input_size + n]
-        bias = tf.concat([cell.mask_gates_bias, cell.output_gate_bias,
-                          cell.new_input_bias], 0)[:, None]
+        kernel_rows, bias = unit_major_weights(cell)
         inputs_units = tf.transpose(inputs, [1, 2, 0])  # [steps, input_size, batch]
 
         if initial_state is None:
             initial_state = cell.zero_state(batch, dtype)
         c0, h0 = (tf.transpose(s) for s in initial_state)  # [units, batch]
 
-        def gated_lstm_step(kernel_rows, bias, x_h, c_prev, h_prev, k_t):
-            z = kernel_rows @ x_h + bias
-            i, f, o, j = tf.split(z, 4, axis=0)
-            c_lstm = tf.sigmoid(f) * c_prev + tf.sigmoid(i) * tf.tanh(j)
-            h_lstm = tf.sigmoid(o) * tf.tanh(c_lstm)
-            return c_prev + k_t * (c_lstm - c_prev), h_prev + k_t * (h_lstm - h_prev)
-
         def step(t, c, h, outputs_ta):
             x_h = tf.concat([inputs_units[t], h], axis=0)  # [input_size + n, batch]: every unit
-            if every_unit:  # dense: no gather or scatter, so the baseline pays no index work
-                c, h = gated_lstm_step(kernel_rows, bias, x_h, c, h, k_units[t])
-            else:
-                units = order[t, :counts[t]]
-                rows = tf.concat([units + g * n for g in range(4)], axis=0)
-                c_open, h_open = gated_lstm_step(
-                    tf.gather(kernel_rows, rows), tf.gather(bias, rows), x_h,
-                    tf.gather(c, units), tf.gather(h, units), tf.gather(k_units[t], units))
-                where = units[:, None]
-                c = tf.tensor_scatter_nd_update(c, where, c_open)
-                h = tf.tensor_scatter_nd_update(h, where, h_open)
+            units = order[t, :counts[t]]
+            rows = tf.concat([units + g * n for g in range(4)], axis=0)
+            c_open, h_open = gated_lstm_step(
+                tf.gather(kernel_rows, rows), tf.gather(bias, rows), x_h,
+                tf.gather(c, units), tf.gather(h, units), tf.gather(k_units[t], units))
+            where = units[:, None]
+            c = tf.tensor_scatter_nd_update(c, where, c_open)
+            h = tf.tensor_scatter_nd_update(h, where, h_open)
             if return_sequences:
                 outputs_ta = outputs_ta.write(t, h)
             return t + 1, c, h, outputs_ta

@@ -59,9 +59,27 @@ class PhasedRNNCell(LayerRNNCell):
 
     def __call__(self, inputs, state, scope=None, *args, **kwargs):
         time, features = check_phased_inputs(inputs, type(self).__name__)
-        if not self.built and self._dtype_policy.compute_dtype is None:
-            self._set_dtype_policy(features.dtype.base_dtype.name)
+        self._take_dtype(features.dtype)
         return super().__call__((time, features), state, scope, *args, **kwargs)
+
+    def _take_dtype(self, features_dtype):
+        if not self.built and self._dtype_policy.compute_dtype is None:
+            self._set_dtype_policy(tf.as_dtype(features_dtype).base_dtype.name)
+
+    def build_for(self, input_size, features_dtype):
+        """Creates the variables, as the first call would, without running a step.
+
+        Under the caller's variable scope (dynamic_rnn's "rnn", say) the variables get the names
+        the first call there would give them. Does nothing if the cell is built.
+
+        Args:
+          input_size: the features' last dimension.
+          features_dtype: the features' dtype, the cell's dtype unless it was given.
+        """
+        if self.built:
+            return
+        self._take_dtype(features_dtype)
+        self.build((tf.TensorShape([None, 1]), tf.TensorShape([None, input_size])))
 
     def _input_size(self, inputs_shape):
         """The features' size, from build()'s (time shape, features shape)."""

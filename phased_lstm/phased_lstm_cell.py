@@ -95,6 +95,31 @@ class PhasedLSTMCell(PhasedRNNCell):
         self.time_gate.build(self.add_weight, self.dtype)
         self.built = True
 
+    def packed_weights(self):
+        """The [x, h] rows of the three kernels side by side, for whole-sequence paths.
+
+        Returns:
+          (kernel [input_size + num_units, 4 num_units], bias [4 num_units]), columns [i, f, o, j]:
+          the three sigmoid gates (input, forget, output), then the new input. Tensors read from
+          the cell's variables, so gradients reach them. Peephole rows are in `peephole_weights`.
+        """
+        rows = self.new_input_kernel.shape[0]  # input_size + num_units
+        kernel = tf.concat([self.mask_gates_kernel[:rows], self.output_gate_kernel[:rows],
+                            self.new_input_kernel], axis=1)
+        bias = tf.concat([self.mask_gates_bias, self.output_gate_bias, self.new_input_bias], 0)
+        return kernel, bias
+
+    def peephole_weights(self):
+        """(c_{t-1} -> [i, f] [num_units, 2 num_units], c~_t -> o [num_units, num_units]).
+
+        Raises:
+          ValueError: the cell has no peepholes.
+        """
+        if not self._use_peepholes:
+            raise ValueError("this PhasedLSTMCell has no peepholes (use_peepholes=False)")
+        rows = self.new_input_kernel.shape[0]
+        return self.mask_gates_kernel[rows:], self.output_gate_kernel[rows:]
+
     def call(self, inputs, state):
         """One step.
 

@@ -61,22 +61,6 @@ class EventDrivenTest(tf.test.TestCase):
         # With r_on = 0.05 about 5% of the units are open at a step (k > 0 on the open ramp).
         self.assertBetween(counts.mean() / 32, 0.02, 0.09)
 
-    def test_every_unit_baseline_equals_dense(self):
-        # The benchmark's dense baseline runs the same loop over every unit: it must agree too.
-        rng = np.random.default_rng(2)
-        x = rng.uniform(size=(5, 60, 1))
-        times = ref.random_times(rng, 5, 60)
-        with tf.Graph().as_default():
-            cell = PhasedLSTMCell(6, leak=0.0, ratio_on=0.3)
-            time_t, x_t = tf.constant(times, tf.float32), tf.constant(x, tf.float32)
-            dense = phased_lstm_rnn(cell, time_t, x_t)
-            every_unit = event_driven_phased_lstm(cell, time_t, x_t, return_sequences=True,
-                                                  every_unit=True)
-            with tf.compat.v1.Session() as sess:
-                sess.run(tf.compat.v1.global_variables_initializer())
-                dense, every_unit = sess.run((dense, every_unit))
-        self._assert_equal_paths(dense, every_unit)
-
     def test_peepholes_are_refused_with_the_alternative(self):
         with tf.Graph().as_default():
             cell = PhasedLSTMCell(4, use_peepholes=True)

@@ -163,6 +163,49 @@ class PhasedLSTMCellTest(tf.test.TestCase):
                 prefix + "ratio_on:0": [UNITS],
             })
 
+    def test_build_for_creates_the_variables_dynamic_rnn_would(self):
+        for dtype in (tf.float32, tf.float64):
+            with tf.Graph().as_default():
+                cell = PhasedLSTMCell(UNITS, use_peepholes=True)
+                with tf.compat.v1.variable_scope("rnn"):
+                    cell.build_for(INPUT_SIZE, dtype)
+                built = {v.name: v.shape.as_list() for v in cell.weights}
+                self.assertEqual(cell.dtype, dtype.name)
+                # dynamic_rnn then reuses them: no variable is added.
+                tf.compat.v1.nn.dynamic_rnn(cell, (tf.zeros([2, 4, 1]),
+                                                   tf.zeros([2, 4, INPUT_SIZE], dtype)), dtype=dtype)
+                self.assertLen(tf.compat.v1.global_variables(), len(built))
+            with tf.Graph().as_default():
+                other = PhasedLSTMCell(UNITS, use_peepholes=True)
+                tf.compat.v1.nn.dynamic_rnn(other, (tf.zeros([2, 4, 1]),
+                                                    tf.zeros([2, 4, INPUT_SIZE], dtype)), dtype=dtype)
+                self.assertEqual({v.name: v.shape.as_list() for v in other.weights}, built)
+
+    def test_packed_weights_put_the_gates_side_by_side(self):
+        rng = np.random.default_rng(8)
+        params = ref.random_phased_lstm_params(rng, INPUT_SIZE, UNITS, True)
+        with tf.Graph().as_default():
+            cell = PhasedLSTMCell(UNITS, use_peepholes=True)
+            cell.build_for(INPUT_SIZE, tf.float32)
+            with tf.compat.v1.Session() as sess:
+                sess.run(tf.compat.v1.global_variables_initializer())
+                load_params(sess, cell, params)
+                (kernel, bias), (c_to_if, c_to_o) = sess.run(
+                    (cell.packed_weights(), cell.peephole_weights()))
+        rows = INPUT_SIZE + UNITS
+        mask, out = params["mask_gates/kernel"], params["output_gate/kernel"]
+        self.assertAllClose(kernel, np.concatenate(
+            [mask[:rows], out[:rows], params["new_input/kernel"]], axis=1))  # [i, f, o, j]
+        self.assertAllClose(bias, np.concatenate(
+            [params["mask_gates/bias"], params["output_gate/bias"], params["new_input/bias"]]))
+        self.assertAllClose(c_to_if, mask[rows:])
+        self.assertAllClose(c_to_o, out[rows:])
+        with tf.Graph().as_default():
+            cell = PhasedLSTMCell(UNITS)
+            cell.build_for(INPUT_SIZE, tf.float32)
+            with self.assertRaisesRegex(ValueError, "no peepholes"):
+                cell.peephole_weights()
+
     def test_restores_a_checkpoint_written_with_tf1_variable_names(self):
         rng = np.random.default_rng(6)
         params = ref.random_phased_lstm_params(rng, INPUT_SIZE, UNITS, True)
