@@ -1,7 +1,7 @@
 """Data of the frequency-discrimination task (Phased LSTM paper, Fig. 3): numpy only.
 
 Each sequence samples a sine wave x(t) = sin(2 pi t / T - phi) in a window of time; the task is
-to tell whether its period T lies in [5, 6] ms (PAPER_NOTES.md, "Frequency discrimination"):
+to tell whether its period T lies in [5, 6] ms (docs/experiments.md, "Frequency discrimination"):
 
 - duration ~ U(15, 125) ms, the window [start, start + duration) with start ~ U(0, 125 - duration)
   ms, so that every window ends by 125 ms; phi ~ U(0, duration).

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 
 import numpy_reference as ref
-from phased_lstm import MIN_PERIOD, MIN_RATIO_ON, PhasedLSTMCell, PhasedMultiRNNCell, tf
+from phased_lstm import MIN_PERIOD, MIN_RATIO_ON, PhasedLSTMCell, tf
 from tf_helpers import cell_variables, load_params
 
 BATCH, STEPS, INPUT_SIZE, UNITS = 5, 30, 3, 6
@@ -243,29 +243,6 @@ class PhasedLSTMCellTest(tf.test.TestCase):
                 sess.run(tf.compat.v1.global_variables_initializer())
                 dynamic, static = sess.run((dynamic, tf.stack(static, axis=1)))
         self.assertAllClose(dynamic, static, atol=1e-6)
-
-    def test_stacked_layers_all_receive_the_timestamps(self):
-        rng = np.random.default_rng(8)
-        times, x = _inputs(rng)
-        lower = ref.random_phased_lstm_params(rng, INPUT_SIZE, UNITS, False)
-        upper = ref.random_phased_lstm_params(rng, UNITS, 4, True)
-        with tf.Graph().as_default():
-            cells = [PhasedLSTMCell(UNITS), PhasedLSTMCell(4, use_peepholes=True)]
-            outputs, _ = tf.compat.v1.nn.dynamic_rnn(
-                PhasedMultiRNNCell(cells),
-                (tf.constant(times, tf.float32), tf.constant(x, tf.float32)), dtype=tf.float32)
-            names = [v.name for v in tf.compat.v1.global_variables()]
-            with tf.compat.v1.Session() as sess:
-                sess.run(tf.compat.v1.global_variables_initializer())
-                load_params(sess, cells[0], lower)
-                load_params(sess, cells[1], upper)
-                outputs = sess.run(outputs)
-        self.assertLen(names, 18)
-        self.assertIn("rnn/phased_multi_rnn_cell/cell_1/phased_lstm_cell/period:0", names)
-        hidden, _ = _reference(lower, times, x, False)
-        want, _ = ref.run_sequence(ref.phased_lstm_step, upper, times, hidden,
-                                   (np.zeros((BATCH, 4)),) * 2, use_peepholes=True, leak=0.001)
-        self.assertAllClose(outputs, want, atol=3e-5)
 
     def test_timing_parameters_stay_valid_when_training_drives_them_to_zero(self):
         rng = np.random.default_rng(9)
