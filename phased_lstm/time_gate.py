@@ -19,21 +19,27 @@ restored invalid value from producing NaN.
 
 import math
 import numbers
+import types
 
+from phased_lstm import gate_math
+from phased_lstm.gate_math import MIN_PERIOD, MIN_RATIO_ON  # noqa: F401  (re-exported)
 from phased_lstm.legacy_tf import tf
 
-MIN_PERIOD = 1e-3
-MIN_RATIO_ON = 1e-3
+# TensorFlow's ops under the names gate_math uses (keras.ops' names): the gate's formula exists
+# once, in gate_math, for this TF 1.x gate and for the Keras 3 cell.
+TF_OPS = types.SimpleNamespace(cast=tf.cast, maximum=tf.maximum, clip=tf.clip_by_value,
+                               mod=tf.math.floormod, stop_gradient=tf.stop_gradient,
+                               where=tf.where)
 
 
 def valid_period(period):
     """Projects periods onto [MIN_PERIOD, inf)."""
-    return tf.maximum(period, MIN_PERIOD)
+    return gate_math.valid_period(TF_OPS, period)
 
 
 def valid_ratio_on(ratio_on):
     """Projects open ratios onto [MIN_RATIO_ON, 1]."""
-    return tf.clip_by_value(ratio_on, MIN_RATIO_ON, 1.0)
+    return gate_math.valid_ratio_on(TF_OPS, ratio_on)
 
 
 # The variables' constraints. An optimiser calls `variable.assign(constraint(variable))` after
@@ -175,12 +181,6 @@ class TimeGate:
           k, shape [..., num_units], in [0, 1].
         """
         leak = self.leak if leak is None else leak
-        period = tf.cast(valid_period(self.period), time.dtype)
-        # floormod's gradient passes d(t - s) straight through, as the TF 1.x cell did.
-        cycle = tf.math.floormod(time - tf.cast(self.phase, time.dtype), period) / period
-        cycle = tf.cast(cycle, dtype)
-        ratio_on = valid_ratio_on(self.ratio_on)
-        rising = 2.0 * cycle / ratio_on
-        return tf.where(cycle < 0.5 * ratio_on, rising,
-                        tf.where(cycle < ratio_on, 2.0 - rising,
-                                 tf.cast(leak, dtype) * cycle))
+        # floormod's own gradient ("exact"), as this gate has had so far.
+        return gate_math.time_gate(TF_OPS, time, self.period, self.phase, self.ratio_on, leak,
+                                   dtype, mod_gradient="exact")
