@@ -8,8 +8,9 @@ Two ways in (README, "Which import serves whom"):
 
 Importing this package loads nothing heavy and sets nothing: the TF 1.x names below are loaded
 on first use (PEP 562), and only then does `phased_lstm.legacy_tf` import TensorFlow and, if
-`tf.keras` is not in use yet, select tf-keras for it. A Keras 3 or JAX user who never touches
-them gets neither TensorFlow nor tf-keras from this package.
+`tf.keras` is not in use yet, select tf-keras for it (and the tf-keras layer is registered for
+`load_model`). A Keras 3 or JAX user who never touches them gets neither TensorFlow nor tf-keras
+from this package.
 
 If Keras 3 is already imported, this also imports `phased_lstm.keras3`, which registers its
 layers for `keras.saving.load_model` (importing `phased_lstm.keras3` does so in any order).
@@ -81,6 +82,8 @@ def __getattr__(name):
         return importlib.import_module(module).PhasedLSTM
     if name in _TF1_NAMES:
         value = getattr(importlib.import_module(_TF1_NAMES[name]), name)
+        # With the TF 1.x parts comes the tf-keras layer's registration for load_model.
+        importlib.import_module("phased_lstm.keras_layer")
         globals()[name] = value
         return value
     raise AttributeError(f"module 'phased_lstm' has no attribute {name!r}")
