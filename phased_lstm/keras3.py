@@ -506,7 +506,8 @@ class PhasedLSTM(keras.layers.RNN):
         features = ops.convert_to_tensor(features)
         _check_shapes(features.shape, None if times is None else ops.shape(times))
         time_dtype = self._time_dtype(None if times is None else ops.convert_to_tensor(times))
-        dtype = keras.backend.result_type(self.compute_dtype, time_dtype)
+        # Not keras.backend.result_type: on JAX it gives float32 for (float32, float64).
+        dtype = max(self.compute_dtype, time_dtype, key=_FLOAT_BITS.get)
         if times is None:
             shape = ops.shape(features)
             times = ops.arange(shape[1], dtype=time_dtype)[None, :, None]
@@ -546,6 +547,9 @@ class PhasedLSTM(keras.layers.RNN):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+_FLOAT_BITS = {"float16": 16, "bfloat16": 16, "float32": 32, "float64": 64}
 
 
 def _backend_has_float64():

@@ -47,7 +47,8 @@ def run_case(case):
     times_t = ops.convert_to_tensor(times)
 
     def loss_of(outputs, c):
-        return ops.sum(outputs * r_out) + ops.sum(c * r_c)
+        return (ops.sum(outputs * ops.convert_to_tensor(r_out))
+                + ops.sum(c * ops.convert_to_tensor(r_c)))
 
     if backend == "tensorflow":
         import tensorflow as tf
