@@ -8,6 +8,12 @@ softmax head on the last output, Adam) in its own graph and session. The steps a
 interleaved (one step of every model per round, after warm-up), so that the machine's drift
 hits every model alike; the table reports each model's median against BasicLSTMCell's.
 
+Keras 3 rows (`--keras3_backends`, default tensorflow and jax): the Keras 3 PhasedLSTM
+(`phased_lstm.keras3`) and keras.layers.LSTM in the same Sequential model, trained with
+`train_on_batch` (jit_compile "auto": XLA), timed interleaved in one subprocess per backend by
+keras3_train_step.py. Their ratio to keras.layers.LSTM is from within that subprocess; their
+ratio to BasicLSTMCell compares across processes.
+
 Peak memory is measured apart, one model per fresh subprocess: the growth of the process's
 peak resident set (VmHWM) over a few training steps, above what it held once the graph was
 built and initialised, i.e. the memory the training step itself needs.
