@@ -53,29 +53,46 @@ def _tf_keras_resolved():
     return "keras_3" if version == "keras_3" else "tf_keras"
 
 
+# Set when `phased_lstm.PhasedLSTM` was resolved to the Keras 3 layer before tf.keras was used:
+# the TF 1.x parts then leave tf.keras to Keras 3 (legacy_tf), so that the layer still fits it.
+_chose_keras3 = False
+
+
 def _keras3_wanted():
     """Whether `phased_lstm.PhasedLSTM` should be the Keras 3 layer (see __getattr__)."""
+    global _chose_keras3
     resolved = _tf_keras_resolved()
     if resolved is not None:
         return resolved == "keras_3"
-    if os.environ.get("TF_USE_LEGACY_KERAS") in ("0", "false", "False"):
-        return True
+    legacy = os.environ.get("TF_USE_LEGACY_KERAS")
+    if legacy in ("1", "true", "True"):
+        return False
     keras = sys.modules.get("keras")
-    if keras is not None and hasattr(keras, "config"):
-        backend = keras.config.backend()
-    else:
-        backend = os.environ.get("KERAS_BACKEND", "tensorflow")
-    return backend != "tensorflow"
+    keras3_imported = keras is not None and hasattr(keras, "config")
+    backend = (keras.config.backend() if keras3_imported
+               else os.environ.get("KERAS_BACKEND", "tensorflow"))
+    if legacy in ("0", "false", "False") or keras3_imported or backend != "tensorflow":
+        _chose_keras3 = True
+    return _chose_keras3
+
+
+def _leave_tf_keras_alone():
+    """Whether legacy_tf must not set TF_USE_LEGACY_KERAS: tf.keras is in use, or Keras 3 was
+    chosen for phased_lstm.PhasedLSTM."""
+    return _chose_keras3 or _tf_keras_resolved() is not None
 
 
 def __getattr__(name):
     """Loads the TF 1.x names on first use; `PhasedLSTM` is the layer that fits `tf.keras`.
 
-    `phased_lstm.PhasedLSTM` is the Keras 3 layer (`phased_lstm.keras3.PhasedLSTM`) when
-    `tf.keras` already means Keras 3, when TF_USE_LEGACY_KERAS is set to false, or when Keras'
-    backend is not TensorFlow; otherwise it is the tf-keras layer (`phased_lstm.keras_layer`),
-    as it always was, and `tf.keras` will then mean tf-keras. Import either module directly to
-    choose for yourself.
+    `phased_lstm.PhasedLSTM` always fits `tf.keras`. It is the tf-keras layer
+    (`phased_lstm.keras_layer.PhasedLSTM`) when `tf.keras` already means tf-keras or
+    TF_USE_LEGACY_KERAS is set, and when nothing has chosen a Keras yet (this package imported
+    first, as before); `tf.keras` then means tf-keras. It is the Keras 3 layer
+    (`phased_lstm.keras3.PhasedLSTM`) when `tf.keras` already means Keras 3, or Keras 3 is
+    already imported (by the user, or by `import tensorflow`), or TF_USE_LEGACY_KERAS is false,
+    or Keras' backend is not TensorFlow; the TF 1.x parts then leave `tf.keras` to Keras 3.
+    Import either module directly to choose for yourself.
     """
     if name == "PhasedLSTM":
         module = "phased_lstm.keras3" if _keras3_wanted() else "phased_lstm.keras_layer"

@@ -10,19 +10,21 @@ first.
 The variable is left alone once `tf.keras` has been resolved (to Keras 3, say, by a user's
 `tf.keras.layers.Dense`): setting it then could not change that `tf.keras` and would only make
 the process inconsistent. So importing the TF 1.x parts never changes what an already-used
-`tf.keras` means. `import phased_lstm` alone does not import this module (the package loads it
-on the first use of a TF 1.x name), and `phased_lstm.keras3` never does.
+`tf.keras` means, nor makes `phased_lstm.PhasedLSTM` unfit for it. `import phased_lstm` alone
+does not import this module (the package loads it on the first use of a TF 1.x name), and
+`phased_lstm.keras3` never does.
 
 Every TF 1.x module of the package imports `tf` and `rnn_cell` from here.
 """
 
 import os
 
-from phased_lstm import _tf_keras_resolved
+from phased_lstm import _leave_tf_keras_alone
 
 # Must precede the first use of tf.keras; TensorFlow reads it lazily, when tf.keras is first
-# touched, not at import.
-if _tf_keras_resolved() is None:
+# touched, not at import. Left alone when tf.keras is in use, or when `phased_lstm.PhasedLSTM`
+# was already taken as the Keras 3 layer (which must keep fitting tf.keras).
+if not _leave_tf_keras_alone():
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import tensorflow as tf  # noqa: E402

@@ -532,6 +532,21 @@ def test_issue_snippet_keras3_first_then_phased_lstm():
     assert out.split() == ["(2,", "8)", "True", "None"], out
 
 
+def test_keras3_imported_first_makes_phased_lstm_layer_keras3_and_keeps_tf_keras_keras3():
+    out = _subprocess(
+        "import keras, numpy as np\n"
+        "import phased_lstm\n"
+        "model = keras.Sequential([keras.Input((10, 1)), phased_lstm.PhasedLSTM(8)])\n"
+        "print(model(np.ones((2, 10, 1), np.float32)).shape)\n"
+        "from phased_lstm import PhasedLSTMCell, tf   # the TF 1.x parts afterwards\n"
+        "with tf.Graph().as_default():\n"
+        "    out, _ = tf.compat.v1.nn.dynamic_rnn(PhasedLSTMCell(2),\n"
+        "        (tf.zeros([1, 3, 1]), tf.zeros([1, 3, 1])), dtype=tf.float32)\n"
+        "tf.keras.Sequential([tf.keras.Input((10, 1)), phased_lstm.PhasedLSTM(8)])\n"
+        "print(tf.keras.layers.Layer is keras.layers.Layer)\n")
+    assert out.split() == ["(2,", "8)", "True"], out
+
+
 def test_keras3_on_jax_imports_neither_tensorflow_nor_tf_keras():
     if JAX_MISSING:
         pytest.skip("jax is not installed")
