@@ -6,7 +6,9 @@ Written with `keras.layers` and `keras.ops` only; it imports neither TensorFlow 
 sets no environment variable. `PhasedLSTMCell` is a cell that `keras.layers.RNN` runs, so
 return_sequences, return_state, stateful, go_backwards, initial_state, masking, unroll and
 `Bidirectional` are Keras' own; `PhasedLSTM` is `keras.layers.RNN` over that cell, taking the
-features alone (the timestamps are then the step index) or `[features, times]`.
+features alone (the timestamps are then the step index) or `[features, times]`. As the TF 1.x
+fast path does, `PhasedLSTM` computes the time gate for all steps before the loop (it depends on
+the times alone), so the recurrence carries neither the gate's work nor its gradient.
 
 The equations, initialisers, variables and guarantees are those of the TF 1.x cell
 (`phased_lstm.PhasedLSTMCell`); the time gate is the same function (`phased_lstm.gate_math`).
@@ -200,14 +202,21 @@ class PhasedLSTMCell(keras.layers.Layer):
         self.ratio_on_constraint = get_con(ratio_on_constraint)
         self.state_size = [self.units, self.units]
         self.output_size = self.units
+        # Set by PhasedLSTM: each step's input then ends with the gate k (units columns, computed
+        # for all steps before the loop) instead of the timestamp. Not part of the config.
+        self._gate_in_inputs = False
+
+    def _extra_columns(self):
+        return self.units if self._gate_in_inputs else 1
 
     def build(self, input_shape):
         """Creates the weights for steps of [batch, input_size + 1] (features, then time)."""
-        if input_shape[-1] is None or input_shape[-1] < 1:
+        extra = self._extra_columns()
+        if input_shape[-1] is None or input_shape[-1] < extra:
             raise ValueError(
                 "PhasedLSTMCell's step input is [batch, input_size + 1] (the features, then the "
                 f"timestamp) with a known last dimension; got shape {tuple(input_shape)}")
-        input_size, n = input_shape[-1] - 1, self.units
+        input_size, n = input_shape[-1] - extra, self.units
         peep = n if self.use_peepholes else 0
 
         def kernel(name, rows, columns):
@@ -277,8 +286,8 @@ class PhasedLSTMCell(keras.layers.Layer):
           (h, [h, c]), each [batch, units].
         """
         h_prev, c_prev = states
-        x = ops.cast(inputs[:, :-1], self.compute_dtype)
-        time = inputs[:, -1:]
+        extra = self._extra_columns()
+        x = ops.cast(inputs[:, :-extra], self.compute_dtype)
         x_h = ops.concatenate([x, h_prev], axis=-1)
         mask_in = ops.concatenate([x_h, c_prev], axis=-1) if self.use_peepholes else x_h
         mask_gates = ops.sigmoid(ops.matmul(mask_in, self.mask_gates_kernel)
@@ -291,7 +300,10 @@ class PhasedLSTMCell(keras.layers.Layer):
                                   + self.output_gate_bias)
         h_lstm = output_gate * ops.tanh(c_lstm)
 
-        k = self.time_gate(time, training)
+        if self._gate_in_inputs:
+            k = ops.cast(inputs[:, -extra:], self.compute_dtype)
+        else:
+            k = self.time_gate(inputs[:, -1:], training)
         c = k * c_lstm + (1.0 - k) * c_prev
         h = k * h_lstm + (1.0 - k) * h_prev
         return h, [h, c]
@@ -457,6 +469,10 @@ class PhasedLSTM(keras.layers.RNN):
             ratio_on_constraint=ratio_on_constraint, mod_gradient=mod_gradient,
             dtype=kwargs.get("dtype"), trainable=kwargs.get("trainable", True),
             name="phased_lstm_cell")
+        # The gate depends on the times alone: call() computes it for every step at once, in the
+        # times' dtype, and the loop reads it beside the features (like phased_lstm_rnn, the
+        # TF 1.x fast path), so that the recurrence carries no gate work nor its gradient.
+        cell._gate_in_inputs = True  # pylint: disable=protected-access
         # Times keep their dtype (float64); the features are cast in call.
         kwargs["autocast"] = False
         super().__init__(cell, return_sequences=return_sequences, return_state=return_state,
@@ -468,10 +484,10 @@ class PhasedLSTM(keras.layers.RNN):
         return self.cell.units
 
     def _sequence_shape(self, sequences_shape):
-        """The shape of the sequence the RNN runs over: features, then one column of time."""
+        """The shape of the sequence the RNN runs over: features, then the gate k."""
         features_shape = _check_shapes(*(None if s is None else tuple(s)
                                          for s in _split(sequences_shape)))
-        return features_shape[:2] + (features_shape[2] + 1,)
+        return features_shape[:2] + (features_shape[2] + self.units,)
 
     def build(self, sequences_shape, initial_state_shape=None):
         super().build(self._sequence_shape(sequences_shape), initial_state_shape)
@@ -496,28 +512,27 @@ class PhasedLSTM(keras.layers.RNN):
             return "float64" if _backend_has_float64() else "float32"
         return dtype
 
-    def _sequences(self, inputs):
-        """[features, times] as one [batch, steps, input_size + 1] sequence for the cell.
+    def _sequences(self, inputs, training):
+        """[features, k] as one [batch, steps, input_size + units] sequence for the cell.
 
-        Its dtype is the wider of the features' compute dtype and the times' dtype, so float64
-        times stay float64 (and float32 features round-trip exactly through float64).
+        The gate k is computed for all steps at once, the phase in the times' dtype (float64
+        keeps it for large timestamps), then cast to the layer's dtype. The implicit step index
+        is shared by the batch, so its gate is computed once, [1, steps, units].
         """
         features, times = _split(inputs)
-        features = ops.convert_to_tensor(features)
+        features = ops.cast(ops.convert_to_tensor(features), self.compute_dtype)
         _check_shapes(features.shape, None if times is None else ops.shape(times))
         time_dtype = self._time_dtype(None if times is None else ops.convert_to_tensor(times))
-        # Not keras.backend.result_type: on JAX it gives float32 for (float32, float64).
-        dtype = max(self.compute_dtype, time_dtype, key=_FLOAT_BITS.get)
+        shape = ops.shape(features)
         if times is None:
-            shape = ops.shape(features)
             times = ops.arange(shape[1], dtype=time_dtype)[None, :, None]
-            times = ops.broadcast_to(times, (shape[0], shape[1], 1))
         else:
             times = ops.cast(times, time_dtype)
             if len(times.shape) == 2:
                 times = times[:, :, None]
-        features = ops.cast(ops.cast(features, self.compute_dtype), dtype)
-        return ops.concatenate([features, ops.cast(times, dtype)], axis=-1)
+        k = self.cell.time_gate(times, training)
+        k = ops.broadcast_to(k, (shape[0], shape[1], self.units))
+        return ops.concatenate([features, k], axis=-1)
 
     def call(self, sequences, initial_state=None, mask=None, training=False):
         """Runs the cell over the sequences.
@@ -533,8 +548,8 @@ class PhasedLSTM(keras.layers.RNN):
         """
         if isinstance(mask, (list, tuple)):
             mask = mask[0] if mask else None
-        return super().call(self._sequences(sequences), initial_state=initial_state, mask=mask,
-                            training=training)
+        return super().call(self._sequences(sequences, training), initial_state=initial_state,
+                            mask=mask, training=training)
 
     def get_config(self):
         config = {"units": self.units}
@@ -547,9 +562,6 @@ class PhasedLSTM(keras.layers.RNN):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
-
-
-_FLOAT_BITS = {"float16": 16, "bfloat16": 16, "float32": 32, "float64": 64}
 
 
 def _backend_has_float64():
