@@ -107,7 +107,8 @@ class PhasedLSTMCell(keras.layers.Layer):
 
     The time keeps its dtype: run the RNN over a float64 sequence (features and times) and the
     phase is computed in float64 (timestamps far beyond float32's 2**24), the rest in the cell's
-    dtype. `PhasedLSTM` does this for you from `[features, times]`.
+    dtype. `PhasedLSTM` takes `[features, times]` and does better: it computes the gate for all
+    steps before the loop and runs its own cell over [features, k] (`time_gate`).
 
     Weights (one-to-one with the TF 1.x cell's variables, `TF1_VARIABLE_NAMES`; see
     `get_tf1_weights` and `set_tf1_weights`): `mask_gates_kernel`
