@@ -1,4 +1,4 @@
-"""Sequential MNIST with tf.keras: the PhasedLSTM layer against Keras' LSTM, with `fit`.
+"""Sequential MNIST with Keras: the PhasedLSTM layer against Keras' LSTM, with `fit`.
 
 The Keras seed's comparison on today's TensorFlow: each 28 x 28 image is a 784-step sequence of
 one pixel (/255), read by 32 units in a `Sequential` model with a softmax head; the Phased LSTM
@@ -8,9 +8,16 @@ takes the step index as its timestamps. Both models are trained with `fit` and t
     python keras_mnist_phased_lstm.py                                   # 1 epoch, all 60,000
     python keras_mnist_phased_lstm.py --train_samples 5000 --test_samples 2000   # minutes
     python keras_mnist_phased_lstm.py --epochs 20 --optimizer rmsprop --save_dir runs/keras
+    python keras_mnist_phased_lstm.py --keras 3                         # Keras 3 layers
+    KERAS_BACKEND=jax python keras_mnist_phased_lstm.py --keras 3       # ... on JAX
+
+--keras tf_keras (the default) trains the tf-keras layer (`phased_lstm.keras_layer`) against
+tf.keras' LSTM; --keras 3 trains the Keras 3 layer (`phased_lstm.keras3`) against
+keras.layers.LSTM on the backend that KERAS_BACKEND selects, and then loads neither TensorFlow's
+TF 1.x parts nor tf-keras.
 
 With --save_dir, each model is saved as <save_dir>/<model>.keras, loaded back with
-`tf.keras.models.load_model` (no custom_objects) and tested again.
+`load_model` (no custom_objects) and tested again.
 """
 
 import os
@@ -19,9 +26,7 @@ import time
 from absl import app, flags, logging
 import numpy as np
 
-from phased_lstm import tf
 from experiments import mnist_data
-from phased_lstm.keras_layer import PhasedLSTM
 
 NUM_PIXELS = 28 * 28
 NUM_CLASSES = 10
@@ -29,6 +34,9 @@ MODELS = ("PhasedLSTM", "LSTM")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", list(MODELS), f"Models to train and compare, from {MODELS}.")
+flags.DEFINE_enum("keras", "tf_keras", ["tf_keras", "3"], "tf_keras: the tf-keras layer in "
+                  "tf.keras models; 3: the Keras 3 layer (phased_lstm.keras3) in Keras 3 models, "
+                  "on KERAS_BACKEND's backend.")
 flags.DEFINE_integer("epochs", 1, "Training epochs (the Keras seed ran 20).", lower_bound=1)
 flags.DEFINE_integer("train_samples", 60000, "Train on the first this many training images "
                      "(at most 60,000): a smaller value gives a quick run.", lower_bound=1)
@@ -71,21 +79,40 @@ def to_sequences(images):
     return (images.reshape(-1, NUM_PIXELS, 1) / np.float32(255.0)).astype(np.float32)
 
 
+def keras_and_layer():
+    """(the Keras module, its PhasedLSTM class) that --keras selects."""
+    if FLAGS.keras == "3":
+        import keras  # pylint: disable=import-outside-toplevel
+        from phased_lstm.keras3 import PhasedLSTM  # pylint: disable=import-outside-toplevel
+        return keras, PhasedLSTM
+    from phased_lstm import tf  # pylint: disable=import-outside-toplevel
+    from phased_lstm.keras_layer import PhasedLSTM  # pylint: disable=import-outside-toplevel
+    return tf.keras, PhasedLSTM
+
+
+def keras_name():
+    keras, _ = keras_and_layer()
+    return f"Keras 3 on {keras.config.backend()}" if FLAGS.keras == "3" else "tf-keras"
+
+
 def recurrent_layer(name):
     """The model's recurrent layer; the Phased LSTM's timestamps are the step indices."""
+    keras, phased_lstm_layer = keras_and_layer()
     if name == "PhasedLSTM":
-        return PhasedLSTM(FLAGS.num_units, leak=FLAGS.leak, inference_leak=FLAGS.inference_leak,
-                          ratio_on=FLAGS.ratio_on, period_init_min=FLAGS.period_init_min,
-                          period_init_max=FLAGS.period_init_max, input_shape=(NUM_PIXELS, 1))
-    return tf.keras.layers.LSTM(FLAGS.num_units, input_shape=(NUM_PIXELS, 1))
+        return phased_lstm_layer(FLAGS.num_units, leak=FLAGS.leak,
+                                 inference_leak=FLAGS.inference_leak, ratio_on=FLAGS.ratio_on,
+                                 period_init_min=FLAGS.period_init_min,
+                                 period_init_max=FLAGS.period_init_max)
+    return keras.layers.LSTM(FLAGS.num_units)
 
 
 def build_model(name):
     """The seed's model: recurrent layer, softmax head, compiled with the chosen optimiser."""
-    model = tf.keras.Sequential([recurrent_layer(name),
-                                 tf.keras.layers.Dense(NUM_CLASSES, activation="softmax")],
-                                name=name)
-    optimizers = {"adam": tf.keras.optimizers.Adam, "rmsprop": tf.keras.optimizers.RMSprop}
+    keras, _ = keras_and_layer()
+    model = keras.Sequential([keras.Input((NUM_PIXELS, 1)), recurrent_layer(name),
+                              keras.layers.Dense(NUM_CLASSES, activation="softmax")],
+                             name=name)
+    optimizers = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop}
     model.compile(optimizer=optimizers[FLAGS.optimizer](FLAGS.learning_rate),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
@@ -97,7 +124,8 @@ def train_and_test(name, train, test):
     Returns:
       {"test_accuracy", "test_loss", "train_s" (and "reloaded_test_accuracy")}.
     """
-    tf.keras.utils.set_random_seed(FLAGS.seed)
+    keras, _ = keras_and_layer()
+    keras.utils.set_random_seed(FLAGS.seed)
     model = build_model(name)
     model.summary()
     start = time.time()
@@ -109,7 +137,7 @@ def train_and_test(name, train, test):
         os.makedirs(FLAGS.save_dir, exist_ok=True)
         path = os.path.join(FLAGS.save_dir, f"{name}.keras")
         model.save(path)
-        reloaded = tf.keras.models.load_model(path)
+        reloaded = keras.models.load_model(path)
         result["reloaded_test_accuracy"] = reloaded.evaluate(*test, batch_size=1000,
                                                              verbose=0)[1]
         logging.info("Saved %s to %s and loaded it back.", name, path)
@@ -123,7 +151,7 @@ def main(argv):
     test = (to_sequences(x_test[:FLAGS.test_samples]), y_test[:FLAGS.test_samples])
     print(f"MNIST: {len(train[1])} training and {len(test[1])} test images as {NUM_PIXELS}-step "
           f"sequences; {FLAGS.epochs} epoch(s), batch {FLAGS.batch_size}, {FLAGS.optimizer} "
-          f"{FLAGS.learning_rate:g}, {FLAGS.num_units} units.")
+          f"{FLAGS.learning_rate:g}, {FLAGS.num_units} units, {keras_name()}.")
     results = {}
     for name in FLAGS.models:
         print(f"--- {name}")

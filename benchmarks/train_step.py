@@ -8,6 +8,12 @@ softmax head on the last output, Adam) in its own graph and session. The steps a
 interleaved (one step of every model per round, after warm-up), so that the machine's drift
 hits every model alike; the table reports each model's median against BasicLSTMCell's.
 
+Keras 3 rows (`--keras3_backends`, default tensorflow and jax): the Keras 3 PhasedLSTM
+(`phased_lstm.keras3`) and keras.layers.LSTM in the same Sequential model, trained with
+`train_on_batch` (jit_compile "auto": XLA), timed interleaved in one subprocess per backend by
+keras3_train_step.py. Their ratio to keras.layers.LSTM is from within that subprocess; their
+ratio to BasicLSTMCell compares across processes.
+
 Peak memory is measured apart, one model per fresh subprocess: the growth of the process's
 peak resident set (VmHWM) over a few training steps, above what it held once the graph was
 built and initialised, i.e. the memory the training step itself needs.
@@ -64,6 +70,10 @@ flags.DEFINE_bool("profile", False, "Instead of timing: trace one step of each m
                   "TF 1.x step stats and print its kernel count and the op types that take the "
                   "most time.")
 flags.DEFINE_string("_memory_of", None, "Internal: measure one model's memory and print it.")
+flags.DEFINE_list("keras3_backends", ["tensorflow", "jax"], "Also time the Keras 3 PhasedLSTM "
+                  "and keras.layers.LSTM on these Keras backends, each in a subprocess "
+                  "(keras3_train_step.py); empty to skip. A backend that is not installed is "
+                  "skipped.")
 
 
 def _dynamic(make_cell, with_time):
@@ -172,6 +182,31 @@ def _memory_of(name):
     print(max(0.0, _peak_rss_mib() - before))
 
 
+def keras3_rows(backend):
+    """Rows of keras3_train_step.py run with KERAS_BACKEND=backend (None if not installed).
+
+    Its two models (PhasedLSTM and keras.layers.LSTM, both Keras 3) are timed interleaved in
+    their own process; this process's models ran before it, so ratios across the two are less
+    exact than those within one.
+    """
+    module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}.get(backend, backend)
+    probe = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True)
+    if probe.returncode != 0:
+        print(f"Keras 3 on {backend}: not installed, skipped")
+        return None
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "keras3_train_step.py")
+    env = dict(os.environ, KERAS_BACKEND=backend)
+    env.pop("TF_USE_LEGACY_KERAS", None)
+    args = [sys.executable, script, f"--batch_size={FLAGS.batch_size}",
+            f"--length={FLAGS.length}", f"--num_units={FLAGS.num_units}",
+            f"--repeats={FLAGS.repeats}", f"--warmup={max(FLAGS.warmup, 1)}"]
+    result = subprocess.run(args, capture_output=True, text=True, check=True, env=env)
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    names = {"PhasedLSTM": f"PhasedLSTM (Keras 3, {backend})",
+             "LSTM": f"keras.layers.LSTM (Keras 3, {backend})"}
+    return [dict(row, model=names[row["model"]], backend=backend) for row in report["rows"]]
+
+
 def main(argv):
     del argv
     if FLAGS._memory_of:
@@ -200,6 +235,7 @@ def main(argv):
     base = statistics.median(seconds[BASELINE]) if BASELINE in seconds else None
     base_memory = memory.get(BASELINE)
     rows = []
+    keras3 = [row for backend in FLAGS.keras3_backends for row in (keras3_rows(backend) or [])]
     for name in names:
         median = statistics.median(seconds[name])
         rows.append({
@@ -210,6 +246,10 @@ def main(argv):
             "memory_ratio_to_basic_lstm": (memory[name] / base_memory
                                            if memory and base_memory else None),
         })
+    for row in keras3:
+        rows.append(dict(row, examples_per_s=FLAGS.batch_size / row["median_s"],
+                         ratio_to_basic_lstm=row["median_s"] / base if base else None,
+                         peak_memory_mib=None, memory_ratio_to_basic_lstm=None))
     print(f"\nbatch {FLAGS.batch_size}, length {FLAGS.length}, units {FLAGS.num_units}, "
           f"{FLAGS.repeats} interleaved steps per model after {FLAGS.warmup} warm-up, "
           f"{os.cpu_count()} CPU cores, TensorFlow {tf.__version__}\n")
@@ -223,6 +263,12 @@ def main(argv):
               f"{_fmt(row['ratio_to_basic_lstm'], '{:.2f}x')} | "
               f"{_fmt(row['peak_memory_mib'], '{:.0f}')} | "
               f"{_fmt(row['memory_ratio_to_basic_lstm'], '{:.2f}x')} |")
+    if keras3:
+        print("\nKeras 3 rows: timed in a subprocess per backend (their 'vs BasicLSTMCell' "
+              "compares across processes). Within each subprocess, interleaved:")
+        for row in keras3:
+            print(f"  {row['model']}: {row['ratio_to_keras3_lstm']:.2f}x keras.layers.LSTM on "
+                  f"{row['backend']} (first step, compiling: {row['first_step_s']:.1f} s)")
     if FLAGS.json:
         with open(FLAGS.json, "w") as f:
             json.dump({"settings": {"batch_size": FLAGS.batch_size, "length": FLAGS.length,

@@ -3,16 +3,29 @@
 TensorFlow 2.16+ routes `tf.keras` and `tf.compat.v1.nn.rnn_cell` to Keras 3, which has no
 `RNNCell`. The TF 1.x cells live on in the package tf-keras and are used when
 `TF_USE_LEGACY_KERAS=1` is set before `tf.keras` is first touched. This module sets it (unless
-the user chose otherwise) and takes the cells straight from tf-keras's own v1 API, so that
-`import phased_lstm` works whether or not `tensorflow` was imported first.
+the user chose otherwise, or `tf.keras` is already in use) and takes the cells straight from
+tf-keras's own v1 API, so that the TF 1.x cells work whether or not `tensorflow` was imported
+first.
 
-Every other module of the package imports `tf` and `rnn_cell` from here.
+The variable is left alone once `tf.keras` has been resolved (to Keras 3, say, by a user's
+`tf.keras.layers.Dense`): setting it then could not change that `tf.keras` and would only make
+the process inconsistent. So importing the TF 1.x parts never changes what an already-used
+`tf.keras` means, nor makes `phased_lstm.PhasedLSTM` unfit for it. `import phased_lstm` alone
+does not import this module (the package loads it on the first use of a TF 1.x name), and
+`phased_lstm.keras3` never does.
+
+Every TF 1.x module of the package imports `tf` and `rnn_cell` from here.
 """
 
 import os
 
-# Must precede the first use of tf.keras; TensorFlow reads it lazily, not at import.
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+from phased_lstm import _leave_tf_keras_alone
+
+# Must precede the first use of tf.keras; TensorFlow reads it lazily, when tf.keras is first
+# touched, not at import. Left alone when tf.keras is in use, or when `phased_lstm.PhasedLSTM`
+# was already taken as the Keras 3 layer (which must keep fitting tf.keras).
+if not _leave_tf_keras_alone():
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import tensorflow as tf  # noqa: E402
 

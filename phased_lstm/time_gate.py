@@ -28,22 +28,29 @@ derivative, which is also what PyTorch's fmod gives (as in the paper authors' Py
 
 import math
 import numbers
+import types
 
+from phased_lstm import gate_math
+# Re-exported: the TF 1.x API's names for them.
+from phased_lstm.gate_math import (MIN_PERIOD, MIN_RATIO_ON, MOD_GRADIENTS,  # noqa: F401
+                                   check_mod_gradient)
 from phased_lstm.legacy_tf import tf
 
-MIN_PERIOD = 1e-3
-MIN_RATIO_ON = 1e-3
-MOD_GRADIENTS = ("tf1", "exact")
+# TensorFlow's ops under the names gate_math uses (keras.ops' names): the gate's formula exists
+# once, in gate_math, for this TF 1.x gate and for the Keras 3 cell.
+TF_OPS = types.SimpleNamespace(cast=tf.cast, maximum=tf.maximum, clip=tf.clip_by_value,
+                               mod=tf.math.floormod, stop_gradient=tf.stop_gradient,
+                               where=tf.where)
 
 
 def valid_period(period):
     """Projects periods onto [MIN_PERIOD, inf)."""
-    return tf.maximum(period, MIN_PERIOD)
+    return gate_math.valid_period(TF_OPS, period)
 
 
 def valid_ratio_on(ratio_on):
     """Projects open ratios onto [MIN_RATIO_ON, 1]."""
-    return tf.clip_by_value(ratio_on, MIN_RATIO_ON, 1.0)
+    return gate_math.valid_ratio_on(TF_OPS, ratio_on)
 
 
 # The variables' constraints. An optimiser calls `variable.assign(constraint(variable))` after
@@ -57,30 +64,6 @@ def project_period(variable):
 def project_ratio_on(variable):
     """Constraint of `ratio_on`: valid_ratio_on of its current value."""
     return valid_ratio_on(variable.read_value())
-
-
-def check_mod_gradient(mod_gradient):
-    """Raises ValueError unless mod_gradient is one of MOD_GRADIENTS."""
-    if mod_gradient not in MOD_GRADIENTS:
-        raise ValueError(f"mod_gradient must be one of {MOD_GRADIENTS}; got {mod_gradient!r}")
-
-
-def cycle_mod(x, period, mod_gradient="tf1"):
-    """floormod(x, period), differentiated by TF 1.x's rule or exactly.
-
-    Args:
-      x: t - s, any float tensor.
-      period: tau > 0, broadcastable to x.
-      mod_gradient: "tf1": d/dx = 1, d/dperiod = 0 (TF 1.x's PhasedLSTMCell); "exact":
-        floormod's own gradient, d/dx = 1, d/dperiod = -floor(x / period).
-
-    Returns:
-      floormod(x, period), exactly (TF 1.x's `stop_gradient(mod - x) + x` rounds it).
-    """
-    if mod_gradient == "exact":
-        return tf.math.floormod(x, period)
-    # The value is the mod (x - x is exactly 0); only the straight-through x is differentiated.
-    return tf.stop_gradient(tf.math.floormod(x, period)) + (x - tf.stop_gradient(x))
 
 
 def exp_uniform_initializer(low, high):
@@ -213,12 +196,5 @@ class TimeGate:
           k, shape [..., num_units], in [0, 1].
         """
         leak = self.leak if leak is None else leak
-        period = tf.cast(valid_period(self.period), time.dtype)
-        cycle = cycle_mod(time - tf.cast(self.phase, time.dtype), period,
-                          self.mod_gradient) / period
-        cycle = tf.cast(cycle, dtype)
-        ratio_on = valid_ratio_on(self.ratio_on)
-        rising = 2.0 * cycle / ratio_on
-        return tf.where(cycle < 0.5 * ratio_on, rising,
-                        tf.where(cycle < ratio_on, 2.0 - rising,
-                                 tf.cast(leak, dtype) * cycle))
+        return gate_math.time_gate(TF_OPS, time, self.period, self.phase, self.ratio_on, leak,
+                                   dtype, self.mod_gradient)

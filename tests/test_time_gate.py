@@ -6,7 +6,7 @@ import numpy as np
 
 import numpy_reference as ref
 from phased_lstm import MIN_PERIOD, MIN_RATIO_ON, TimeGate, exp_uniform_initializer, tf
-from phased_lstm import time_gate
+from phased_lstm import gate_math, time_gate
 
 UNITS = 7
 
@@ -82,7 +82,7 @@ class TimeGateTest(tf.test.TestCase):
         with tf.Graph().as_default(), self.session() as sess:
             x_t, period_t = tf.constant(x), tf.constant(period)
             for rule, d_period in (("tf1", np.zeros(6)), ("exact", -np.floor(x / period))):
-                mod = time_gate.cycle_mod(x_t, period_t, rule)
+                mod = gate_math.cycle_mod(time_gate.TF_OPS, x_t, period_t, rule)
                 grads = tf.gradients(mod, [x_t, period_t], unconnected_gradients="zero")
                 value, (dx, dp) = sess.run((mod, grads))
                 self.assertAllEqual(value, np.mod(x, period))  # Exact, not rounded.

@@ -1,0 +1,111 @@
+"""The Phased LSTM time gate as one backend-neutral formula, for every implementation.
+
+The TF 1.x `TimeGate` (TensorFlow ops) and the Keras 3 cell (`keras.ops`, so any Keras backend)
+both compute the gate with `time_gate` below; they pass the namespace of ops it runs on. This
+module imports no framework: an `ops` namespace is anything with `cast`, `maximum`, `clip`,
+`mod` (floor mod: the result has the divisor's sign), `stop_gradient` and `where` with
+`keras.ops`' meanings. `keras.ops` is one; `time_gate.TF_OPS` is TensorFlow's.
+
+    phi = ((t - s) mod tau) / tau
+    k   = 2 phi / r_on          if phi < r_on / 2      (opening)
+        = 2 - 2 phi / r_on      if phi < r_on          (closing)
+        = leak * phi            otherwise              (closed)
+
+(Neil, Pfeiffer, Liu, "Phased LSTM", NIPS 2016, https://arxiv.org/abs/1610.09513.)
+"""
+
+MIN_PERIOD = 1e-3
+MIN_RATIO_ON = 1e-3
+
+# How the gradient flows through (t - s) mod tau, with x = t - s:
+#   "tf1":   TF 1.x's rule: d mod / dx = 1 and d mod / d tau = 0 (the wrap is treated as a
+#            constant), so tau is learned only through phi = mod / tau.
+#   "exact": the mod's own derivative: d mod / d tau = -floor(x / tau) (floormod's gradient in
+#            TensorFlow, PyTorch's fmod), hundreds of times larger for t in the hundreds.
+MOD_GRADIENTS = ("tf1", "exact")
+
+
+def check_mod_gradient(mod_gradient):
+    """Returns `mod_gradient` if it names a rule of MOD_GRADIENTS; raises ValueError otherwise."""
+    if mod_gradient not in MOD_GRADIENTS:
+        raise ValueError(f"mod_gradient must be one of {MOD_GRADIENTS}; got {mod_gradient!r}")
+    return mod_gradient
+
+
+def valid_period(ops, period):
+    """Projects periods onto [MIN_PERIOD, inf)."""
+    return ops.maximum(period, MIN_PERIOD)
+
+
+def valid_ratio_on(ops, ratio_on):
+    """Projects open ratios onto [MIN_RATIO_ON, 1]."""
+    return ops.clip(ratio_on, MIN_RATIO_ON, 1.0)
+
+
+def cycle_mod(ops, x, period, mod_gradient="tf1"):
+    """floormod(x, period), differentiated by TF 1.x's rule or exactly (see MOD_GRADIENTS).
+
+    Returns:
+      The floor mod's value exactly (TF 1.x's `stop_gradient(mod - x) + x` rounds it).
+    """
+    wrapped = ops.mod(x, period)
+    if mod_gradient == "tf1":
+        # x - stop_gradient(x) is exactly 0: only x's own gradient passes (d/dx = 1, d/dtau = 0).
+        return ops.stop_gradient(wrapped) + (x - ops.stop_gradient(x))
+    check_mod_gradient(mod_gradient)
+    return wrapped
+
+
+def cycle_fraction(ops, time, period, phase, mod_gradient="tf1"):
+    """phi = ((t - s) mod tau) / tau, in the time's dtype.
+
+    Args:
+      ops: the namespace of ops (see the module docstring).
+      time: timestamps [..., 1]; float64 keeps the phase of timestamps far beyond 2**24.
+      period: tau [num_units] (any dtype: cast to the time's); clipped to >= MIN_PERIOD.
+      phase: s [num_units].
+      mod_gradient: "tf1" or "exact" (see MOD_GRADIENTS).
+
+    Returns:
+      phi [..., num_units] in [0, 1), in the time's dtype.
+    """
+    period = ops.cast(valid_period(ops, period), time.dtype)
+    return cycle_mod(ops, time - ops.cast(phase, time.dtype), period, mod_gradient) / period
+
+
+def gate_from_cycle(ops, cycle, ratio_on, leak):
+    """k from phi (already in the gate's dtype), the open ratios and the leak.
+
+    Args:
+      ops: the namespace of ops.
+      cycle: phi [..., num_units].
+      ratio_on: r_on [num_units], clipped to [MIN_RATIO_ON, 1].
+      leak: alpha, a Python float or a scalar tensor of the gate's dtype.
+
+    Returns:
+      k [..., num_units] in [0, 1].
+    """
+    ratio_on = valid_ratio_on(ops, ops.cast(ratio_on, cycle.dtype))
+    rising = 2.0 * cycle / ratio_on
+    return ops.where(cycle < 0.5 * ratio_on, rising,
+                     ops.where(cycle < ratio_on, 2.0 - rising, leak * cycle))
+
+
+def time_gate(ops, time, period, phase, ratio_on, leak, dtype, mod_gradient="tf1"):
+    """The time gate k (see the module docstring).
+
+    Args:
+      ops: the namespace of ops.
+      time: timestamps [..., 1]; the phase is computed in their dtype.
+      period, phase, ratio_on: tau, s, r_on [num_units].
+      leak: alpha, a Python float >= 0 or a scalar tensor (cast to `dtype`).
+      dtype: the gate's dtype (the cell's).
+      mod_gradient: "tf1" (TF 1.x's gradient) or "exact".
+
+    Returns:
+      k [..., num_units] of `dtype`.
+    """
+    cycle = ops.cast(cycle_fraction(ops, time, period, phase, mod_gradient), dtype)
+    if not isinstance(leak, (int, float)):
+        leak = ops.cast(leak, dtype)
+    return gate_from_cycle(ops, cycle, ratio_on, leak)

@@ -1,0 +1,574 @@
+"""The Keras 3 PhasedLSTM (phased_lstm.keras3) against the TF 1.x cell, on each Keras backend.
+
+The test process runs Keras 3 on the TensorFlow backend (beside the TF 1.x cell and tf-keras);
+the JAX and PyTorch backends, the issue's snippet and fresh-process loading each run in a
+subprocess.
+"""
+
+import importlib.util
+import inspect
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import pytest
+
+import numpy_reference as ref
+from phased_lstm import PhasedLSTMCell as TF1PhasedLSTMCell
+from phased_lstm import tf
+from tf_helpers import cell_variables, load_params
+
+import keras  # noqa: E402  (Keras 3, whatever tf.keras means in this process)
+from keras import ops  # noqa: E402
+
+from phased_lstm import gate_math  # noqa: E402
+from phased_lstm.keras3 import TF1_VARIABLE_NAMES, PhasedLSTM, PhasedLSTMCell  # noqa: E402
+import keras3_helpers  # noqa: E402
+
+BATCH, STEPS, INPUT_SIZE, UNITS = 3, 9, 2, 4
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HELPERS = os.path.join(ROOT, "tests", "keras3_helpers.py")
+ON_TF = keras.backend.backend() == "tensorflow"
+needs_tf_backend = pytest.mark.skipif(not ON_TF, reason="the test process's Keras backend is "
+                                      f"{keras.backend.backend()}, not tensorflow")
+TF1_HAS_MOD_GRADIENT = "mod_gradient" in inspect.signature(TF1PhasedLSTMCell.__init__).parameters
+
+
+def _case(seed, peep=False, mod_gradient="tf1", training=True, inference_leak=None, start=0.0,
+          time_dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    case = ref.random_phased_lstm_params(rng, INPUT_SIZE, UNITS, peep)
+    case = {k: v.astype(np.float32) for k, v in case.items()}
+    case.update(
+        times=ref.random_times(rng, BATCH, STEPS, start).astype(time_dtype),
+        x=rng.normal(size=(BATCH, STEPS, INPUT_SIZE)).astype(np.float32),
+        r_out=rng.normal(size=(BATCH, STEPS, UNITS)).astype(np.float32),
+        r_c=rng.normal(size=(BATCH, UNITS)).astype(np.float32),
+        peep=np.array(peep), mod_gradient=np.array(mod_gradient), training=np.array(training),
+        inference_leak=np.array(np.nan if inference_leak is None else inference_leak))
+    return case
+
+
+def _tf1_results(case, leak=0.001):
+    """The same loss through the TF 1.x cell under dynamic_rnn, in a graph."""
+    kwargs = {"mod_gradient": str(case["mod_gradient"])} if TF1_HAS_MOD_GRADIENT else {}
+    with tf.Graph().as_default():
+        x = tf.constant(case["x"])
+        cell = TF1PhasedLSTMCell(UNITS, use_peepholes=bool(case["peep"]), leak=leak, **kwargs)
+        outputs, (c, h) = tf.compat.v1.nn.dynamic_rnn(
+            cell, (tf.constant(case["times"]), x), dtype=tf.float32)
+        loss = tf.reduce_sum(outputs * case["r_out"]) + tf.reduce_sum(c * case["r_c"])
+        variables = cell_variables(cell)
+        names = list(TF1_VARIABLE_NAMES)
+        grads = tf.gradients(loss, [variables[n] for n in names] + [x])
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            load_params(sess, cell, case)
+            values = sess.run({"outputs": outputs, "h": h, "c": c, "loss": loss,
+                               **{f"grad/{n}": g for n, g in zip(names + ["x"], grads)}})
+    return values
+
+
+def _skip_unless_tf1_has(mod_gradient):
+    """The TF 1.x cell always had floormod's gradient ("exact") until it offered both rules."""
+    if not TF1_HAS_MOD_GRADIENT and mod_gradient != "exact":
+        pytest.skip("this TF 1.x cell has floormod's gradient only (no mod_gradient argument)")
+
+
+def _assert_results_equal(got, want, atol=2e-5, rtol=1e-4, keys=None):
+    for key in keys or [k for k in want if k not in ("backend", "time_dtype")]:
+        np.testing.assert_allclose(got[key], want[key], atol=atol, rtol=rtol, err_msg=key)
+
+
+def _subprocess(code_or_args, backend="tensorflow", python=None, extra_env=None, timeout=600):
+    env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=os.pathsep.join([ROOT] + sys.path),
+               TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("TF_USE_LEGACY_KERAS", None)  # a fresh user's process
+    env.update(extra_env or {})
+    args = code_or_args if isinstance(code_or_args, list) else ["-c", code_or_args]
+    result = subprocess.run([python or sys.executable] + args, capture_output=True, text=True,
+                            timeout=timeout, env=env, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result.stdout
+
+
+def _run_on_backend(case, backend, python=None, extra_env=None):
+    with tempfile.TemporaryDirectory() as directory:
+        case_path, result_path = (os.path.join(directory, n) for n in ("case.npz", "out.npz"))
+        np.savez(case_path, **case)
+        _subprocess([HELPERS, case_path, result_path], backend, python, extra_env)
+        with np.load(result_path) as result:
+            return dict(result)
+
+
+# -- The shared gate formula ---------------------------------------------------------------------
+
+
+@needs_tf_backend
+@pytest.mark.parametrize("mod_gradient", gate_math.MOD_GRADIENTS)
+def test_gate_gradient_rules_match_their_closed_forms(mod_gradient):
+    """d k / d tau: TF 1.x's rule drops the wrap's -floor(x / tau); "exact" keeps it."""
+    rng = np.random.default_rng(0)
+    period = rng.uniform(2.0, 20.0, UNITS).astype(np.float32)
+    phase = rng.uniform(0.0, 5.0, UNITS).astype(np.float32)
+    ratio_on = rng.uniform(0.3, 0.9, UNITS).astype(np.float32)
+    time = rng.uniform(0.0, 300.0, (64, 1)).astype(np.float32)
+    tau = tf.Variable(period)
+    with tf.GradientTape() as tape:
+        k = gate_math.time_gate(ops, tf.constant(time), tau, phase, ratio_on, 0.01, "float32",
+                                mod_gradient)
+        total = tf.reduce_sum(k)
+    got = tape.gradient(total, tau).numpy()
+    x = time.astype(np.float64) - phase
+    phi = np.mod(x, period) / period
+    dk_dphi = np.where(phi < ratio_on / 2, 2 / ratio_on,
+                       np.where(phi < ratio_on, -2 / ratio_on, 0.01))
+    dmod_dtau = 0.0 if mod_gradient == "tf1" else -np.floor(x / period)
+    want = (dk_dphi * (dmod_dtau * period - np.mod(x, period)) / period ** 2).sum(axis=0)
+    np.testing.assert_allclose(k.numpy(), ref.time_gate(time, period, phase, ratio_on, 0.01),
+                               atol=1e-5)
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3)
+
+
+def test_unknown_mod_gradient_is_refused():
+    with pytest.raises(ValueError, match=r"mod_gradient must be one of \('tf1', 'exact'\)"):
+        PhasedLSTMCell(3, mod_gradient="floor")
+
+
+# -- Equality with the TF 1.x cell on the same weights -------------------------------------------
+
+
+@needs_tf_backend
+@pytest.mark.parametrize("peep", [False, True])
+@pytest.mark.parametrize("mod_gradient", gate_math.MOD_GRADIENTS)
+def test_tensorflow_backend_matches_tf1_cell_outputs_and_gradients(peep, mod_gradient):
+    _skip_unless_tf1_has(mod_gradient)
+    case = _case(1, peep=peep, mod_gradient=mod_gradient)
+    got = keras3_helpers.run_case(case)
+    _assert_results_equal(got, _tf1_results(case))
+    assert str(got["time_dtype"]) == "float32"
+
+
+def test_default_mod_gradient_is_tf1s_rule():
+    assert PhasedLSTMCell(2).mod_gradient == "tf1"
+    assert PhasedLSTM(2).cell.mod_gradient == "tf1"
+
+
+@needs_tf_backend
+def test_the_two_gradient_rules_differ_only_in_the_period():
+    tf1 = keras3_helpers.run_case(_case(2, mod_gradient="tf1"))
+    exact = keras3_helpers.run_case(_case(2, mod_gradient="exact"))
+    for key in tf1:
+        if key != "grad/period":
+            np.testing.assert_array_equal(tf1[key], exact[key], err_msg=key)
+    assert np.abs(tf1["grad/period"] - exact["grad/period"]).max() > 1e-3
+
+
+@needs_tf_backend
+@pytest.mark.parametrize("training, inference_leak, tf1_leak", [
+    (True, 0.0, 0.001), (False, 0.0, 0.0), (False, None, 0.001), (False, 0.05, 0.05)])
+def test_leak_applies_while_training_and_inference_leak_otherwise(training, inference_leak,
+                                                                  tf1_leak):
+    case = _case(3, mod_gradient="exact" if not TF1_HAS_MOD_GRADIENT else "tf1",
+                 training=training, inference_leak=inference_leak)
+    _assert_results_equal(keras3_helpers.run_case(case), _tf1_results(case, leak=tf1_leak),
+                          keys=["outputs", "h", "c"])
+
+
+@needs_tf_backend
+def test_float64_times_keep_the_phase_of_large_timestamps():
+    case = _case(4, start=1e7, time_dtype=np.float64)
+    got = keras3_helpers.run_case(case)
+    assert str(got["time_dtype"]) == "float64"
+    params = {k: case[k].astype(np.float64) for k in TF1_VARIABLE_NAMES}
+    c = h = np.zeros((BATCH, UNITS))
+    for s in range(STEPS):
+        c, h = ref.phased_lstm_step(params, case["times"][:, s], case["x"][:, s], c, h, False,
+                                    0.001)
+    np.testing.assert_allclose(got["h"], h, atol=2e-5)
+    # float32 times cannot: their spacing at 1e7 is 1.0.
+    float32 = keras3_helpers.run_case(dict(case, times=case["times"].astype(np.float32)))
+    assert np.abs(float32["h"] - h).max() > 1e-2
+
+
+def test_weights_map_one_to_one_onto_the_tf1_variables():
+    cell = PhasedLSTMCell(UNITS, use_peepholes=True)
+    cell.build((None, INPUT_SIZE + 1))
+    shapes = {name: tuple(getattr(cell, keras3_name).shape)
+              for name, keras3_name in TF1_VARIABLE_NAMES.items()}
+    n, d = UNITS, INPUT_SIZE
+    assert shapes == {"mask_gates/kernel": (d + 2 * n, 2 * n), "mask_gates/bias": (2 * n,),
+                      "new_input/kernel": (d + n, n), "new_input/bias": (n,),
+                      "output_gate/kernel": (d + 2 * n, n), "output_gate/bias": (n,),
+                      "period": (n,), "phase": (n,), "ratio_on": (n,)}
+    assert len(cell.weights) == 9
+    values = ref.random_phased_lstm_params(np.random.default_rng(5), d, n, True)
+    cell.set_tf1_weights(values)
+    for name, value in cell.get_tf1_weights().items():
+        np.testing.assert_allclose(value, values[name], rtol=1e-6, err_msg=name)
+    with pytest.raises(ValueError, match=r"period must have shape \(4,\)"):
+        cell.set_tf1_weights(dict(values, period=np.ones(3)))
+    with pytest.raises(ValueError, match=r"expected the TF 1.x variables"):
+        cell.set_tf1_weights({"period": np.ones(4)})
+
+
+# -- What Keras' RNN brings ----------------------------------------------------------------------
+
+
+def _built_layer(seed, units=UNITS, **kwargs):
+    layer = PhasedLSTM(units, **kwargs)
+    layer.build([(None, STEPS, INPUT_SIZE), (None, STEPS, 1)])
+    params = ref.random_phased_lstm_params(np.random.default_rng(seed), INPUT_SIZE, units,
+                                           kwargs.get("use_peepholes", False))
+    layer.cell.set_tf1_weights(params)
+    return layer, params
+
+
+def _numpy_run(params, times, x, mask=None, leak=0.001):
+    c = h = np.zeros((x.shape[0], UNITS))
+    outputs = []
+    for s in range(x.shape[1]):
+        new_c, new_h = ref.phased_lstm_step(params, times[:, s], x[:, s], c, h, False, leak)
+        live = True if mask is None else mask[:, s, None]
+        c, h = np.where(live, new_c, c), np.where(live, new_h, h)
+        outputs.append(h)
+    return np.stack(outputs, axis=1), h, c
+
+
+def test_implicit_times_are_the_step_index():
+    layer, params = _built_layer(6, return_sequences=True)
+    x = np.random.default_rng(6).normal(size=(BATCH, STEPS, INPUT_SIZE)).astype(np.float32)
+    index = np.broadcast_to(np.arange(STEPS, dtype=np.float32), (BATCH, STEPS))
+    implicit = ops.convert_to_numpy(layer(x))
+    np.testing.assert_allclose(implicit, ops.convert_to_numpy(layer([x, index])), atol=1e-7)
+    np.testing.assert_allclose(implicit, _numpy_run(params, index[:, :, None], x)[0], atol=2e-5)
+    # Integer times are taken as exact float times.
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(layer([x, index.astype(np.int32)])), implicit, atol=1e-7)
+
+
+def test_masked_steps_leave_the_state_unchanged():
+    rng = np.random.default_rng(7)
+    layer, params = _built_layer(7, return_sequences=True, return_state=True)
+    times = ref.random_times(rng, BATCH, STEPS).astype(np.float32)
+    x = rng.normal(size=(BATCH, STEPS, INPUT_SIZE)).astype(np.float32)
+    mask = np.ones((BATCH, STEPS), bool)
+    mask[0, 3:5] = False
+    mask[2, 6:] = False
+    outputs, h, c = (ops.convert_to_numpy(t) for t in layer([x, times], mask=mask))
+    want_outputs, want_h, want_c = _numpy_run(params, times, x, mask)
+    np.testing.assert_allclose(outputs, want_outputs, atol=2e-5)
+    np.testing.assert_allclose(h, want_h, atol=2e-5)
+    np.testing.assert_allclose(c, want_c, atol=2e-5)
+    # Through a Masking layer in a functional model, with times.
+    features, time_input = keras.Input((STEPS, INPUT_SIZE)), keras.Input((STEPS,))
+    masked = keras.layers.Masking(0.0)(features)
+    model = keras.Model([features, time_input], layer([masked, time_input])[1])
+    zeroed = x * mask[:, :, None]
+    np.testing.assert_allclose(ops.convert_to_numpy(model([zeroed, times[:, :, 0]])),
+                               _numpy_run(params, times, zeroed, mask)[1], atol=2e-5)
+
+
+def test_go_backwards_and_bidirectional_keep_each_steps_timestamp():
+    rng = np.random.default_rng(8)
+    forward, params = _built_layer(8)
+    backward, _ = _built_layer(8, go_backwards=True)
+    times = ref.random_times(rng, BATCH, STEPS).astype(np.float32)
+    x = rng.normal(size=(BATCH, STEPS, INPUT_SIZE)).astype(np.float32)
+    want = _numpy_run(params, times[:, ::-1], x[:, ::-1])[1]
+    np.testing.assert_allclose(ops.convert_to_numpy(backward([x, times])), want, atol=2e-5)
+    both = keras.layers.Bidirectional(PhasedLSTM(UNITS), merge_mode="concat")
+    both.build((None, STEPS, INPUT_SIZE))
+    both.forward_layer.cell.set_tf1_weights(params)
+    both.backward_layer.cell.set_tf1_weights(params)
+    index = np.broadcast_to(np.arange(STEPS, dtype=np.float32)[:, None], (BATCH, STEPS, 1))
+    got = ops.convert_to_numpy(both(x))
+    np.testing.assert_allclose(got[:, :UNITS], _numpy_run(params, index, x)[1], atol=2e-5)
+    np.testing.assert_allclose(got[:, UNITS:],
+                               _numpy_run(params, index[:, ::-1], x[:, ::-1])[1], atol=2e-5)
+
+
+def test_initial_state_and_stateful_continue_a_sequence():
+    rng = np.random.default_rng(9)
+    layer, params = _built_layer(9, return_state=True)
+    times = ref.random_times(rng, BATCH, STEPS).astype(np.float32)
+    x = rng.normal(size=(BATCH, STEPS, INPUT_SIZE)).astype(np.float32)
+    _, want_h, want_c = _numpy_run(params, times, x)
+    half = STEPS // 2
+    _, h, c = layer([x[:, :half], times[:, :half]])
+    _, h, c = layer([x[:, half:], times[:, half:]], initial_state=[h, c])
+    np.testing.assert_allclose(ops.convert_to_numpy(h), want_h, atol=2e-5)
+    np.testing.assert_allclose(ops.convert_to_numpy(c), want_c, atol=2e-5)
+    stateful = PhasedLSTM(UNITS, stateful=True)
+    stateful.build([(BATCH, half, INPUT_SIZE), (BATCH, half, 1)])
+    stateful.cell.set_tf1_weights(params)
+    stateful([x[:, :half], times[:, :half]])
+    np.testing.assert_allclose(ops.convert_to_numpy(stateful([x[:, half:], times[:, half:]])),
+                               want_h, atol=2e-5)
+
+
+# -- Validity, initialisation, errors ------------------------------------------------------------
+
+
+def test_training_cannot_make_periods_or_open_ratios_invalid():
+    rng = np.random.default_rng(10)
+    # Penalties that pull periods and open ratios below 0 in one step of SGD with a large rate;
+    # a user's constraint (NonNeg) alone would leave a period of 0.
+    layer = PhasedLSTM(UNITS, period_init_min=2.0, period_init_max=4.0,
+                       period_regularizer=keras.regularizers.L1(1e3),
+                       ratio_on_regularizer=keras.regularizers.L1(1e3),
+                       period_constraint=keras.constraints.NonNeg())
+    model = keras.Sequential([keras.Input((STEPS, INPUT_SIZE)), layer, keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(10.0), "mse")
+    x = rng.normal(size=(8, STEPS, INPUT_SIZE)).astype(np.float32)
+    model.fit(x, np.zeros((8, 1), np.float32), epochs=2, verbose=0)
+    period, ratio_on = (ops.convert_to_numpy(v) for v in (layer.cell.period, layer.cell.ratio_on))
+    np.testing.assert_allclose(period, gate_math.MIN_PERIOD, rtol=1e-6)
+    np.testing.assert_allclose(ratio_on, gate_math.MIN_RATIO_ON, rtol=1e-6)
+    assert np.all(np.isfinite(model.predict(x, verbose=0)))
+
+
+def test_hand_set_invalid_timing_gives_finite_outputs():
+    layer, params = _built_layer(11)
+    layer.cell.set_tf1_weights(dict(params, period=np.zeros(UNITS), ratio_on=-np.ones(UNITS)))
+    x = np.ones((BATCH, STEPS, INPUT_SIZE), np.float32)
+    assert np.all(np.isfinite(ops.convert_to_numpy(layer(x))))
+
+
+def test_default_initialisers_are_tf1s():
+    keras.utils.set_random_seed(0)
+    cell = PhasedLSTMCell(2000)
+    cell.build((None, 2))
+    period, phase, ratio_on = (ops.convert_to_numpy(v)
+                               for v in (cell.period, cell.phase, cell.ratio_on))
+    assert 1.0 <= period.min() and period.max() <= 1000.0
+    # log-uniform: about half of the periods below sqrt(1000).
+    assert 0.45 < np.mean(period < np.sqrt(1000.0)) < 0.55
+    assert np.all((0 <= phase) & (phase < period)) and 0.4 < np.mean(phase / period) < 0.6
+    np.testing.assert_array_equal(ratio_on, np.float32(0.1))
+    for name in ("mask_gates_bias", "new_input_bias", "output_gate_bias"):
+        np.testing.assert_array_equal(ops.convert_to_numpy(getattr(cell, name)), 0.0)
+    seed = PhasedLSTMCell(3, ratio_on=0.05, period_initializer=keras.initializers.RandomUniform(
+        10.0, 100.0), phase_initializer=keras.initializers.RandomUniform(0.0, 1000.0))
+    seed.build((None, 2))
+    assert np.all((10.0 <= ops.convert_to_numpy(seed.period))
+                  & (ops.convert_to_numpy(seed.period) <= 100.0))
+    np.testing.assert_allclose(ops.convert_to_numpy(seed.ratio_on), 0.05)
+
+
+def test_trainable_flags_freeze_the_timing():
+    cell = PhasedLSTMCell(2, trainable_period=False, trainable_phase=False,
+                          trainable_ratio_on=False)
+    cell.build((None, 3))
+    frozen = {v.name for v in cell.non_trainable_weights}
+    assert frozen == {"period", "phase", "ratio_on"}
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(units=0), r"units must be an integer >= 1; got 0"),
+    (dict(units=2.5), r"units must be an integer >= 1; got 2.5"),
+    (dict(units=4, leak=-0.1), r"leak must be a number >= 0"),
+    (dict(units=4, inference_leak="0"), r"inference_leak must be a number >= 0"),
+    (dict(units=4, ratio_on=1.5), r"ratio_on must be in \(0, 1\]; got 1.5"),
+    (dict(units=4, period_init_min=0.0), r"period_init_min must be > 0"),
+    (dict(units=4, period_init_min=10.0, period_init_max=5.0),
+     r"period_init_max must be >= period_init_min"),
+    (dict(units=4, leak=0.1, alpha=0.1), r"give leak or alpha"),
+])
+def test_bad_constructor_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        PhasedLSTM(**kwargs)
+
+
+@pytest.mark.parametrize("inputs, error, message", [
+    (np.zeros((2, STEPS), np.float32), ValueError, r"features must have shape \[batch, steps"),
+    ([np.zeros((2, STEPS, 2), np.float32), np.zeros((2, STEPS - 1, 1), np.float32)],
+     ValueError, r"times must have shape"),
+    ([np.zeros((2, STEPS, 2), np.float32), np.zeros((2, STEPS, 2), np.float32)],
+     ValueError, r"times must have shape"),
+    ([np.zeros((2, STEPS, 2), np.float32), np.zeros((2, STEPS, 1), bool)],
+     TypeError, r"times must be numbers; got dtype bool"),
+    ([np.zeros((2, STEPS, 2), np.float32)] * 3, ValueError, r"got a list of 3 inputs"),
+])
+def test_bad_inputs(inputs, error, message):
+    with pytest.raises(error, match=message):
+        PhasedLSTM(UNITS)(inputs)
+
+
+def test_cell_refuses_steps_without_a_time_column():
+    with pytest.raises(ValueError, match=r"\[batch, input_size \+ 1\]"):
+        keras.layers.RNN(PhasedLSTMCell(2))(np.zeros((2, 3, 0), np.float32))
+
+
+def test_alpha_is_the_keras_seeds_name_for_leak():
+    assert PhasedLSTM(2, alpha=0.01).cell.leak == 0.01
+
+
+# -- Serialization -------------------------------------------------------------------------------
+
+
+def _seed_model():
+    model = keras.Sequential([keras.Input((STEPS, 1)), PhasedLSTM(6, ratio_on=0.3),
+                              keras.layers.Dense(3, activation="softmax")])
+    model.compile("rmsprop", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def test_config_round_trips_every_setting():
+    layer = PhasedLSTM(3, use_peepholes=True, leak=0.01, inference_leak=0.0, ratio_on=0.2,
+                       period_init_min=2.0, period_init_max=50.0, trainable_phase=False,
+                       period_initializer=keras.initializers.RandomUniform(2.0, 20.0),
+                       period_regularizer="l2", phase_constraint="non_neg",
+                       mod_gradient="exact", return_sequences=True, go_backwards=True)
+    config = layer.get_config()
+    again = PhasedLSTM.from_config(config)
+    assert again.get_config() == config
+    assert again.cell.mod_gradient == "exact" and again.go_backwards and again.cell.use_peepholes
+
+
+def test_saved_model_loads_in_fresh_processes_without_custom_objects():
+    """Saved here (TensorFlow backend); loaded by a fresh process on TensorFlow and on JAX."""
+    rng = np.random.default_rng(12)
+    x = rng.uniform(size=(16, STEPS, 1)).astype(np.float32)
+    labels = rng.integers(0, 3, 16)
+    model = _seed_model()
+    model.fit(x, labels, epochs=1, batch_size=8, verbose=0)
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "model.keras")
+        model.save(path)
+        np.save(os.path.join(directory, "x.npy"), x)
+        np.save(os.path.join(directory, "want.npy"), model.predict(x, verbose=0))
+        code = (
+            "import sys, numpy as np, keras\n"
+            "import phased_lstm\n"
+            "d = sys.argv[1]\n"
+            "model = keras.saving.load_model(d + '/model.keras')\n"
+            "got = model.predict(np.load(d + '/x.npy'), verbose=0)\n"
+            "print(type(model.layers[0]).__module__, np.abs(got - np.load(d + '/want.npy')).max())\n")
+        for backend in ("tensorflow", "jax"):
+            out = _subprocess(["-c", code, directory], backend).split()
+            assert out[-2] == "phased_lstm.keras3", (backend, out)
+            assert float(out[-1]) < 1e-5, (backend, out)
+
+
+# -- Other backends and processes ----------------------------------------------------------------
+
+
+JAX_MISSING = importlib.util.find_spec("jax") is None
+needs_jax = pytest.mark.skipif(JAX_MISSING, reason="jax is not installed")
+
+
+@needs_jax
+@pytest.mark.parametrize("peep", [False, True])
+def test_jax_backend_matches_tf1_cell_outputs_and_gradients(peep):
+    for mod_gradient in gate_math.MOD_GRADIENTS:
+        if mod_gradient == "tf1" and not TF1_HAS_MOD_GRADIENT:
+            continue
+        case = _case(13, peep=peep, mod_gradient=mod_gradient)
+        got = _run_on_backend(case, "jax")
+        assert str(got["backend"]) == "jax"
+        _assert_results_equal(got, _tf1_results(case))
+
+
+@needs_jax
+def test_jax_tf1_gradient_rule_matches_the_tensorflow_backend():
+    """Holds the JAX backend's default rule to the TensorFlow backend's (checked above)."""
+    case = _case(14, peep=True, mod_gradient="tf1")
+    _assert_results_equal(_run_on_backend(case, "jax"), keras3_helpers.run_case(case))
+
+
+@needs_jax
+def test_jax_float64_times_need_x64():
+    case = _case(15, start=1e7, time_dtype=np.float64)
+    with_x64 = _run_on_backend(case, "jax", extra_env={"JAX_ENABLE_X64": "1"})
+    assert str(with_x64["time_dtype"]) == "float64"
+    _assert_results_equal(with_x64, keras3_helpers.run_case(case), keys=["outputs", "h", "c"])
+    without = _run_on_backend(case, "jax", extra_env={"JAX_ENABLE_X64": "0"})
+    assert str(without["time_dtype"]) == "float32"
+
+
+def _torch_python():
+    """An interpreter with torch: this one, or PHASED_LSTM_TORCH_PYTHON (a venv with keras and
+    torch, e.g. one without TensorFlow)."""
+    if importlib.util.find_spec("torch") is not None:
+        return sys.executable
+    return os.environ.get("PHASED_LSTM_TORCH_PYTHON")
+
+
+@pytest.mark.skipif(_torch_python() is None, reason="torch is not installed (set "
+                    "PHASED_LSTM_TORCH_PYTHON to a Python that has keras and torch)")
+@pytest.mark.parametrize("peep", [False, True])
+def test_torch_backend_matches_tf1_cell_outputs_and_gradients(peep):
+    mod_gradient = "tf1" if TF1_HAS_MOD_GRADIENT else "exact"
+    case = _case(16, peep=peep, mod_gradient=mod_gradient)
+    got = _run_on_backend(case, "torch", python=_torch_python())
+    assert str(got["backend"]) == "torch"
+    _assert_results_equal(got, _tf1_results(case))
+    # torch's own default rule against the TensorFlow backend's.
+    case = _case(16, peep=peep, mod_gradient="tf1")
+    _assert_results_equal(_run_on_backend(case, "torch", python=_torch_python()),
+                          keras3_helpers.run_case(case))
+
+
+def test_issue_snippet_keras3_first_then_phased_lstm():
+    out = _subprocess(
+        "import tensorflow as tf\n"
+        "import keras\n"
+        "tf.keras.Sequential([tf.keras.layers.Dense(3)])   # any use of Keras 3 first\n"
+        "import phased_lstm\n"
+        "import numpy as np\n"
+        "model = keras.Sequential([keras.Input((10, 1)), phased_lstm.PhasedLSTM(8)])\n"
+        "print(model(np.ones((2, 10, 1), np.float32)).shape)\n"
+        "from phased_lstm.keras3 import PhasedLSTM\n"
+        "tf.keras.Sequential([tf.keras.Input((10, 1)), PhasedLSTM(8)])\n"
+        "# The TF 1.x cells still work, and tf.keras is still Keras 3.\n"
+        "with tf.Graph().as_default():\n"
+        "    out, _ = tf.compat.v1.nn.dynamic_rnn(phased_lstm.PhasedLSTMCell(2),\n"
+        "        (tf.zeros([1, 3, 1]), tf.zeros([1, 3, 1])), dtype=tf.float32)\n"
+        "import os\n"
+        "print(tf.keras.layers.Layer is keras.layers.Layer, os.environ.get('TF_USE_LEGACY_KERAS'))\n")
+    assert out.split() == ["(2,", "8)", "True", "None"], out
+
+
+def test_keras3_imported_first_makes_phased_lstm_layer_keras3_and_keeps_tf_keras_keras3():
+    out = _subprocess(
+        "import keras, numpy as np\n"
+        "import phased_lstm\n"
+        "model = keras.Sequential([keras.Input((10, 1)), phased_lstm.PhasedLSTM(8)])\n"
+        "print(model(np.ones((2, 10, 1), np.float32)).shape)\n"
+        "from phased_lstm import PhasedLSTMCell, tf   # the TF 1.x parts afterwards\n"
+        "with tf.Graph().as_default():\n"
+        "    out, _ = tf.compat.v1.nn.dynamic_rnn(PhasedLSTMCell(2),\n"
+        "        (tf.zeros([1, 3, 1]), tf.zeros([1, 3, 1])), dtype=tf.float32)\n"
+        "tf.keras.Sequential([tf.keras.Input((10, 1)), phased_lstm.PhasedLSTM(8)])\n"
+        "print(tf.keras.layers.Layer is keras.layers.Layer)\n")
+    assert out.split() == ["(2,", "8)", "True"], out
+
+
+def test_keras3_on_jax_imports_neither_tensorflow_nor_tf_keras():
+    if JAX_MISSING:
+        pytest.skip("jax is not installed")
+    out = _subprocess(
+        "import sys, numpy as np, keras, phased_lstm\n"
+        "model = keras.Sequential([keras.Input((5, 1)), phased_lstm.PhasedLSTM(3)])\n"
+        "model(np.ones((2, 5, 1), np.float32))\n"
+        "from phased_lstm.keras3 import PhasedLSTM\n"
+        "print(keras.config.backend(), type(model.layers[0]) is PhasedLSTM,\n"
+        "      'tensorflow' in sys.modules, 'tf_keras' in sys.modules,\n"
+        "      'TF_USE_LEGACY_KERAS' in __import__('os').environ)\n", "jax")
+    assert out.split() == ["jax", "True", "False", "False", "False"], out
+
+
+def test_tf1_users_first_keep_tf_keras_and_can_use_keras3_beside_it():
+    out = _subprocess(
+        "import phased_lstm\n"
+        "from phased_lstm import PhasedLSTM, tf\n"
+        "print(tf.keras.__name__.split('.')[0], PhasedLSTM.__module__)\n"
+        "tf.keras.Sequential([PhasedLSTM(4, input_shape=(5, 1))])\n"
+        "import keras, numpy as np\n"
+        "from phased_lstm.keras3 import PhasedLSTM as Keras3PhasedLSTM\n"
+        "model = keras.Sequential([keras.Input((5, 1)), Keras3PhasedLSTM(4)])\n"
+        "print(model(np.ones((1, 5, 1), np.float32)).shape)\n")
+    assert out.split() == ["tf_keras", "phased_lstm.keras_layer", "(1,", "4)"], out
