@@ -82,10 +82,14 @@ def _keras_lstm(time, pixels):
     return tf.keras.layers.LSTM(FLAGS.num_units)(pixels)
 
 
-def _fast_phased(time, pixels):
-    outputs, _ = phased_lstm_rnn(PhasedLSTMCell(FLAGS.num_units), time, pixels)
-    return outputs[:, -1]
+def _fast_phased(fused):
+    def build(time, pixels):
+        outputs, _ = phased_lstm_rnn(PhasedLSTMCell(FLAGS.num_units), time, pixels, fused=fused)
+        return outputs[:, -1]
+    return build
 
+
+FUSED = "PhasedLSTMCell (phased_lstm_rnn: fused kernel)"
 
 # name: builds the last output [batch, units] from time [1, length, 1] and pixels.
 MODELS = {
@@ -94,7 +98,8 @@ MODELS = {
     "LSTMCell (dynamic_rnn)": _dynamic(lambda: rnn_cell.LSTMCell(FLAGS.num_units), False),
     "Keras LSTM layer": _keras_lstm,
     "PhasedLSTMCell (dynamic_rnn)": _dynamic(lambda: PhasedLSTMCell(FLAGS.num_units), True),
-    "PhasedLSTMCell (phased_lstm_rnn)": _fast_phased,
+    "PhasedLSTMCell (phased_lstm_rnn: TF loop)": _fast_phased(False),
+    FUSED: _fast_phased(True),
 }
 BASELINE = "BasicLSTMCell (dynamic_rnn)"
 
