@@ -63,6 +63,13 @@ flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
 flags.DEFINE_bool("profile", False, "Instead of timing: trace one step of each model with the "
                   "TF 1.x step stats and print its kernel count and the op types that take the "
                   "most time.")
+flags.DEFINE_bool("scaling", False, "Instead of the table at one size: time the models of "
+                  "--scaling_models at every size of --scaling_sizes (no memory), each against "
+                  "BasicLSTMCell at the same size.")
+flags.DEFINE_list("scaling_sizes", ["32x100", "128x100", "512x100", "32x784", "32x2000"],
+                  "UNITSxLENGTH sizes for --scaling (batch --batch_size).")
+flags.DEFINE_list("scaling_models", None, "Models for --scaling; default BasicLSTMCell, the Keras "
+                  "LSTM layer and phased_lstm_rnn's two paths.")
 flags.DEFINE_string("_memory_of", None, "Internal: measure one model's memory and print it.")
 
 
@@ -102,6 +109,7 @@ MODELS = {
     FUSED: _fast_phased(True),
 }
 BASELINE = "BasicLSTMCell (dynamic_rnn)"
+SCALING_MODELS = [BASELINE, "Keras LSTM layer", "PhasedLSTMCell (phased_lstm_rnn: TF loop)", FUSED]
 
 
 def build_training_step(name):
@@ -177,29 +185,81 @@ def _memory_of(name):
     print(max(0.0, _peak_rss_mib() - before))
 
 
-def main(argv):
-    del argv
-    if FLAGS._memory_of:
-        _memory_of(FLAGS._memory_of)
-        return
-    names = FLAGS.models or list(MODELS)
+def _check_models(names):
     unknown = [name for name in names if name not in MODELS]
     if unknown:
         raise app.UsageError(f"unknown models {unknown}; choose from {list(MODELS)}")
-    steps = {name: build_training_step(name) for name in names}
-    for name, (session, train_op) in steps.items():
+
+
+def time_steps(steps):
+    """Seconds of FLAGS.repeats training steps of each (session, train_op), interleaved."""
+    for session, train_op in steps.values():
         for _ in range(FLAGS.warmup):
             session.run(train_op)
-    if FLAGS.profile:
-        for name, (session, train_op) in steps.items():
-            profile(name, session, train_op)
-        return
-    seconds = {name: [] for name in names}
+    seconds = {name: [] for name in steps}
     for _ in range(FLAGS.repeats):
         for name, (session, train_op) in steps.items():
             start = clock.perf_counter()
             session.run(train_op)
             seconds[name].append(clock.perf_counter() - start)
+    return seconds
+
+
+def scaling():
+    """Prints each model's median step against BasicLSTMCell's, at each of --scaling_sizes."""
+    names = FLAGS.scaling_models or SCALING_MODELS
+    _check_models(names)
+    if BASELINE not in names:
+        raise app.UsageError(f"--scaling_models must include {BASELINE}")
+    results = []
+    for size in FLAGS.scaling_sizes:
+        units, length = (int(part) for part in size.split("x"))
+        # The model builders read the size from the flags.
+        FLAGS.num_units, FLAGS.length = units, length
+        steps = {name: build_training_step(name) for name in names}
+        seconds = time_steps(steps)
+        for session, _ in steps.values():
+            session.close()
+        medians = {name: statistics.median(seconds[name]) for name in names}
+        results.append({"units": units, "length": length, "median_s": medians})
+        print(f"units {units}, length {length}: " + ", ".join(
+            f"{name} {medians[name]:.3f} s" for name in names), flush=True)
+    print(f"\nbatch {FLAGS.batch_size}, {FLAGS.repeats} interleaved steps per model after "
+          f"{FLAGS.warmup} warm-up, {os.cpu_count()} CPU cores, TensorFlow {tf.__version__}\n")
+    others = [name for name in names if name != BASELINE]
+    print("| units | length | BasicLSTMCell s/step | " + " | ".join(
+        f"{name} vs BasicLSTMCell" for name in others) + " |")
+    print("|---" * (3 + len(others)) + "|")
+    for row in results:
+        base = row["median_s"][BASELINE]
+        print(f"| {row['units']} | {row['length']} | {base:.3f} | " + " | ".join(
+            f"{row['median_s'][name] / base:.2f}x" for name in others) + " |")
+    if FLAGS.json:
+        with open(FLAGS.json, "w") as f:
+            json.dump({"settings": {"batch_size": FLAGS.batch_size, "repeats": FLAGS.repeats,
+                                    "cpu_count": os.cpu_count(),
+                                    "tensorflow": tf.__version__},
+                       "scaling": results}, f, indent=2)
+
+
+def main(argv):
+    del argv
+    if FLAGS._memory_of:
+        _memory_of(FLAGS._memory_of)
+        return
+    if FLAGS.scaling:
+        scaling()
+        return
+    names = FLAGS.models or list(MODELS)
+    _check_models(names)
+    steps = {name: build_training_step(name) for name in names}
+    if FLAGS.profile:
+        for name, (session, train_op) in steps.items():
+            for _ in range(FLAGS.warmup):
+                session.run(train_op)
+            profile(name, session, train_op)
+        return
+    seconds = time_steps(steps)
     memory = {name: measure_memory(name) for name in names} if FLAGS.memory else {}
 
     base = statistics.median(seconds[BASELINE]) if BASELINE in seconds else None
