@@ -9,8 +9,13 @@ interleaved (one step of every model per round, after warm-up), so that the mach
 hits every model alike; the table reports each model's median against BasicLSTMCell's.
 
 Peak memory is measured apart, one model per fresh subprocess: the growth of the process's
-peak resident set (VmHWM) over a few training steps, above what it held once the graph was
-built and initialised, i.e. the memory the training step itself needs.
+peak resident set (VmHWM) over a few training steps, above what it held after a first step,
+i.e. the memory the training step itself needs. It varies between runs with what malloc kept
+from the first step (BasicLSTMCell: 56 and 160 MiB in two runs of the same command), so the
+table also gives the bytes that the kernels of one traced step allocate (TF 1.x step stats):
+deterministic, and an upper bound of the step's peak tensor memory.
+
+    python benchmarks/train_step.py --scaling            # the models at other units and lengths
 
 Where the time goes (`--profile`: TF 1.x step stats of one traced step, batch 256, 784 steps, 32
 units, quiet 2-core CPU; kernel time is summed over both cores' threads):
@@ -155,6 +160,20 @@ def profile(name, session, train_op, top=8):
               f"{op_micros / runs[op_type]:8.1f} us per run")
 
 
+def allocated_mib(session, train_op):
+    """MiB that the kernels of one traced training step allocate, summed over the step.
+
+    Deterministic, unlike the resident set (which depends on what malloc kept or returned):
+    an upper bound of the step's peak tensor memory, near it where most activations live until
+    the backward pass.
+    """
+    options = tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE)
+    metadata = tf.compat.v1.RunMetadata()
+    session.run(train_op, options=options, run_metadata=metadata)
+    return sum(memory.total_bytes for device in metadata.step_stats.dev_stats
+               for node in device.node_stats for memory in node.memory) / 2.0**20
+
+
 def _peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -260,6 +279,7 @@ def main(argv):
             profile(name, session, train_op)
         return
     seconds = time_steps(steps)
+    allocated = {name: allocated_mib(*steps[name]) for name in names}
     memory = {name: measure_memory(name) for name in names} if FLAGS.memory else {}
 
     base = statistics.median(seconds[BASELINE]) if BASELINE in seconds else None
@@ -274,20 +294,26 @@ def main(argv):
             "peak_memory_mib": memory.get(name),
             "memory_ratio_to_basic_lstm": (memory[name] / base_memory
                                            if memory and base_memory else None),
+            "allocated_mib": allocated[name],
+            "allocated_ratio_to_basic_lstm": (allocated[name] / allocated[BASELINE]
+                                              if BASELINE in allocated else None),
         })
     print(f"\nbatch {FLAGS.batch_size}, length {FLAGS.length}, units {FLAGS.num_units}, "
           f"{FLAGS.repeats} interleaved steps per model after {FLAGS.warmup} warm-up, "
           f"{os.cpu_count()} CPU cores, TensorFlow {tf.__version__}\n")
     header = ("| model | median s/step | min | max | examples/s | vs BasicLSTMCell "
-              "| peak step memory MiB | memory vs BasicLSTMCell |")
+              "| peak step memory MiB | memory vs BasicLSTMCell | allocated MiB/step "
+              "| allocated vs BasicLSTMCell |")
     print(header)
-    print("|---" * 8 + "|")
+    print("|---" * 10 + "|")
     for row in rows:
         print(f"| {row['model']} | {row['median_s']:.3f} | {row['min_s']:.3f} | "
               f"{row['max_s']:.3f} | {row['examples_per_s']:.0f} | "
               f"{_fmt(row['ratio_to_basic_lstm'], '{:.2f}x')} | "
               f"{_fmt(row['peak_memory_mib'], '{:.0f}')} | "
-              f"{_fmt(row['memory_ratio_to_basic_lstm'], '{:.2f}x')} |")
+              f"{_fmt(row['memory_ratio_to_basic_lstm'], '{:.2f}x')} | "
+              f"{row['allocated_mib']:.0f} | "
+              f"{_fmt(row['allocated_ratio_to_basic_lstm'], '{:.2f}x')} |")
     if FLAGS.json:
         with open(FLAGS.json, "w") as f:
             json.dump({"settings": {"batch_size": FLAGS.batch_size, "length": FLAGS.length,
