@@ -48,7 +48,7 @@ def _load():
         if _library is None and _failure is None:
             try:
                 _library = op_library.load(SOURCE)
-                logging.info("Phased LSTM: fused sequence kernel loaded (%s).", SOURCE)
+                logging.info("Phased LSTM: phased_lstm_rnn runs the fused sequence kernel.")
             except op_library.BuildError as error:
                 _failure = str(error)
                 where = f"; compiler log: {error.log_path}" if error.log_path else ""

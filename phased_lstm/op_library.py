@@ -26,6 +26,8 @@ import subprocess
 import sys
 import tempfile
 
+from absl import logging
+
 from phased_lstm.legacy_tf import tf
 
 try:
@@ -144,6 +146,8 @@ def build(source):
         fd, partial = tempfile.mkstemp(dir=folder, prefix=name + ".", suffix=".so.partial")
         os.close(fd)
         command = build_command(source, partial)
+        logging.info("Compiling %s against TensorFlow %s into %s (once; about a minute).",
+                     source, tf.__version__, library)
         try:
             with open(log_path, "w") as log:
                 log.write(shlex.join(command) + "\n\n")
@@ -176,6 +180,8 @@ def load(source):
     """
     library = build(source)
     try:
-        return tf.load_op_library(library)
+        module = tf.load_op_library(library)
     except (tf.errors.OpError, OSError) as error:
         raise BuildError(f"could not load {library}: {error}") from error
+    logging.info("Loaded the op library %s (built from %s).", library, source)
+    return module
