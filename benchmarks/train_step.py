@@ -36,6 +36,14 @@ units, quiet 2-core CPU; kernel time is summed over both cores' threads):
   Tried without gain (same process, against BasicLSTMCell): parallel_iterations 1 (1.51x) or 4
   (1.32x, against 1.30x with 32), k broadcast to the whole batch before the loop (1.38x), one
   TensorArray per saved tensor instead of the packed block (0.337 s against 0.302 s).
+- phased_lstm_rnn with the fused kernel (shared 2-core machine, load ~7): 205 kernel runs in
+  the whole step. PhasedLSTMSequence 52% of the kernel time, PhasedLSTMSequenceGrad 33%, the
+  transposes between batch-major and time-major 8%, StridedSliceGrad of outputs[:, -1] 6%.
+  Tried in the kernel without gain (thread CPU time, one thread, 32 units): the inputs'
+  product for all steps before the recurrence (the forward went from ~75 to ~100 ms: a
+  [200704, 128] pass more over memory), and dz stored for all steps with the kernel's gradient
+  as one product after the recurrence (backward ~117 to ~320 ms: the product with K = 200704
+  streams a 100 MB buffer).
 """
 
 import collections
