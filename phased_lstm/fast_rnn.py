@@ -115,11 +115,14 @@ def _use_fused(cell, dtype, fused):
     if fused is False:
         return False
     dtype = tf.as_dtype(dtype)
-    why_not = ("the cell has peepholes" if cell.use_peepholes
-               else f"its dtype is {dtype.name}, not float32 or float64"
-               if dtype.base_dtype not in fused_rnn.DTYPES
-               else None if fused_kernel_available()
-               else "the fused kernel is not available (see the warning logged)")
+    if cell.use_peepholes:
+        why_not = "the cell has peepholes"
+    elif dtype.base_dtype not in fused_rnn.DTYPES:
+        why_not = f"its dtype is {dtype.name}, not float32 or float64"
+    elif not fused_kernel_available():
+        why_not = "the fused kernel is not available (see the warning logged)"
+    else:
+        why_not = None
     if fused and why_not:
         raise ValueError(f"fused=True, but the fused kernel cannot run this cell: {why_not}")
     return why_not is None
