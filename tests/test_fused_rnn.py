@@ -267,7 +267,9 @@ _FALLBACK_SCRIPT = textwrap.dedent("""
 
 
 def _run_fallback_script(test, **environment):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tests")]),
+    env = {name: value for name, value in os.environ.items()
+           if name not in (fused_rnn.FUSED_ENV, op_library.CXX_ENV, op_library.CACHE_DIR_ENV)}
+    env.update(PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tests")]),
                TF_CPP_MIN_LOG_LEVEL="2", **environment)
     result = subprocess.run([sys.executable, "-c", _FALLBACK_SCRIPT], env=env,
                             capture_output=True, text=True, timeout=600)
