@@ -3,7 +3,7 @@
 Runs on the Keras backend that KERAS_BACKEND selects, both models in one process, timed
 interleaved after warm-up (the same protocol as train_step.py), and prints one JSON object:
 
-    KERAS_BACKEND=jax python benchmarks/keras3_train_step.py --repeats 20
+    KERAS_BACKEND=jax python -m benchmarks.keras3_train_step --repeats 20
 
 Each model is what a Keras 3 user writes: Sequential([Input((length, 1)), recurrent layer,
 Dense(10)]), compiled with Adam 1e-3 and sparse softmax cross-entropy (jit_compile "auto":
@@ -12,19 +12,15 @@ step index. train_step.py runs this once per backend and adds the rows to its ta
 """
 
 import json
-import os
 import statistics
-import sys
 import time as clock
 
 import numpy as np
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import keras
 
-import keras  # noqa: E402
-
-from phased_lstm.keras3 import PhasedLSTM  # noqa: E402
+from phased_lstm.keras3 import PhasedLSTM
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("batch_size", 256, "Examples per training step.", lower_bound=1)

@@ -1,7 +1,7 @@
 """Times one sequential-MNIST training step of each model, in one process, and prints a table.
 
-    python benchmarks/train_step.py                      # batch 256, 784 steps, 32 units
-    python benchmarks/train_step.py --repeats 30 --json results.json
+    python -m benchmarks.train_step                      # batch 256, 784 steps, 32 units
+    python -m benchmarks.train_step --repeats 30 --json results.json
 
 Each model is the MNIST script's graph (a recurrent layer over [batch, length, 1] pixels, a dense
 softmax head on the last output, Adam) in its own graph and session. The steps are timed
@@ -11,12 +11,17 @@ hits every model alike; the table reports each model's median against BasicLSTMC
 Keras 3 rows (`--keras3_backends`, default tensorflow and jax): the Keras 3 PhasedLSTM
 (`phased_lstm.keras3`) and keras.layers.LSTM in the same Sequential model, trained with
 `train_on_batch` (jit_compile "auto": XLA), timed interleaved in one subprocess per backend by
-keras3_train_step.py. Their ratio to keras.layers.LSTM is from within that subprocess; their
+benchmarks/keras3_train_step.py. Their ratio to keras.layers.LSTM is from within that subprocess; their
 ratio to BasicLSTMCell compares across processes.
 
 Peak memory is measured apart, one model per fresh subprocess: the growth of the process's
-peak resident set (VmHWM) over a few training steps, above what it held once the graph was
-built and initialised, i.e. the memory the training step itself needs.
+peak resident set (VmHWM) over a few training steps, above what it held after a first step,
+i.e. the memory the training step itself needs. It varies between runs with what malloc kept
+from the first step (BasicLSTMCell: 56 and 160 MiB in two runs of the same command), so the
+table also gives the bytes that the kernels of one traced step allocate (TF 1.x step stats):
+deterministic, and an upper bound of the step's peak tensor memory.
+
+    python -m benchmarks.train_step --scaling            # the models at other units and lengths
 
 Where the time goes (`--profile`: TF 1.x step stats of one traced step, batch 256, 784 steps, 32
 units, quiet 2-core CPU; kernel time is summed over both cores' threads):
@@ -37,6 +42,14 @@ units, quiet 2-core CPU; kernel time is summed over both cores' threads):
   Tried without gain (same process, against BasicLSTMCell): parallel_iterations 1 (1.51x) or 4
   (1.32x, against 1.30x with 32), k broadcast to the whole batch before the loop (1.38x), one
   TensorArray per saved tensor instead of the packed block (0.337 s against 0.302 s).
+- phased_lstm_rnn with the fused kernel (shared 2-core machine, load ~7): 205 kernel runs in
+  the whole step. PhasedLSTMSequence 52% of the kernel time, PhasedLSTMSequenceGrad 33%, the
+  transposes between batch-major and time-major 8%, StridedSliceGrad of outputs[:, -1] 6%.
+  Tried in the kernel without gain (thread CPU time, one thread, 32 units): the inputs'
+  product for all steps before the recurrence (the forward went from ~75 to ~100 ms: a
+  [200704, 128] pass more over memory), and dz stored for all steps with the kernel's gradient
+  as one product after the recurrence (backward ~117 to ~320 ms: the product with K = 200704
+  streams a 100 MB buffer).
 """
 
 import collections
@@ -51,10 +64,11 @@ import time as clock
 import numpy as np
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from phased_lstm import PhasedLSTMCell, rnn_cell, tf
+from phased_lstm.fast_rnn import phased_lstm_rnn
 
-from phased_lstm import PhasedLSTMCell, rnn_cell, tf  # noqa: E402
-from phased_lstm.fast_rnn import phased_lstm_rnn  # noqa: E402
+# Subprocesses run the benchmarks as modules from the repository's root, as the user does.
+REPOSITORY_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("batch_size", 256, "Examples per training step.", lower_bound=1)
@@ -69,6 +83,13 @@ flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
 flags.DEFINE_bool("profile", False, "Instead of timing: trace one step of each model with the "
                   "TF 1.x step stats and print its kernel count and the op types that take the "
                   "most time.")
+flags.DEFINE_bool("scaling", False, "Instead of the table at one size: time the models of "
+                  "--scaling_models at every size of --scaling_sizes (no memory), each against "
+                  "BasicLSTMCell at the same size.")
+flags.DEFINE_list("scaling_sizes", ["32x100", "128x100", "512x100", "32x784", "32x2000"],
+                  "UNITSxLENGTH sizes for --scaling (batch --batch_size).")
+flags.DEFINE_list("scaling_models", None, "Models for --scaling; default BasicLSTMCell, the Keras "
+                  "LSTM layer and phased_lstm_rnn's two paths.")
 flags.DEFINE_string("_memory_of", None, "Internal: measure one model's memory and print it.")
 flags.DEFINE_list("keras3_backends", ["tensorflow", "jax"], "Also time the Keras 3 PhasedLSTM "
                   "and keras.layers.LSTM on these Keras backends, each in a subprocess "
@@ -92,10 +113,14 @@ def _keras_lstm(time, pixels):
     return tf.keras.layers.LSTM(FLAGS.num_units)(pixels)
 
 
-def _fast_phased(time, pixels):
-    outputs, _ = phased_lstm_rnn(PhasedLSTMCell(FLAGS.num_units), time, pixels)
-    return outputs[:, -1]
+def _fast_phased(fused):
+    def build(time, pixels):
+        outputs, _ = phased_lstm_rnn(PhasedLSTMCell(FLAGS.num_units), time, pixels, fused=fused)
+        return outputs[:, -1]
+    return build
 
+
+FUSED = "PhasedLSTMCell (phased_lstm_rnn: fused kernel)"
 
 # name: builds the last output [batch, units] from time [1, length, 1] and pixels.
 MODELS = {
@@ -104,9 +129,11 @@ MODELS = {
     "LSTMCell (dynamic_rnn)": _dynamic(lambda: rnn_cell.LSTMCell(FLAGS.num_units), False),
     "Keras LSTM layer": _keras_lstm,
     "PhasedLSTMCell (dynamic_rnn)": _dynamic(lambda: PhasedLSTMCell(FLAGS.num_units), True),
-    "PhasedLSTMCell (phased_lstm_rnn)": _fast_phased,
+    "PhasedLSTMCell (phased_lstm_rnn: TF loop)": _fast_phased(False),
+    FUSED: _fast_phased(True),
 }
 BASELINE = "BasicLSTMCell (dynamic_rnn)"
+SCALING_MODELS = [BASELINE, "Keras LSTM layer", "PhasedLSTMCell (phased_lstm_rnn: TF loop)", FUSED]
 
 
 def build_training_step(name):
@@ -152,6 +179,20 @@ def profile(name, session, train_op, top=8):
               f"{op_micros / runs[op_type]:8.1f} us per run")
 
 
+def allocated_mib(session, train_op):
+    """MiB that the kernels of one traced training step allocate, summed over the step.
+
+    Deterministic, unlike the resident set (which depends on what malloc kept or returned):
+    an upper bound of the step's peak tensor memory, near it where most activations live until
+    the backward pass.
+    """
+    options = tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE)
+    metadata = tf.compat.v1.RunMetadata()
+    session.run(train_op, options=options, run_metadata=metadata)
+    return sum(memory.total_bytes for device in metadata.step_stats.dev_stats
+               for node in device.node_stats for memory in node.memory) / 2.0**20
+
+
 def _peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -166,10 +207,10 @@ def _current_rss_mib():
 
 def measure_memory(name):
     """Peak RSS growth (MiB) of a few training steps of `name`, in a fresh subprocess."""
-    args = [sys.executable, os.path.abspath(__file__), f"--_memory_of={name}",
+    args = [sys.executable, "-m", "benchmarks.train_step", f"--_memory_of={name}",
             f"--batch_size={FLAGS.batch_size}", f"--length={FLAGS.length}",
             f"--num_units={FLAGS.num_units}"]
-    result = subprocess.run(args, capture_output=True, text=True, check=True)
+    result = subprocess.run(args, capture_output=True, text=True, check=True, cwd=REPOSITORY_ROOT)
     return float(result.stdout.strip().splitlines()[-1])
 
 
@@ -194,17 +235,74 @@ def keras3_rows(backend):
     if probe.returncode != 0:
         print(f"Keras 3 on {backend}: not installed, skipped")
         return None
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "keras3_train_step.py")
     env = dict(os.environ, KERAS_BACKEND=backend)
     env.pop("TF_USE_LEGACY_KERAS", None)
-    args = [sys.executable, script, f"--batch_size={FLAGS.batch_size}",
+    args = [sys.executable, "-m", "benchmarks.keras3_train_step", f"--batch_size={FLAGS.batch_size}",
             f"--length={FLAGS.length}", f"--num_units={FLAGS.num_units}",
             f"--repeats={FLAGS.repeats}", f"--warmup={max(FLAGS.warmup, 1)}"]
-    result = subprocess.run(args, capture_output=True, text=True, check=True, env=env)
+    result = subprocess.run(args, capture_output=True, text=True, check=True, env=env,
+                            cwd=REPOSITORY_ROOT)
     report = json.loads(result.stdout.strip().splitlines()[-1])
     names = {"PhasedLSTM": f"PhasedLSTM (Keras 3, {backend})",
              "LSTM": f"keras.layers.LSTM (Keras 3, {backend})"}
     return [dict(row, model=names[row["model"]], backend=backend) for row in report["rows"]]
+
+
+def _check_models(names):
+    unknown = [name for name in names if name not in MODELS]
+    if unknown:
+        raise app.UsageError(f"unknown models {unknown}; choose from {list(MODELS)}")
+
+
+def time_steps(steps):
+    """Seconds of FLAGS.repeats training steps of each (session, train_op), interleaved."""
+    for session, train_op in steps.values():
+        for _ in range(FLAGS.warmup):
+            session.run(train_op)
+    seconds = {name: [] for name in steps}
+    for _ in range(FLAGS.repeats):
+        for name, (session, train_op) in steps.items():
+            start = clock.perf_counter()
+            session.run(train_op)
+            seconds[name].append(clock.perf_counter() - start)
+    return seconds
+
+
+def scaling():
+    """Prints each model's median step against BasicLSTMCell's, at each of --scaling_sizes."""
+    names = FLAGS.scaling_models or SCALING_MODELS
+    _check_models(names)
+    if BASELINE not in names:
+        raise app.UsageError(f"--scaling_models must include {BASELINE}")
+    results = []
+    for size in FLAGS.scaling_sizes:
+        units, length = (int(part) for part in size.split("x"))
+        # The model builders read the size from the flags.
+        FLAGS.num_units, FLAGS.length = units, length
+        steps = {name: build_training_step(name) for name in names}
+        seconds = time_steps(steps)
+        for session, _ in steps.values():
+            session.close()
+        medians = {name: statistics.median(seconds[name]) for name in names}
+        results.append({"units": units, "length": length, "median_s": medians})
+        print(f"units {units}, length {length}: " + ", ".join(
+            f"{name} {medians[name]:.3f} s" for name in names), flush=True)
+    print(f"\nbatch {FLAGS.batch_size}, {FLAGS.repeats} interleaved steps per model after "
+          f"{FLAGS.warmup} warm-up, {os.cpu_count()} CPU cores, TensorFlow {tf.__version__}\n")
+    others = [name for name in names if name != BASELINE]
+    print("| units | length | BasicLSTMCell s/step | " + " | ".join(
+        f"{name} vs BasicLSTMCell" for name in others) + " |")
+    print("|---" * (3 + len(others)) + "|")
+    for row in results:
+        base = row["median_s"][BASELINE]
+        print(f"| {row['units']} | {row['length']} | {base:.3f} | " + " | ".join(
+            f"{row['median_s'][name] / base:.2f}x" for name in others) + " |")
+    if FLAGS.json:
+        with open(FLAGS.json, "w") as f:
+            json.dump({"settings": {"batch_size": FLAGS.batch_size, "repeats": FLAGS.repeats,
+                                    "cpu_count": os.cpu_count(),
+                                    "tensorflow": tf.__version__},
+                       "scaling": results}, f, indent=2)
 
 
 def main(argv):
@@ -212,24 +310,20 @@ def main(argv):
     if FLAGS._memory_of:
         _memory_of(FLAGS._memory_of)
         return
+    if FLAGS.scaling:
+        scaling()
+        return
     names = FLAGS.models or list(MODELS)
-    unknown = [name for name in names if name not in MODELS]
-    if unknown:
-        raise app.UsageError(f"unknown models {unknown}; choose from {list(MODELS)}")
+    _check_models(names)
     steps = {name: build_training_step(name) for name in names}
-    for name, (session, train_op) in steps.items():
-        for _ in range(FLAGS.warmup):
-            session.run(train_op)
     if FLAGS.profile:
         for name, (session, train_op) in steps.items():
+            for _ in range(FLAGS.warmup):
+                session.run(train_op)
             profile(name, session, train_op)
         return
-    seconds = {name: [] for name in names}
-    for _ in range(FLAGS.repeats):
-        for name, (session, train_op) in steps.items():
-            start = clock.perf_counter()
-            session.run(train_op)
-            seconds[name].append(clock.perf_counter() - start)
+    seconds = time_steps(steps)
+    allocated = {name: allocated_mib(*steps[name]) for name in names}
     memory = {name: measure_memory(name) for name in names} if FLAGS.memory else {}
 
     base = statistics.median(seconds[BASELINE]) if BASELINE in seconds else None
@@ -245,24 +339,31 @@ def main(argv):
             "peak_memory_mib": memory.get(name),
             "memory_ratio_to_basic_lstm": (memory[name] / base_memory
                                            if memory and base_memory else None),
+            "allocated_mib": allocated[name],
+            "allocated_ratio_to_basic_lstm": (allocated[name] / allocated[BASELINE]
+                                              if BASELINE in allocated else None),
         })
     for row in keras3:
         rows.append(dict(row, examples_per_s=FLAGS.batch_size / row["median_s"],
                          ratio_to_basic_lstm=row["median_s"] / base if base else None,
-                         peak_memory_mib=None, memory_ratio_to_basic_lstm=None))
+                         peak_memory_mib=None, memory_ratio_to_basic_lstm=None,
+                         allocated_mib=None, allocated_ratio_to_basic_lstm=None))
     print(f"\nbatch {FLAGS.batch_size}, length {FLAGS.length}, units {FLAGS.num_units}, "
           f"{FLAGS.repeats} interleaved steps per model after {FLAGS.warmup} warm-up, "
           f"{os.cpu_count()} CPU cores, TensorFlow {tf.__version__}\n")
     header = ("| model | median s/step | min | max | examples/s | vs BasicLSTMCell "
-              "| peak step memory MiB | memory vs BasicLSTMCell |")
+              "| peak step memory MiB | memory vs BasicLSTMCell | allocated MiB/step "
+              "| allocated vs BasicLSTMCell |")
     print(header)
-    print("|---" * 8 + "|")
+    print("|---" * 10 + "|")
     for row in rows:
         print(f"| {row['model']} | {row['median_s']:.3f} | {row['min_s']:.3f} | "
               f"{row['max_s']:.3f} | {row['examples_per_s']:.0f} | "
               f"{_fmt(row['ratio_to_basic_lstm'], '{:.2f}x')} | "
               f"{_fmt(row['peak_memory_mib'], '{:.0f}')} | "
-              f"{_fmt(row['memory_ratio_to_basic_lstm'], '{:.2f}x')} |")
+              f"{_fmt(row['memory_ratio_to_basic_lstm'], '{:.2f}x')} | "
+              f"{_fmt(row['allocated_mib'], '{:.0f}')} | "
+              f"{_fmt(row['allocated_ratio_to_basic_lstm'], '{:.2f}x')} |")
     if keras3:
         print("\nKeras 3 rows: timed in a subprocess per backend (their 'vs BasicLSTMCell' "
               "compares across processes). Within each subprocess, interleaved:")

@@ -9,6 +9,9 @@ loop, and autodiff then computes and sums every weight gradient step by step. He
   [input_size + units, 4 units] product and the LSTM's element-wise operations, and its gradient
   is written by hand: the backward loop carries only the gradients of c and h, and the kernels',
   bias's and inputs' gradients are then one product over all steps each.
+- Without peepholes, where the fused kernel is available (`fused_rnn`: a C++ op compiled on
+  first use), the whole recurrence runs in one kernel and its gradient in another; elsewhere a
+  TensorFlow while loop runs it (the reference path, and the fallback: same results).
 - With the TF 1.x cell's full-matrix peepholes, the loop body is differentiated by autodiff.
 
 Padding is folded into the gate: past an example's sequence_length its k is 0, which carries
@@ -17,6 +20,8 @@ the state unchanged, exactly what dynamic_rnn's copy-through does.
 The function uses the cell's own variables, so one checkpoint serves both paths.
 """
 
+from phased_lstm import fused_rnn
+from phased_lstm.fused_rnn import fused_kernel_available
 from phased_lstm.legacy_tf import rnn_cell, tf
 from phased_lstm.phased_lstm_cell import PhasedLSTMCell
 from phased_lstm.time_gate import check_time
@@ -41,7 +46,8 @@ def check_sequence_inputs(time, inputs):
                 f"and inputs {inputs.shape}")
 
 
-def phased_lstm_rnn(cell, time, inputs, sequence_length=None, initial_state=None, scope=None):
+def phased_lstm_rnn(cell, time, inputs, sequence_length=None, initial_state=None, scope=None,
+                    fused=None):
     """Runs `cell` over sequences; the same results as `dynamic_rnn(cell, (time, inputs))`.
 
     Args:
@@ -54,13 +60,17 @@ def phased_lstm_rnn(cell, time, inputs, sequence_length=None, initial_state=None
         output zeros.
       initial_state: optional LSTMStateTuple(c, h), each [batch, num_units]; default zeros.
       scope: variable scope for building the cell; default "rnn".
+      fused: whether the recurrence runs in the fused kernel: None (default) where it can (no
+        peepholes, float32 or float64, `fused_kernel_available()`); False never (the
+        pure-TensorFlow loop); True always (an error where it cannot).
 
     Returns:
       (outputs [batch, steps, num_units], LSTMStateTuple(c, h) at each example's last step).
 
     Raises:
       TypeError: if cell is not a PhasedLSTMCell or time is not floating point.
-      ValueError: if time or inputs do not have the shapes above.
+      ValueError: if time or inputs do not have the shapes above, or fused is True where the
+        fused kernel cannot run.
     """
     if not isinstance(cell, PhasedLSTMCell):
         raise TypeError(f"phased_lstm_rnn runs a PhasedLSTMCell; got {type(cell).__name__}")
@@ -84,7 +94,10 @@ def phased_lstm_rnn(cell, time, inputs, sequence_length=None, initial_state=None
         if initial_state is None:
             initial_state = cell.zero_state(batch, dtype)
         inputs = tf.transpose(inputs, [1, 0, 2])
-        if cell.use_peepholes:
+        if _use_fused(cell, dtype, fused):
+            h_seq, c, h = fused_rnn.fused_sequence(inputs, k, *initial_state,
+                                                   *_packed_weights(cell))
+        elif cell.use_peepholes:
             h_seq, (c, h) = _loop(_peephole_step(cell, input_size), inputs, k, initial_state,
                                   steps)
         else:
@@ -95,6 +108,33 @@ def phased_lstm_rnn(cell, time, inputs, sequence_length=None, initial_state=None
         if sequence_length is not None:
             outputs = outputs * live[:, :, None]
         return outputs, rnn_cell.LSTMStateTuple(c, h)
+
+
+def _use_fused(cell, dtype, fused):
+    """Whether the recurrence runs in the fused kernel (see phased_lstm_rnn's `fused`)."""
+    if fused is False:
+        return False
+    dtype = tf.as_dtype(dtype)
+    if cell.use_peepholes:
+        why_not = "the cell has peepholes"
+    elif dtype.base_dtype not in fused_rnn.DTYPES:
+        why_not = f"its dtype is {dtype.name}, not float32 or float64"
+    elif not fused_kernel_available():
+        why_not = "the fused kernel is not available (see the warning logged)"
+    else:
+        why_not = None
+    if fused and why_not:
+        raise ValueError(f"fused=True, but the fused kernel cannot run this cell: {why_not}")
+    return why_not is None
+
+
+def _packed_weights(cell):
+    """The kernel [input_size + units, 4 units] with columns [i, f, o, j], and the bias."""
+    # The three sigmoid gates side by side, then the new input.
+    kernel = tf.concat([cell.mask_gates_kernel, cell.output_gate_kernel, cell.new_input_kernel],
+                       axis=1)
+    bias = tf.concat([cell.mask_gates_bias, cell.output_gate_bias, cell.new_input_bias], 0)
+    return kernel, bias
 
 
 def _loop(step, inputs, k, initial_state, steps):
@@ -141,10 +181,7 @@ def _sequence_without_peepholes(cell, inputs, k, initial_state):
       (h of every step [steps, batch, units], final c, final h).
     """
     n, input_size = cell.output_size, inputs.shape[-1]
-    # Columns [i, f, o, j]: the three sigmoid gates side by side, then the new input.
-    kernel = tf.concat([cell.mask_gates_kernel, cell.output_gate_kernel, cell.new_input_kernel],
-                       axis=1)
-    bias = tf.concat([cell.mask_gates_bias, cell.output_gate_bias, cell.new_input_bias], 0)
+    kernel, bias = _packed_weights(cell)
     k_shared = k.shape[1] == 1
     if not k_shared:  # one k per example (or unknown): make it exactly [steps, batch, units]
         k = tf.broadcast_to(k, tf.concat([tf.shape(inputs)[:2], [n]], 0))

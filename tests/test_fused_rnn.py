@@ -1,0 +1,368 @@
+"""The fused sequence kernel against phased_lstm_rnn's pure-TensorFlow path, and the fallback.
+
+The fused kernel is built on first use (about a minute) and cached, so only the first run of
+this module pays for the build. Where no compiler is available the comparisons are skipped; the
+fallback tests run everywhere.
+"""
+
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+from unittest import mock
+
+import numpy as np
+
+import numpy_reference as ref
+from phased_lstm import PhasedLSTMCell, fused_rnn, op_library, tf
+from phased_lstm.fast_rnn import fused_kernel_available, phased_lstm_rnn
+from tf_helpers import load_params
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LSTMStateTuple = tf.compat.v1.nn.rnn_cell.LSTMStateTuple
+
+# (batch, steps, input_size, units): odd sizes, a batch split between two threads (37), one
+# that is not (3), a single step, and more inputs than units.
+SHAPES = [(37, 19, 3, 5), (3, 1, 1, 4), (9, 23, 7, 2)]
+
+
+def _tempdir(test):
+    folder = tempfile.TemporaryDirectory()
+    test.addCleanup(folder.cleanup)
+    return folder.name
+
+
+def _write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def _require_kernel(test):
+    if not fused_kernel_available():
+        test.skipTest("the fused kernel could not be built here (see the warning logged)")
+
+
+def _run_both(seed, batch, steps, input_size, units, dtype, shared_time, with_lengths,
+              with_initial_state, leaks):
+    """Loss, outputs, final state and gradients of everything, for fused and pure paths.
+
+    Returns {(fused, leak): (names, values)} where values are the fetched arrays.
+    """
+    rng = np.random.default_rng(seed)
+    params = ref.random_phased_lstm_params(rng, input_size, units, False)
+    times = ref.random_times(rng, 1 if shared_time else batch, steps)
+    x = rng.normal(size=(batch, steps, input_size))
+    lengths = rng.integers(0, steps + 1, batch) if with_lengths else None
+    state = [rng.normal(size=(batch, units)) for _ in range(2)]
+    weights = rng.normal(size=(batch, steps, units))
+    results = {}
+    for fused in (False, True):
+        with tf.Graph().as_default():
+            leak = tf.compat.v1.placeholder_with_default(tf.constant(0.001, dtype), [])
+            cell = PhasedLSTMCell(units, leak=leak, dtype=dtype)
+            # float64 time for float32 cells too: the gate is computed in the time's dtype.
+            time_t = tf.constant(times, tf.float64 if dtype == tf.float64 else tf.float32)
+            x_t = tf.constant(x, dtype)
+            initial = (LSTMStateTuple(*(tf.constant(s, dtype) for s in state))
+                       if with_initial_state else None)
+            outputs, (c, h) = phased_lstm_rnn(cell, time_t, x_t, lengths, initial_state=initial,
+                                              fused=fused)
+            loss = (tf.reduce_sum(outputs * weights) + tf.reduce_sum(c * c)
+                    + tf.reduce_sum(tf.sin(h)))
+            sources = cell.weights + [x_t, time_t] + (list(initial) if initial else [])
+            names = [v.name for v in cell.weights] + ["inputs", "time"] + (
+                ["c0", "h0"] if initial else [])
+            grads = tf.gradients(loss, sources)
+            with tf.compat.v1.Session() as sess:
+                sess.run(tf.compat.v1.global_variables_initializer())
+                load_params(sess, cell, params)
+                for value in leaks:
+                    results[fused, value] = names, sess.run(
+                        [outputs, c, h] + grads, {leak: value})
+    return results
+
+
+class FusedMatchesPureTensorFlowTest(tf.test.TestCase):
+
+    def _assert_paths_agree(self, results, leaks, tolerance):
+        for leak in leaks:
+            (names, pure), (names_fused, fused) = results[False, leak], results[True, leak]
+            self.assertEqual(names, names_fused)
+            for name, want, got in zip(["outputs", "c", "h"] + names, pure, fused):
+                self.assertIsNotNone(got, msg=name)
+                self.assertAllClose(got, want, atol=tolerance, rtol=tolerance,
+                                    msg=f"{name}, leak {leak}")
+            # The leak changes the results: each value is checked, not one twice.
+        if len(leaks) > 1:
+            self.assertNotAllClose(results[True, leaks[0]][1][0], results[True, leaks[1]][1][0])
+
+    def test_random_shapes_float32_and_float64(self):
+        _require_kernel(self)
+        for dtype, tolerance in ((tf.float32, 2e-5), (tf.float64, 1e-10)):
+            for seed, shape in enumerate(SHAPES):
+                for shared_time in (False, True):
+                    with self.subTest(dtype=dtype.name, shape=shape, shared_time=shared_time):
+                        results = _run_both(seed, *shape, dtype, shared_time,
+                                            with_lengths=seed % 2 == 0,
+                                            with_initial_state=True, leaks=(0.0, 0.001))
+                        self._assert_paths_agree(results, (0.0, 0.001), tolerance)
+
+    def test_sequence_length_zero_initial_state_and_default_state(self):
+        _require_kernel(self)
+        results = _run_both(7, 16, 12, 2, 6, tf.float64, shared_time=True, with_lengths=True,
+                            with_initial_state=False, leaks=(0.001,))
+        self._assert_paths_agree(results, (0.001,), 1e-10)
+
+    def test_matches_the_numpy_reference(self):
+        _require_kernel(self)
+        rng = np.random.default_rng(11)
+        batch, steps, input_size, units = 20, 30, 2, 7
+        params = ref.random_phased_lstm_params(rng, input_size, units, False)
+        times = ref.random_times(rng, batch, steps)
+        x = rng.normal(size=(batch, steps, input_size))
+        lengths = [steps, 5, 0, 17] * 5
+        with tf.Graph().as_default():
+            cell = PhasedLSTMCell(units, dtype=tf.float64)
+            outputs, (c, h) = phased_lstm_rnn(cell, tf.constant(times), tf.constant(x), lengths,
+                                              fused=True)
+            with tf.compat.v1.Session() as sess:
+                sess.run(tf.compat.v1.global_variables_initializer())
+                load_params(sess, cell, params)
+                outputs, c, h = sess.run((outputs, c, h))
+        want, (want_c, want_h) = ref.run_sequence(
+            ref.phased_lstm_step, params, times, x, (np.zeros((batch, units)),) * 2, lengths,
+            use_peepholes=False, leak=0.001)
+        self.assertAllClose(outputs, want, atol=1e-12)
+        self.assertAllClose(c, want_c, atol=1e-12)
+        self.assertAllClose(h, want_h, atol=1e-12)
+
+    def test_eager_tape_and_tf_function_give_the_graph_gradients(self):
+        _require_kernel(self)
+        rng = np.random.default_rng(5)
+        batch, steps, input_size, units = 18, 9, 3, 4
+        x = tf.constant(rng.normal(size=(steps, batch, input_size)))
+        k = tf.constant(rng.uniform(size=(steps, 1, units)))
+        c0, h0 = (tf.constant(rng.normal(size=(batch, units))) for _ in range(2))
+        kernel = tf.constant(rng.normal(size=(input_size + units, 4 * units)))
+        bias = tf.constant(rng.normal(size=(4 * units,)))
+        inputs = [x, k, c0, h0, kernel, bias]
+
+        def loss_and_grads(sequence):
+            with tf.GradientTape() as tape:
+                tape.watch(inputs)
+                h_seq, c, h = sequence(*inputs)
+                loss = tf.reduce_sum(tf.tanh(h_seq)) + tf.reduce_sum(c * h)
+            return [loss] + tape.gradient(loss, inputs)
+
+        eager = loss_and_grads(fused_rnn.fused_sequence)
+        traced = tf.function(lambda: loss_and_grads(fused_rnn.fused_sequence))()
+        with tf.Graph().as_default():
+            placeholders = [tf.constant(value.numpy()) for value in inputs]
+            h_seq, c, h = fused_rnn.fused_sequence(*placeholders)
+            loss = tf.reduce_sum(tf.tanh(h_seq)) + tf.reduce_sum(c * h)
+            with tf.compat.v1.Session() as sess:
+                graph = sess.run([loss] + tf.gradients(loss, placeholders))
+        for name, want, got_eager, got_traced in zip(
+                ["loss", "x", "k", "c0", "h0", "kernel", "bias"], graph, eager, traced):
+            self.assertAllClose(got_eager, want, atol=1e-12, msg=name)
+            self.assertAllClose(got_traced, want, atol=1e-12, msg=name)
+        self.assertEqual(eager[2].shape, (steps, 1, units))  # dk summed over the shared batch
+
+    def test_op_gradients_match_finite_differences(self):
+        _require_kernel(self)
+        rng = np.random.default_rng(6)
+        batch, steps, input_size, units = 17, 6, 2, 3
+        values = [rng.normal(size=(steps, batch, input_size)),
+                  rng.uniform(size=(steps, batch, units)),
+                  rng.normal(size=(batch, units)), rng.normal(size=(batch, units)),
+                  rng.normal(size=(input_size + units, 4 * units)),
+                  rng.normal(size=(4 * units,))]
+
+        def loss(*args):
+            h_seq, c, h = fused_rnn.fused_sequence(*args)
+            return tf.reduce_sum(tf.sin(h_seq)) + tf.reduce_sum(c * c) + tf.reduce_sum(h)
+
+        theoretical, numerical = tf.test.compute_gradient(
+            loss, [tf.constant(v) for v in values], delta=1e-5)
+        for index, (got, want) in enumerate(zip(theoretical, numerical)):
+            self.assertAllClose(got, want, atol=1e-6, rtol=1e-6, msg=f"input {index}")
+
+    def test_zero_steps_keep_the_initial_state(self):
+        _require_kernel(self)
+        c0 = tf.constant(np.arange(6.0).reshape(2, 3), tf.float32)
+        h0 = -c0
+        kernel = tf.ones([4, 12])
+        with tf.GradientTape() as tape:
+            tape.watch([c0, h0])
+            h_seq, c, h = fused_rnn.fused_sequence(tf.zeros([0, 2, 1]), tf.zeros([0, 1, 3]), c0,
+                                                   h0, kernel, tf.zeros([12]))
+            loss = tf.reduce_sum(c * 2.0) + tf.reduce_sum(h * 3.0)
+        self.assertEqual(h_seq.shape, (0, 2, 3))
+        self.assertAllEqual(c, c0)
+        self.assertAllEqual(h, h0)
+        d_c0, d_h0 = tape.gradient(loss, [c0, h0])
+        self.assertAllEqual(d_c0, np.full((2, 3), 2.0))
+        self.assertAllEqual(d_h0, np.full((2, 3), 3.0))
+
+    def test_bad_shapes_are_refused_by_the_op(self):
+        _require_kernel(self)
+        good = dict(inputs=tf.zeros([4, 2, 1]), k=tf.zeros([4, 1, 3]), c0=tf.zeros([2, 3]),
+                    h0=tf.zeros([2, 3]), kernel=tf.zeros([4, 12]), bias=tf.zeros([12]))
+        cases = [dict(k=tf.zeros([4, 3, 3])), dict(kernel=tf.zeros([5, 12])),
+                 dict(h0=tf.zeros([3, 3])), dict(bias=tf.zeros([11])), dict(inputs=tf.zeros([4, 2]))]
+        for change in cases:
+            with self.subTest(change=list(change)):
+                args = dict(good, **change)
+                with self.assertRaises((tf.errors.InvalidArgumentError, ValueError)):
+                    fused_rnn.fused_sequence(**args)
+
+    def test_fused_true_refuses_what_the_kernel_cannot_run(self):
+        time = np.zeros([1, 5, 1], np.float32)
+        with tf.Graph().as_default():
+            with self.assertRaisesRegex(ValueError, r"fused=True.*peepholes"):
+                phased_lstm_rnn(PhasedLSTMCell(3, use_peepholes=True), time, tf.zeros([2, 5, 1]),
+                                fused=True)
+        with tf.Graph().as_default():
+            with self.assertRaisesRegex(ValueError, r"fused=True.*float16"):
+                phased_lstm_rnn(PhasedLSTMCell(3, dtype=tf.float16), time,
+                                tf.zeros([2, 5, 1], tf.float16), fused=True)
+
+    def test_the_graph_runs_the_fused_op_exactly_when_available(self):
+        with tf.Graph().as_default() as graph:
+            phased_lstm_rnn(PhasedLSTMCell(3), tf.zeros([1, 5, 1]), tf.zeros([2, 5, 1]))
+            op_types = {op.type for op in graph.get_operations()}
+        self.assertEqual("PhasedLSTMSequence" in op_types, fused_kernel_available())
+        self.assertEqual("While" in op_types or "StatelessWhile" in op_types,
+                         not fused_kernel_available())
+
+
+# Run in a fresh process: which path runs is decided once per process.
+_FALLBACK_SCRIPT = textwrap.dedent("""
+    import numpy as np
+    import numpy_reference as ref
+    from phased_lstm import PhasedLSTMCell, tf
+    from phased_lstm.fast_rnn import fused_kernel_available, phased_lstm_rnn
+    from tf_helpers import load_params
+
+    rng = np.random.default_rng(0)
+    params = ref.random_phased_lstm_params(rng, 2, 4, False)
+    times, x = ref.random_times(rng, 3, 8), rng.normal(size=(3, 8, 2))
+    with tf.Graph().as_default() as graph:
+        cell = PhasedLSTMCell(4, dtype=tf.float64)
+        outputs, _ = phased_lstm_rnn(cell, tf.constant(times), tf.constant(x))
+        grads = tf.gradients(tf.reduce_sum(outputs), cell.weights)
+        assert "PhasedLSTMSequence" not in {op.type for op in graph.get_operations()}
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            load_params(sess, cell, params)
+            outputs, grads = sess.run((outputs, grads))
+    want, _ = ref.run_sequence(ref.phased_lstm_step, params, times, x,
+                               (np.zeros((3, 4)),) * 2, use_peepholes=False, leak=0.001)
+    assert np.allclose(outputs, want, atol=1e-12), abs(outputs - want).max()
+    assert all(np.all(np.isfinite(g)) for g in grads)
+    print("available", fused_kernel_available(), flush=True)
+""")
+
+
+def _run_fallback_script(test, **environment):
+    env = {name: value for name, value in os.environ.items()
+           if name not in (fused_rnn.FUSED_ENV, op_library.CXX_ENV, op_library.CACHE_DIR_ENV)}
+    env.update(PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tests")]),
+               TF_CPP_MIN_LOG_LEVEL="2", **environment)
+    result = subprocess.run([sys.executable, "-c", _FALLBACK_SCRIPT], env=env,
+                            capture_output=True, text=True, timeout=600)
+    test.assertEqual(result.returncode, 0, msg=result.stderr[-3000:])
+    test.assertIn("available False", result.stdout)
+    return [line for line in result.stderr.splitlines()
+            if "fused sequence kernel is not available" in line]
+
+
+class FallbackTest(tf.test.TestCase):
+
+    def test_failed_build_warns_once_and_runs_the_pure_path(self):
+        cache = _tempdir(self)
+        warnings = _run_fallback_script(self, PHASED_LSTM_CXX="/nonexistent/c++",
+                                        PHASED_LSTM_KERNEL_CACHE=cache)
+        self.assertLen(warnings, 1)
+        self.assertIn("/nonexistent/c++", warnings[0])
+        self.assertIn("pure-TensorFlow path", warnings[0])
+        log = [name for name in os.listdir(cache) if name.endswith(".log")]
+        self.assertLen(log, 1)
+        self.assertIn(os.path.join(cache, log[0]), warnings[0])
+        self.assertFalse([name for name in os.listdir(cache) if name.endswith(".so")])
+
+    def test_compiler_error_leaves_its_log_and_no_library(self):
+        cache = _tempdir(self)
+        # `false` runs and fails, as a compiler meeting a broken toolchain would.
+        warnings = _run_fallback_script(self, PHASED_LSTM_CXX="false",
+                                        PHASED_LSTM_KERNEL_CACHE=cache)
+        self.assertLen(warnings, 1)
+        self.assertIn("failed (exit status 1)", warnings[0])
+        self.assertFalse([name for name in os.listdir(cache) if ".so" in name])
+
+    def test_environment_variable_forces_the_pure_path_without_building(self):
+        cache = _tempdir(self)
+        warnings = _run_fallback_script(self, PHASED_LSTM_FUSED="0",
+                                        PHASED_LSTM_KERNEL_CACHE=cache,
+                                        PHASED_LSTM_CXX="/nonexistent/c++")
+        self.assertEmpty(warnings)
+        self.assertEmpty(os.listdir(cache))
+
+
+class BuildCacheTest(tf.test.TestCase):
+
+    def test_key_follows_the_source_and_the_compiler(self):
+        source = _write(os.path.join(_tempdir(self), "op.cc"), "// one")
+        key = op_library.library_key(source)
+        self.assertEqual(op_library.library_key(source), key)
+        with open(source, "w") as f:
+            f.write("// two")
+        changed_source = op_library.library_key(source)
+        with mock.patch.dict(os.environ, {op_library.CXX_ENV: "clang++"}):
+            changed_compiler = op_library.library_key(source)
+        self.assertLen({key, changed_source, changed_compiler}, 3)
+
+    def test_a_cached_library_is_loaded_without_compiling(self):
+        cache = _tempdir(self)
+        source = _write(os.path.join(_tempdir(self), "op.cc"), "// source")
+        calls = []
+
+        def fake_compiler(command, **kwargs):
+            calls.append(command)
+            with open(command[command.index("-o") + 1], "w") as f:
+                f.write("built")
+            return subprocess.CompletedProcess(command, 0)
+
+        with mock.patch.dict(os.environ, {op_library.CACHE_DIR_ENV: cache}), \
+                mock.patch.object(op_library.subprocess, "run", fake_compiler):
+            first = op_library.build(source)
+            second = op_library.build(source)
+        self.assertLen(calls, 1)
+        self.assertEqual(first, second)
+        self.assertEqual(os.path.dirname(first), cache)
+        with open(first) as f:
+            self.assertEqual(f.read(), "built")
+        # The finished library, its log and the lock: no partial file is left.
+        self.assertCountEqual([os.path.splitext(name)[1] for name in os.listdir(cache)],
+                              [".so", ".log", ".lock"])
+
+    def test_unwritable_cache_builds_in_a_temporary_folder(self):
+        source = _write(os.path.join(_tempdir(self), "op.cc"), "// source")
+        blocker = _write(os.path.join(_tempdir(self), "not_a_folder"), "")
+
+        def fake_compiler(command, **kwargs):
+            with open(command[command.index("-o") + 1], "w") as f:
+                f.write("built")
+            return subprocess.CompletedProcess(command, 0)
+
+        with mock.patch.dict(os.environ, {op_library.CACHE_DIR_ENV: blocker}), \
+                mock.patch.object(op_library.subprocess, "run", fake_compiler):
+            built = op_library.build(source)
+        self.assertTrue(os.path.isfile(built))
+        self.assertFalse(built.startswith(blocker))
+
+
+if __name__ == "__main__":
+    tf.test.main()
