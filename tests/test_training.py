@@ -188,7 +188,7 @@ def test_clear_run_deletes_what_a_run_wrote_and_nothing_else(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# Checkpoints.
+# Resuming.
 
 def check_settings(saved, current):
     training.check_resume_settings(saved, current, ("num_units", "seed"),
@@ -203,78 +203,6 @@ def test_check_resume_settings_names_every_difference_and_suggests_fresh():
     message = str(error.value)
     assert "runs/M from runs/M/checkpoints/ckpt-5" in message and "--fresh" in message
     assert "--num_units=4 (this command: 8)" in message and "--seed=0 (this command: 1)" in message
-
-
-class CheckpointerTest(tf.test.TestCase):
-
-    def _graph(self, size=3):
-        graph = tf.Graph()
-        with graph.as_default():
-            weights = tf.compat.v1.get_variable("w", [size],
-                                                initializer=tf.compat.v1.zeros_initializer())
-            step = tf.compat.v1.train.get_or_create_global_step()
-        return graph, weights, step
-
-    def test_save_then_restore_in_a_new_graph(self):
-        directory = os.path.join(self.get_temp_dir(), "save_restore")
-        graph, weights, step = self._graph()
-        with graph.as_default(), tf.compat.v1.Session() as sess:
-            checkpointer = training.Checkpointer(directory, every_secs=3600)
-            self.assertFalse(checkpointer.due())
-            sess.run(tf.compat.v1.global_variables_initializer())
-            weights.load([1.0, 2.0, 3.0], sess)
-            step.load(7, sess)
-            checkpointer.save(sess, 7, {"wall_time_s": 1.5, "settings": {"seed": 3}})
-
-        prefix, metadata = training.latest_checkpoint(directory)
-        self.assertEqual(prefix, os.path.join(directory, "ckpt-7"))
-        self.assertEqual(metadata, {"wall_time_s": 1.5, "settings": {"seed": 3}, "step": 7})
-        graph, weights, step = self._graph()
-        with graph.as_default(), tf.compat.v1.Session() as sess:
-            training.Checkpointer(directory, every_secs=0).restore(sess, prefix)
-            self.assertAllEqual(sess.run(weights), [1.0, 2.0, 3.0])
-            self.assertEqual(sess.run(step), 7)
-
-    def test_keeps_max_to_keep_across_segments_with_their_sidecars(self):
-        directory = os.path.join(self.get_temp_dir(), "max_to_keep")
-        for steps in ((1, 2), (3, 4)):  # Two segments, as a resumed run.
-            graph, _, _ = self._graph()
-            with graph.as_default(), tf.compat.v1.Session() as sess:
-                sess.run(tf.compat.v1.global_variables_initializer())
-                checkpointer = training.Checkpointer(directory, every_secs=0, max_to_keep=2)
-                self.assertTrue(checkpointer.due())
-                for step in steps:
-                    checkpointer.save(sess, step, {})
-                    self.assertEqual(checkpointer.last_saved_step, step)
-        names = sorted(os.listdir(directory))
-        self.assertEqual([n for n in names if not n.startswith("ckpt-")], ["checkpoint"])
-        self.assertEqual(sorted({n.split(".")[0] for n in names if n != "checkpoint"}),
-                         ["ckpt-3", "ckpt-4"])
-        self.assertIn("ckpt-4.json", names)
-
-    def test_restore_into_another_model_is_a_clear_error(self):
-        directory = os.path.join(self.get_temp_dir(), "mismatch")
-        graph, _, _ = self._graph(size=3)
-        with graph.as_default(), tf.compat.v1.Session() as sess:
-            sess.run(tf.compat.v1.global_variables_initializer())
-            training.Checkpointer(directory, every_secs=0).save(sess, 1, {})
-        graph, _, _ = self._graph(size=4)
-        with graph.as_default(), tf.compat.v1.Session() as sess:
-            with self.assertRaisesRegex(
-                    RunError, r"ckpt-1 into this model \(w is \[4\] here, \[3\] there\).*--fresh"):
-                training.Checkpointer(directory, every_secs=0).restore(
-                    sess, os.path.join(directory, "ckpt-1"))
-
-    def test_latest_checkpoint_without_checkpoint_or_sidecar(self):
-        directory = os.path.join(self.get_temp_dir(), "latest")
-        self.assertEqual(training.latest_checkpoint(directory), (None, None))
-        graph, _, _ = self._graph()
-        with graph.as_default(), tf.compat.v1.Session() as sess:
-            sess.run(tf.compat.v1.global_variables_initializer())
-            training.Checkpointer(directory, every_secs=0).save(sess, 2, {})
-        os.remove(os.path.join(directory, "ckpt-2.json"))
-        self.assertEqual(training.latest_checkpoint(directory),
-                         (os.path.join(directory, "ckpt-2"), {}))
 
 
 # ---------------------------------------------------------------------------------------------
