@@ -201,17 +201,29 @@ def run_dir(log_dir, sampling, model, seed):
 # ---------------------------------------------------------------------------------------------
 # Data.
 
+def check_finite(data, what):
+    """Raises training.RunError unless the times and values of a make_batch set are finite
+    (a NaN or infinite timestamp would make every later output NaN)."""
+    for name in ("times", "values"):
+        if not np.isfinite(data[name]).all():
+            raise training.RunError(f"the {what} hold a NaN or infinite {name[:-1]}; the data "
+                                    "generator is broken (experiments/frequency_data.py).")
+    return data
+
+
 def training_batch(seed, step, batch_size, sampling):
     """The training batch of a step: a function of (seed, step) only, so resuming changes
     nothing, and the same signals for every model and sampling."""
     rng = np.random.default_rng([seed, TRAIN_STREAM, step])
-    return frequency_data.make_batch(rng, batch_size, sampling)
+    return check_finite(frequency_data.make_batch(rng, batch_size, sampling),
+                        f"training batch of step {step}")
 
 
 def validation_data(seed, epoch, size, sampling):
     """Fresh validation sequences after an epoch, from the seed's validation stream."""
     rng = np.random.default_rng([seed, VALIDATION_STREAM, epoch])
-    return frequency_data.make_batch(rng, size, sampling)
+    return check_finite(frequency_data.make_batch(rng, size, sampling),
+                        f"validation data of epoch {epoch}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -524,10 +536,10 @@ def train_all(log_dir):
                                  loop.prepare(run, fresh=FLAGS.fresh), stop)
             if outcome.status == "finished":
                 with open(run.results_path, encoding="utf-8") as f:
-                    logging.info("%s/%s/seed%d: final validation accuracy %s after %d epochs.",
-                                 sampling, FLAGS.model, seed,
-                                 *(json.load(f).get(k) for k in ("final_validation_accuracy",
-                                                                 "epochs")))
+                    summary = json.load(f)
+                logging.info("%s/%s/seed%d: final validation accuracy %s after %s epochs.",
+                             sampling, FLAGS.model, seed,
+                             summary.get("final_validation_accuracy"), summary.get("epochs"))
             if read_validations(log_dir):
                 table = plot(log_dir)
             else:

@@ -83,6 +83,19 @@ def cycle_mod(x, period, mod_gradient="tf1"):
     return tf.stop_gradient(tf.math.floormod(x, period)) + (x - tf.stop_gradient(x))
 
 
+def check_finite_number(name, value):
+    """Raises ValueError if value is a Python or NumPy number that is NaN or infinite.
+
+    Tensors (e.g. a leak placeholder) are not numbers here and pass.
+
+    Args:
+      name: the argument's name, for the message.
+      value: the argument.
+    """
+    if isinstance(value, numbers.Real) and not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number; got {value}")
+
+
 def exp_uniform_initializer(low, high):
     """Initialiser drawing exp(U(ln low, ln high)): log-uniform on [low, high].
 
@@ -141,7 +154,7 @@ class TimeGate:
         or "exact" (see the module docstring).
 
     Raises:
-      ValueError: for ratio_on outside (0, 1], period_init_min <= 0,
+      ValueError: for a NaN or infinite number, ratio_on outside (0, 1], period_init_min <= 0,
         period_init_max < period_init_min, a negative Python leak, or an unknown mod_gradient.
     """
 
@@ -149,6 +162,9 @@ class TimeGate:
                  period_init_max, trainable_period, trainable_phase, period_initializer,
                  phase_initializer, ratio_on_initializer, mod_gradient="tf1"):
         check_mod_gradient(mod_gradient)
+        for name, value in (("ratio_on", ratio_on), ("period_init_min", period_init_min),
+                            ("period_init_max", period_init_max), ("leak", leak)):
+            check_finite_number(name, value)
         if not 0.0 < ratio_on <= 1.0:
             raise ValueError(f"ratio_on must be in (0, 1]; got {ratio_on}")
         if not period_init_min > 0.0:
@@ -211,7 +227,14 @@ class TimeGate:
 
         Returns:
           k, shape [..., num_units], in [0, 1].
+
+        Raises:
+          tf.errors.InvalidArgumentError: when run, for a NaN or infinite timestamp (which would
+            make every later output NaN).
         """
+        # One pass-through kernel over the timestamps (once per sequence on the fast path).
+        time = tf.debugging.check_numerics(
+            time, "Phased LSTM time gate: every timestamp must be finite (NaN or inf found)")
         leak = self.leak if leak is None else leak
         period = tf.cast(valid_period(self.period), time.dtype)
         cycle = cycle_mod(time - tf.cast(self.phase, time.dtype), period,
