@@ -147,7 +147,9 @@ def prepare(run, fresh=False):
         removed = training.clear_run(run.run_dir)
         logging.info("--fresh: deleted %s.", ", ".join(removed) if removed else "nothing")
     training.check_writable_run(run.run_dir, run.flag)
+    training.remove_temporary_files(run.run_dir)
     checkpoints.tidy(run.checkpoint_dir)
+    training.check_log(run.log_path)
     usable, skipped = checkpoints.find_usable(run.checkpoint_dir)
     if usable is None:
         rows = _count_rows(run.log_path)
@@ -162,8 +164,9 @@ def prepare(run, fresh=False):
                 f"scratch, pass --fresh ({_fresh_advice(run.run_dir)}), or use another "
                 f"{run.flag}.")
         return Resume(None, [])
-    training.check_resume_settings(usable.metadata.get("settings", {}), run.settings,
-                                   run.must_match, f"{run.run_dir} from {usable.prefix}")
+    if "settings" in usable.metadata:  # Without its sidecar, restore still checks the shapes.
+        training.check_resume_settings(usable.metadata["settings"], run.settings,
+                                       run.must_match, f"{run.run_dir} from {usable.prefix}")
     return Resume(usable, skipped)
 
 
@@ -255,15 +258,12 @@ def train(task, run, resume, stop):
             return wall_time_before + (time.time() - start_time if step > first_step else 0.0)
 
         def save(step):
-            """Saves unless a variable is not finite; returns the divergence message if so."""
-            if not sess.run(all_finite):
-                return _divergence(run, step, "a variable holds NaN or infinite values after "
-                                   "the update, although the loss was finite", last_saved)
             path = checkpointer.save(sess, step, {"wall_time_s": wall_time(),
                                                   "settings": run.settings})
             logging.info("Saved checkpoint %s.", path)
-            return None
 
+        not_finite = ("a variable holds NaN or infinite values after the update, although the "
+                      "loss was finite")
         log = stack.enter_context(training.LogWriter(run.log_path, last_step=step,
                                                      columns=task.columns))
         summaries = stack.enter_context(training.ScalarWriter(run.run_dir, first_step=step + 1))
@@ -274,16 +274,28 @@ def train(task, run, resume, stop):
             step_start = time.perf_counter()
             _, loss, accuracy = sess.run([model.train_op, model.loss, model.accuracy], feed)
             seconds = time.perf_counter() - step_start
-            if not math.isfinite(loss):
-                diverged_step = step + 1
-                diverged = _divergence(run, diverged_step, f"the training loss is {loss}",
-                                       last_saved)
-                break
-            step += 1
-            row = {"step": step, **task.row(step), "train_loss": loss,
+            row = {"step": step + 1, **task.row(step + 1), "train_loss": loss,
                    "train_accuracy": accuracy, "seconds_per_step": seconds}
             eval_start = time.perf_counter()
-            evaluation = task.evaluate(sess, model, step)
+            evaluation = None
+            if math.isfinite(loss):
+                evaluation = task.evaluate(sess, model, step + 1)
+            save_due = checkpointer.due() or step + 1 == run.total_steps
+            # Checked before the row is written, so that a diverged step leaves no row: the
+            # loss (of the batch before the update), the evaluation (after it), and before a
+            # save every variable (one op, cheap beside the save).
+            problem = None
+            if not math.isfinite(loss):
+                problem = f"the training loss is {loss}"
+            elif evaluation is not None and not math.isfinite(evaluation[0]):
+                problem = f"the {task.eval_tag} loss is {evaluation[0]}"
+            elif save_due and not sess.run(all_finite):
+                problem = not_finite
+            if problem:
+                diverged_step = step + 1
+                diverged = _divergence(run, diverged_step, problem, last_saved)
+                break
+            step += 1
             if evaluation is not None:
                 row["test_loss"], row["test_accuracy"] = evaluation
                 logging.info("%s, %s: %s loss %.4f, accuracy %.4f (%.1f s)", task.name,
@@ -297,16 +309,18 @@ def train(task, run, resume, stop):
             if evaluation is not None:
                 summaries.flush()
             progress.update(step, loss, accuracy, seconds)
-            if checkpointer.due():
-                diverged, diverged_step = save(step), step
-                if diverged:
-                    break
+            if save_due:
+                save(step)
                 last_saved = step
 
         if not diverged and step > first_step and last_saved != step:
-            diverged, diverged_step = save(step), step
-            if not diverged:
+            # Stopped by a signal between saves: the last step's variables are checked too.
+            if sess.run(all_finite):
+                save(step)
                 last_saved = step
+            else:
+                diverged_step = step
+                diverged = _divergence(run, step, not_finite, last_saved)
         outcome_wall_time = wall_time()
 
     if diverged:

