@@ -153,8 +153,8 @@ def prepare(run, fresh=False):
     usable, skipped = checkpoints.find_usable(run.checkpoint_dir)
     if usable is None:
         rows = _count_rows(run.log_path)
-        left = ([f"checkpoint files that do not read back ({checkpoints.describe_skipped(skipped)})"]
-                if skipped else [])
+        bad = checkpoints.describe_skipped(skipped)
+        left = [f"checkpoint files that do not read back ({bad})"] if skipped else []
         left += [f"a log of {rows} row(s)"] if rows else []
         left += ["results.json of a finished run"] if os.path.exists(run.results_path) else []
         if left:

@@ -4,7 +4,7 @@ A run of model M under `log_dir` keeps everything in `<log_dir>/<M>/`:
 
     log.tsv                  one row per training step (LogWriter); test columns on eval rows only
     events.out.tfevents.*    the same scalars for TensorBoard (ScalarWriter)
-    checkpoints/             ckpt-<step>.index/.data-* and ckpt-<step>.json (experiments.checkpoints)
+    checkpoints/             ckpt-<step>.index/.data-*/.json (experiments.checkpoints)
     results.json             the summary of a finished run (summarize, write_json)
 
 and `plot_curves` draws every model found in `log_dir` on one figure. experiments.loop runs the

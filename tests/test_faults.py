@@ -17,7 +17,7 @@ script as __main__. Each process runs under a timeout, so that a hang cannot sta
    names the file and changes nothing; nothing usable is ever deleted.
 3. Damage, end to end (main() in this process, which saves TensorFlow's start-up): the newest
    checkpoint deleted; flipped, with a garbage state file; all checkpoints damaged.
-4. Divergence, end to end: a learning rate of 1e30 in the MNIST script (PhasedLSTMCell and
+4. Divergence, end to end: a learning rate of 3e38 in the MNIST script (PhasedLSTMCell and
    BasicLSTMCell, in this process) and in the frequency script (a subprocess).
 
 Only the kills and the frequency script need subprocesses (9 + 1); they run in a thread while
@@ -39,6 +39,7 @@ import sys
 import types
 
 from absl import flags
+from absl import logging as absl_logging
 from absl.testing import flagsaver
 import numpy as np
 import pytest
@@ -218,6 +219,8 @@ def run_in_process(*args):
     messages = _Messages()
     logger = logging.getLogger("absl")
     logger.addHandler(messages)
+    verbosity = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.INFO)
     try:
         with flagsaver.flagsaver():
             argv = FLAGS(["mnist_phased_lstm.py", *args])
@@ -226,6 +229,7 @@ def run_in_process(*args):
             except SystemExit as exit_:
                 status = exit_.code
     finally:
+        absl_logging.set_verbosity(verbosity)
         logger.removeHandler(messages)
     text = "\n".join(messages.lines)
     return types.SimpleNamespace(returncode=1 if isinstance(status, str) else status,
@@ -263,7 +267,7 @@ def divergence_runs(data_dir, base):
         log_dir = os.path.join(base, "diverged_" + model)
         args = [model if a == RUN else a for a in SMALL]
         runs[model] = types.SimpleNamespace(log_dir=log_dir, proc=run_in_process(
-            *args, "--learning_rate=1e30", f"--data_dir={data_dir}", f"--log_dir={log_dir}"))
+            *args, "--learning_rate=3e38", f"--data_dir={data_dir}", f"--log_dir={log_dir}"))
     return runs
 
 
@@ -272,7 +276,7 @@ def freq_divergence(base):
     return types.SimpleNamespace(log_dir=log_dir, proc=run_script(
         FREQ, "--sampling=standard", "--seeds=2", "--epochs=2", "--batches_per_epoch=2",
         "--batch_size=4", "--num_units=4", "--val_size=10", "--checkpoint_every_secs=0",
-        "--learning_rate=1e30", f"--log_dir={log_dir}"))
+        "--learning_rate=3e38", f"--log_dir={log_dir}"))
 
 
 def flip(path, offset=None):

@@ -118,7 +118,8 @@ def test_keras_layer_refuses_non_finite_arguments(argument, value):
 @pytest.mark.parametrize("integer", [np.int64(8), np.int32(8), np.uint8(8)])
 def test_numpy_integers_are_integers(integer):
     for cell in (PhasedLSTMCell(integer), PhasedGRUCell(integer)):
-        assert cell.output_size == 8 and type(cell.output_size) is int  # pylint: disable=unidiomatic-typecheck
+        assert cell.output_size == 8 and isinstance(cell.output_size, int)
+        assert not isinstance(cell.output_size, np.integer)
     assert PhasedLSTM(integer).units == 8
 
 
