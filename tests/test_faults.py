@@ -470,7 +470,11 @@ def test_damaged_files_resume_or_stop_with_a_clear_error(runs, tmp_path):
             # Nothing usable was deleted: every file is still there, or was a leftover.
             assert set(before) - set(snapshot(log_dir)) <= {name}, (name, how)
     for (name, how), outcome in ended.items():
-        OUTCOMES[f"damage ({'checkpoint' if 'ckpt-' in name else name}): {outcome}"] += 1
+        what = (f"newest checkpoint's .{name.split('.', 1)[1].split('-')[0]}"
+                if f"ckpt-{STEPS}." in name else "an older checkpoint's .data"
+                if "ckpt-" in name else "TensorBoard events" if "events" in name
+                else os.path.basename(name))
+        OUTCOMES[f"damage ({what}): {outcome}"] += 1
     fell_back, resumed, error = ("fell back to the older checkpoint",
                                  "resumed from the newest checkpoint", "clear error")
     expected = {(name, how): resumed for name in names for how in DAMAGES}

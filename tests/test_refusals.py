@@ -47,6 +47,9 @@ for argument in sys.argv[1:]:
     except flags.Error as error:
         results[argument] = str(error)
     flags.FLAGS.unparse_flags()
+results["float flags"] = sorted(
+    f.name for f in flags.FLAGS.get_flags_for_module({module})
+    if isinstance(f.parser, flags.FloatParser))
 print(json.dumps(results))
 """
 
@@ -87,6 +90,7 @@ def test_mnist_flags_refuse_non_finite_numbers(name, value):
 def test_other_scripts_flags_refuse_non_finite_numbers(module, names):
     arguments = [f"--{name}={value}" for name in names for value in NON_FINITE]
     results = parse_in_subprocess(module, arguments + ["--learning_rate=0.5"])
+    assert results.pop("float flags") == sorted(names)  # none forgotten here
     assert results.pop("--learning_rate=0.5") is None  # a finite value still passes
     for argument, message in results.items():
         name, value = argument[2:].split("=")
