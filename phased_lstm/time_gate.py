@@ -122,7 +122,14 @@ def exp_uniform_initializer(low, high):
 
     Returns:
       An initialiser callable `(shape, dtype=None, partition_info=None) -> Tensor`.
+
+    Raises:
+      ValueError: for a NaN or infinite bound, low <= 0 or high < low.
     """
+    check_finite_number("low", low)
+    check_finite_number("high", high)
+    if not 0 < low <= high:
+        raise ValueError(f"exp_uniform_initializer needs 0 < low <= high; got {low}, {high}")
     log_low, log_high = math.log(low), math.log(high)
 
     def initializer(shape, dtype=tf.float32, partition_info=None):

@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 
 import mnist_phased_lstm  # noqa: F401  (defines the flags parsed below)
-from phased_lstm import PhasedGRUCell, PhasedLSTM, PhasedLSTMCell, tf
+from phased_lstm import (PhasedGRUCell, PhasedLSTM, PhasedLSTMCell, exp_uniform_initializer,
+                         tf)
 from phased_lstm.event_rnn import event_driven_phased_lstm
 from phased_lstm.fast_rnn import phased_lstm_rnn
 
@@ -104,6 +105,16 @@ def test_other_scripts_flags_refuse_non_finite_numbers(module, names):
 def test_cells_refuse_non_finite_arguments(cell_class, argument, value):
     with pytest.raises(ValueError, match=f"{argument} must be a finite number; got"):
         cell_class(8, **{argument: value})
+
+
+@pytest.mark.parametrize("low, high, message", [
+    (1.0, float("inf"), "high must be a finite number; got inf"),
+    (float("nan"), 2.0, "low must be a finite number; got nan"),
+    (0.0, 2.0, "0 < low <= high"),
+])
+def test_exp_uniform_initializer_refuses_bad_bounds(low, high, message):
+    with pytest.raises(ValueError, match=message):
+        exp_uniform_initializer(low, high)
 
 
 def test_infinite_period_init_max_is_refused():  # the example
