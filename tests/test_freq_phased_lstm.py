@@ -326,7 +326,8 @@ def test_resumed_run_matches_an_uninterrupted_one(trained, resumed):
 
 def test_a_finished_run_is_not_trained_again(resumed):
     check_ok(resumed.again)
-    assert "is already trained to epoch 3 of 3, batch 6 of 6; nothing to do" in resumed.again.stderr
+    assert ("is already trained to epoch 3 of 3, batch 6 of 6; nothing to do, and its "
+            "results.json is kept") in resumed.again.stderr
     log = read_log(resumed.log_dir, "high_res", "PhasedLSTMCell")
     np.testing.assert_array_equal(log["step"], range(1, 7))
 
