@@ -473,6 +473,7 @@ def test_damaged_files_resume_or_stop_with_a_clear_error(runs, tmp_path):
         what = (f"newest checkpoint's .{name.split('.', 1)[1].split('-')[0]}"
                 if f"ckpt-{STEPS}." in name else "an older checkpoint's .data"
                 if "ckpt-" in name else "TensorBoard events" if "events" in name
+                else "state file `checkpoint`" if name.endswith("/checkpoint")
                 else os.path.basename(name))
         OUTCOMES[f"damage ({what}): {outcome}"] += 1
     fell_back, resumed, error = ("fell back to the older checkpoint",
