@@ -35,22 +35,20 @@ the paper's). Running the same command again resumes from the last checkpoint an
 finished runs; Ctrl-C or SIGTERM checkpoints and stops.
 """
 
-import contextlib
 import glob
+import json
 import math
 import os
-import random
 import re
 import signal
 import sys
-import time
 import warnings
 
 from absl import app, flags, logging
 import numpy as np
 
 from phased_lstm import PhasedLSTMCell, rnn_cell, tf
-from experiments import frequency_data, training
+from experiments import frequency_data, loop, training
 from phased_lstm.fast_rnn import phased_lstm_rnn
 
 SAMPLINGS = frequency_data.SAMPLINGS
@@ -153,6 +151,9 @@ flags.DEFINE_bool("peepholes", True, "Peephole connections from the cell state t
 flags.DEFINE_float("leak", 0.001, "PhasedLSTMCell: slope alpha of the closed time gate while "
                    "training (validation uses 0, as the paper).", lower_bound=0.0)
 
+# First: absl runs validators in order, and the bounds below would let inf through.
+training.require_finite_flags(["learning_rate", "checkpoint_every_secs", "ratio_on",
+                               "period_init_min", "period_init_max", "phase_init_max", "leak"])
 flags.register_validator("learning_rate", lambda v: v > 0, "--learning_rate must be > 0.")
 flags.register_validator("ratio_on", lambda v: 0 < v <= 1, "--ratio_on must be in (0, 1].")
 flags.register_validator("period_init_min", lambda v: v > 0, "--period_init_min must be > 0.")
@@ -200,17 +201,29 @@ def run_dir(log_dir, sampling, model, seed):
 # ---------------------------------------------------------------------------------------------
 # Data.
 
+def check_finite(data, what):
+    """Raises training.RunError unless the times and values of a make_batch set are finite
+    (a NaN or infinite timestamp would make every later output NaN)."""
+    for name in ("times", "values"):
+        if not np.isfinite(data[name]).all():
+            raise training.RunError(f"the {what} hold a NaN or infinite {name[:-1]}; the data "
+                                    "generator is broken (experiments/frequency_data.py).")
+    return data
+
+
 def training_batch(seed, step, batch_size, sampling):
     """The training batch of a step: a function of (seed, step) only, so resuming changes
     nothing, and the same signals for every model and sampling."""
     rng = np.random.default_rng([seed, TRAIN_STREAM, step])
-    return frequency_data.make_batch(rng, batch_size, sampling)
+    return check_finite(frequency_data.make_batch(rng, batch_size, sampling),
+                        f"training batch of step {step}")
 
 
 def validation_data(seed, epoch, size, sampling):
     """Fresh validation sequences after an epoch, from the seed's validation stream."""
     rng = np.random.default_rng([seed, VALIDATION_STREAM, epoch])
-    return frequency_data.make_batch(rng, size, sampling)
+    return check_finite(frequency_data.make_batch(rng, size, sampling),
+                        f"validation data of epoch {epoch}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -450,146 +463,48 @@ def plot(log_dir):
 # ---------------------------------------------------------------------------------------------
 # Training.
 
-def check_resumable(log_dir, runs):
-    """Checks every run's checkpoint settings before any work, so a mismatch fails at once."""
-    for sampling, seed in runs:
-        folder = run_dir(log_dir, sampling, FLAGS.model, seed)
-        checkpoint, saved = training.latest_checkpoint(os.path.join(folder,
-                                                                    training.CHECKPOINT_DIR))
-        if saved:
-            training.check_resume_settings(saved.get("settings", {}), settings(sampling, seed),
-                                           RESUME_MUST_MATCH, f"{folder} from {checkpoint}")
+def make_run(log_dir, sampling, seed):
+    """The loop.Run of one run: FLAGS.model on one sampling with one seed."""
+    epochs, batches_per_epoch, _ = run_config(sampling)
+    return loop.Run(run_dir(log_dir, sampling, FLAGS.model, seed),
+                    total_steps=epochs * batches_per_epoch, seed=seed,
+                    settings=settings(sampling, seed), must_match=RESUME_MUST_MATCH,
+                    checkpoint_every_secs=FLAGS.checkpoint_every_secs)
 
 
-def train_run(log_dir, sampling, seed, stop):
-    """Trains (or resumes) one run: FLAGS.model on one sampling with one seed.
-
-    Args:
-      log_dir: the runs' folder.
-      sampling: "standard", "high_res" or "async".
-      seed: the run's seed.
-      stop: the StopSignals of the whole command.
-
-    Returns:
-      True when the run reached its epochs, False when a signal stopped it (after a checkpoint).
-
-    Raises:
-      training.RunError: a problem the message explains.
-    """
-    start_time = time.time()
-    model_name = FLAGS.model
-    folder = run_dir(log_dir, sampling, model_name, seed)
-    name = f"{sampling}/{model_name}/seed{seed}"
-    if FLAGS.fresh:
-        removed = training.clear_run(folder)
-        logging.info("--fresh: deleted %s.", ", ".join(removed) if removed else "nothing")
-    os.makedirs(folder, exist_ok=True)
-    log_path = os.path.join(folder, training.LOG_NAME)
-    checkpoint_dir = os.path.join(folder, training.CHECKPOINT_DIR)
+def make_task(sampling, seed):
+    """The loop.Task of one run: its data, model, validation and results."""
     epochs, batches_per_epoch, val_size = run_config(sampling)
-    total_steps = epochs * batches_per_epoch
 
-    run_settings = settings(sampling, seed)
-    checkpoint, saved = training.latest_checkpoint(checkpoint_dir)
-    if saved:
-        training.check_resume_settings(saved.get("settings", {}), run_settings,
-                                       RESUME_MUST_MATCH, f"{folder} from {checkpoint}")
+    def epoch_of(step):
+        return (step - 1) // batches_per_epoch + 1
 
-    with contextlib.ExitStack() as stack:  # Closes the session, log and summaries whatever happens.
-        stack.enter_context(tf.Graph().as_default())
-        # All three seed the initial weights: tf-keras draws the op seeds of unseeded
-        # initialisers from Python's and NumPy's global generators.
-        tf.compat.v1.set_random_seed(seed)
-        random.seed(seed)
-        np.random.seed(seed)
-        model = Model(model_name)
-        checkpointer = training.Checkpointer(checkpoint_dir, FLAGS.checkpoint_every_secs)
-        config = tf.compat.v1.ConfigProto()
-        config.gpu_options.allow_growth = True  # Take GPU memory as needed, not all of it.
-        sess = stack.enter_context(tf.compat.v1.Session(config=config))
-        sess.run(tf.compat.v1.global_variables_initializer())
+    def validate(sess, model, step):
+        if step % batches_per_epoch:
+            return None
+        return evaluate(sess, model, validation_data(seed, epoch_of(step), val_size, sampling),
+                        FLAGS.eval_batch_size)
 
-        step, wall_time_before = 0, 0.0
-        if checkpoint:
-            checkpointer.restore(sess, checkpoint)
-            step = int(sess.run(model.global_step))
-            wall_time_before = float(saved.get("wall_time_s", 0.0))
-            logging.info("Resuming %s from %s (epoch %d of %d, batch %d of %d).", name,
-                         checkpoint, step // batches_per_epoch, epochs, step, total_steps)
-        else:
-            logging.info("Training %s from scratch for %d epochs of %d batches.", name, epochs,
-                         batches_per_epoch)
-        first_step = step
+    def results(log):
+        summary = training.summarize(log, milestones=())
+        del summary["test_accuracy_at_step"]
+        validated = ~np.isnan(log["test_accuracy"])
+        return {"sampling": sampling, "model": FLAGS.model, "seed": seed,
+                "epochs": summary["steps"] // batches_per_epoch,
+                "final_validation_accuracy": summary["final_test_accuracy"],
+                "validation_accuracy_per_epoch": {
+                    str(int(e)): float(a) for e, a in zip(log["epoch"][validated],
+                                                          log["test_accuracy"][validated])},
+                **summary}
 
-        def save(step):
-            wall_time = wall_time_before + time.time() - start_time
-            path = checkpointer.save(sess, step, {"wall_time_s": wall_time,
-                                                  "settings": run_settings})
-            logging.info("Saved checkpoint %s.", path)
-
-        log = stack.enter_context(training.LogWriter(log_path, last_step=step,
-                                                     columns=LOG_COLUMNS))
-        summaries = stack.enter_context(training.ScalarWriter(folder, first_step=step + 1))
-        progress = training.Progress(total_steps, first_step=step)
-        while step < total_steps and not stop.requested:
-            step += 1
-            epoch = (step - 1) // batches_per_epoch + 1
-            feed = model.feed(training_batch(seed, step, FLAGS.batch_size, sampling))
-            step_start = time.perf_counter()
-            _, loss, accuracy = sess.run([model.train_op, model.loss, model.accuracy], feed)
-            seconds = time.perf_counter() - step_start
-            row = {"step": step, "epoch": epoch, "train_loss": loss, "train_accuracy": accuracy,
-                   "seconds_per_step": seconds}
-
-            if step % batches_per_epoch == 0:
-                eval_start = time.perf_counter()
-                row["test_loss"], row["test_accuracy"] = evaluate(
-                    sess, model, validation_data(seed, epoch, val_size, sampling),
-                    FLAGS.eval_batch_size)
-                logging.info("%s epoch %d/%d: validation loss %.4f, accuracy %.4f (%.1f s)",
-                             name, epoch, epochs, row["test_loss"], row["test_accuracy"],
-                             time.perf_counter() - eval_start)
-
-            log.write(row)
-            summaries.scalars(step, {"train/loss": loss, "train/accuracy": accuracy,
-                                     "validation/loss": row.get("test_loss"),
-                                     "validation/accuracy": row.get("test_accuracy")})
-            if "test_loss" in row:
-                summaries.flush()
-            progress.update(step, loss, accuracy, seconds)
-            if checkpointer.due():
-                save(step)
-
-        if step > first_step and checkpointer.last_saved_step != step:
-            save(step)
-        wall_time = wall_time_before + (time.time() - start_time if step > first_step else 0.0)
-
-    if step < total_steps:
-        logging.info("Stopped by %s at batch %d of %d (%s). Run the same command again to "
-                     "resume.", stop.name, step, total_steps, name)
-        return False
-    if step == first_step:
-        logging.info("%s is already trained to epoch %d; nothing to do. Pass a larger --epochs "
-                     "to continue, or --fresh to start afresh.", folder, step // batches_per_epoch)
-    summary = training.summarize(training.read_log(log_path), milestones=())
-    del summary["test_accuracy_at_step"]
-    curve = training.read_log(log_path, ("epoch", "test_accuracy"))
-    validated = ~np.isnan(curve["test_accuracy"])
-    results = {"sampling": sampling, "model": model_name, "seed": seed,
-               "epochs": step // batches_per_epoch,
-               "final_validation_accuracy": summary["final_test_accuracy"],
-               "validation_accuracy_per_epoch": {
-                   str(int(e)): float(a) for e, a in zip(curve["epoch"][validated],
-                                                         curve["test_accuracy"][validated])},
-               **summary,
-               "wall_time_s": wall_time,
-               "tensorflow_version": tf.__version__,
-               "settings": run_settings}
-    results_path = os.path.join(folder, training.RESULTS_NAME)
-    training.write_json(results_path, results)
-    logging.info("%s: final validation accuracy %s after %d epochs. Wrote %s.", name,
-                 results["final_validation_accuracy"], results["epochs"], results_path)
-    return True
+    return loop.Task(
+        name=f"{sampling}/{FLAGS.model}/seed{seed}", build=lambda: Model(FLAGS.model),
+        feed=lambda model, step: model.feed(training_batch(seed, step, FLAGS.batch_size,
+                                                           sampling)),
+        evaluate=validate, results=results, row=lambda step: {"epoch": epoch_of(step)},
+        columns=LOG_COLUMNS, eval_tag="validation",
+        where=lambda step, total: f"epoch {step // batches_per_epoch} of {epochs}, batch {step} "
+                                  f"of {total}")
 
 
 def train_all(log_dir):
@@ -597,7 +512,9 @@ def train_all(log_dir):
     samplings = SAMPLINGS if FLAGS.sampling == "all" else (FLAGS.sampling,)
     runs = [(sampling, seed) for sampling in samplings for seed in range(FLAGS.seeds)]
     if not FLAGS.fresh:
-        check_resumable(log_dir, runs)
+        # Every run's folder and checkpoint, before any work, so that a problem shows at once.
+        for sampling, seed in runs:
+            loop.prepare(make_run(log_dir, sampling, seed))
     gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
     logging.info("TensorFlow %s, %s.", tf.__version__,
                  f"GPUs: {', '.join(gpus)}" if gpus else "no GPU: training on the CPU")
@@ -605,7 +522,7 @@ def train_all(log_dir):
         logging.info("--quick: %s", ", ".join(
             f"{s}: {run_config(s)[0]} epochs of {run_config(s)[1]} batches, validation on "
             f"{run_config(s)[2]}" for s in samplings))
-    table = None
+    table, status = None, 0
     with training.StopSignals() as stop:
         for number, (sampling, seed) in enumerate(runs, start=1):
             if stop.requested:
@@ -614,16 +531,27 @@ def train_all(log_dir):
                 break
             logging.info("Run %d of %d: %s, %s, seed %d.", number, len(runs), sampling,
                          FLAGS.model, seed)
-            finished = train_run(log_dir, sampling, seed, stop)
+            run = make_run(log_dir, sampling, seed)
+            outcome = loop.train(make_task(sampling, seed), run,
+                                 loop.prepare(run, fresh=FLAGS.fresh), stop)
+            if outcome.status == "finished":
+                with open(run.results_path, encoding="utf-8") as f:
+                    summary = json.load(f)
+                logging.info("%s/%s/seed%d: final validation accuracy %s after %s epochs.",
+                             sampling, FLAGS.model, seed,
+                             summary.get("final_validation_accuracy"), summary.get("epochs"))
             if read_validations(log_dir):
                 table = plot(log_dir)
             else:
                 logging.info("No validation in %s yet: nothing to plot.", log_dir)
-            if not finished:
+            status = loop.exit_status(outcome)
+            if outcome.status == "diverged":
+                logging.error("The runs after this one were not started.")
+            if outcome.status != "finished":
                 break
     if table:
         logging.info("%s", table)
-    return 128 + stop.received if stop.requested else 0
+    return status
 
 
 def main(argv):

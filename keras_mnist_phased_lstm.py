@@ -26,7 +26,7 @@ import time
 from absl import app, flags, logging
 import numpy as np
 
-from experiments import mnist_data
+from experiments import mnist_data, training
 
 NUM_PIXELS = 28 * 28
 NUM_CLASSES = 10
@@ -65,6 +65,9 @@ flags.DEFINE_float("inference_leak", 0.0, "PhasedLSTM: the slope in evaluate and
 
 flags.register_validator("models", lambda names: names and set(names) <= set(MODELS),
                          f"--models must name some of {MODELS}.")
+# First: absl runs validators in order, and the bounds below would let inf through.
+training.require_finite_flags(["learning_rate", "ratio_on", "period_init_min", "period_init_max",
+                               "leak", "inference_leak"])
 flags.register_validator("learning_rate", lambda v: v > 0, "--learning_rate must be > 0.")
 flags.register_validator("ratio_on", lambda v: 0 < v <= 1, "--ratio_on must be in (0, 1].")
 flags.register_validator("period_init_min", lambda v: v > 0, "--period_init_min must be > 0.")

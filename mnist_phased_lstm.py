@@ -13,21 +13,19 @@ and redraws `<log_dir>/mnist_curves.png` with every model trained so far. Runnin
 command again resumes from the last checkpoint; Ctrl-C or SIGTERM checkpoints and stops.
 """
 
-import contextlib
 import functools
+import json
 import math
 import os
-import random
 import signal
 import sys
-import time
 import warnings
 
 from absl import app, flags, logging
 import numpy as np
 
 from phased_lstm import PhasedGRUCell, PhasedLSTMCell, PhasedRNNCell, rnn_cell, tf
-from experiments import mnist_data, training
+from experiments import loop, mnist_data, training
 from phased_lstm.event_rnn import event_driven_phased_lstm
 from phased_lstm.fast_rnn import fused_kernel_available, phased_lstm_rnn
 
@@ -109,6 +107,9 @@ flags.DEFINE_bool("unverified_data", False, "For tests only: accept any MNIST-sh
                   "<data_dir>/mnist.npz without checking that it is MNIST, and never download.",
                   module_name="mnist_phased_lstm.testing")
 
+# First: absl runs validators in order, and the bounds below would let inf through.
+training.require_finite_flags(["learning_rate", "checkpoint_every_secs", "ratio_on",
+                               "period_init_min", "period_init_max", "leak"])
 flags.register_validator("learning_rate", lambda v: v > 0, "--learning_rate must be > 0.")
 flags.register_validator("ratio_on", lambda v: 0 < v <= 1, "--ratio_on must be in (0, 1].")
 flags.register_validator("period_init_min", lambda v: v > 0, "--period_init_min must be > 0.")
@@ -296,26 +297,16 @@ def train(log_dir):
 
     Returns:
       The exit status: 0 when training reached --steps, 128 + the signal's number when a signal
-      stopped it (after a checkpoint).
+      stopped it (after a checkpoint), loop.EXIT_DIVERGED when the loss stopped being finite.
 
     Raises:
       training.RunError, mnist_data.MnistDataError: a problem the message explains.
     """
-    start_time = time.time()
-    run_dir = os.path.join(log_dir, FLAGS.model)
-    if FLAGS.fresh:
-        removed = training.clear_run(run_dir)
-        logging.info("--fresh: deleted %s.", ", ".join(removed) if removed else "nothing")
-    os.makedirs(run_dir, exist_ok=True)
-    log_path = os.path.join(run_dir, training.LOG_NAME)
-    checkpoint_dir = os.path.join(run_dir, training.CHECKPOINT_DIR)
-
-    # Check that a checkpoint can be resumed before spending time on data and graph.
-    run_settings = settings()
-    checkpoint, saved = training.latest_checkpoint(checkpoint_dir)
-    if saved:
-        training.check_resume_settings(saved.get("settings", {}), run_settings,
-                                       RESUME_MUST_MATCH, f"{run_dir} from {checkpoint}")
+    run = loop.Run(os.path.join(log_dir, FLAGS.model), total_steps=FLAGS.steps, seed=FLAGS.seed,
+                   settings=settings(), must_match=RESUME_MUST_MATCH,
+                   checkpoint_every_secs=FLAGS.checkpoint_every_secs)
+    # Before spending time on data and graph: the folder, its checkpoints and their settings.
+    resume = loop.prepare(run, fresh=FLAGS.fresh)
 
     gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
     logging.info("TensorFlow %s, %s.", tf.__version__,
@@ -328,95 +319,32 @@ def train(log_dir):
     y_train, y_test = y_train.astype(np.int64), y_test.astype(np.int64)
     test_pixels = to_sequences(x_test)  # [10000, 784, 1]; training batches are made per step.
 
-    with contextlib.ExitStack() as stack:  # Closes the session, log and summaries whatever happens.
-        stack.enter_context(tf.Graph().as_default())
-        # All three seed the initial weights: tf-keras draws the op seeds of unseeded
-        # initialisers from Python's and NumPy's global generators.
-        tf.compat.v1.set_random_seed(FLAGS.seed)
-        random.seed(FLAGS.seed)
-        np.random.seed(FLAGS.seed)
-        model = Model(FLAGS.model)
-        checkpointer = training.Checkpointer(checkpoint_dir, FLAGS.checkpoint_every_secs)
-        config = tf.compat.v1.ConfigProto()
-        config.gpu_options.allow_growth = True  # Take GPU memory as needed, not all of it.
-        sess = stack.enter_context(tf.compat.v1.Session(config=config))
-        sess.run(tf.compat.v1.global_variables_initializer())
+    def feed(model, step):
+        batch = batch_indices(FLAGS.seed, step, len(x_train), FLAGS.batch_size)
+        return {model.pixels: to_sequences(x_train[batch]), model.labels: y_train[batch]}
 
-        step, wall_time_before = 0, 0.0
-        if checkpoint:
-            checkpointer.restore(sess, checkpoint)
-            step = int(sess.run(model.global_step))
-            wall_time_before = float(saved.get("wall_time_s", 0.0))
-            logging.info("Resuming %s from %s (step %d of %d).", FLAGS.model, checkpoint, step,
-                         FLAGS.steps)
-        else:
-            logging.info("Training %s from scratch for %d steps.", FLAGS.model, FLAGS.steps)
-        first_step = step
+    def evaluate_test_set(sess, model, step):
+        if step % FLAGS.eval_every == 0 or step == FLAGS.steps:
+            return evaluate(sess, model, test_pixels, y_test, FLAGS.eval_batch_size)
+        return None
 
-        def save(step):
-            wall_time = wall_time_before + time.time() - start_time
-            path = checkpointer.save(sess, step, {"wall_time_s": wall_time,
-                                                  "settings": run_settings})
-            logging.info("Saved checkpoint %s.", path)
+    def results(log):
+        return {"model": FLAGS.model, **training.summarize(log, MILESTONES)}
 
-        log = stack.enter_context(training.LogWriter(log_path, last_step=step))
-        summaries = stack.enter_context(training.ScalarWriter(run_dir, first_step=step + 1))
-        progress = training.Progress(FLAGS.steps, first_step=step)
-        stop = stack.enter_context(training.StopSignals())
-        while step < FLAGS.steps and not stop.requested:
-            step += 1
-            batch = batch_indices(FLAGS.seed, step, len(x_train), FLAGS.batch_size)
-            feed = {model.pixels: to_sequences(x_train[batch]), model.labels: y_train[batch]}
-            step_start = time.perf_counter()
-            _, loss, accuracy = sess.run([model.train_op, model.loss, model.accuracy], feed)
-            seconds = time.perf_counter() - step_start
-            row = {"step": step, "train_loss": loss, "train_accuracy": accuracy,
-                   "seconds_per_step": seconds}
-
-            if step % FLAGS.eval_every == 0 or step == FLAGS.steps:
-                eval_start = time.perf_counter()
-                row["test_loss"], row["test_accuracy"] = evaluate(
-                    sess, model, test_pixels, y_test, FLAGS.eval_batch_size)
-                logging.info("step %d: test loss %.4f, test accuracy %.4f (%.1f s)", step,
-                             row["test_loss"], row["test_accuracy"],
-                             time.perf_counter() - eval_start)
-
-            log.write(row)
-            summaries.scalars(step, {"train/loss": loss, "train/accuracy": accuracy,
-                                     "test/loss": row.get("test_loss"),
-                                     "test/accuracy": row.get("test_accuracy")})
-            if "test_loss" in row:
-                summaries.flush()
-            progress.update(step, loss, accuracy, seconds)
-            if checkpointer.due():
-                save(step)
-
-        if step > first_step and checkpointer.last_saved_step != step:
-            save(step)
-        wall_time = wall_time_before + (time.time() - start_time if step > first_step else 0.0)
-
-    if step < FLAGS.steps:
-        logging.info("Stopped by %s at step %d of %d. Run the same command again to resume.",
-                     stop.name, step, FLAGS.steps)
+    task = loop.Task(name=FLAGS.model, build=lambda: Model(FLAGS.model), feed=feed,
+                     evaluate=evaluate_test_set, results=results,
+                     where=lambda step, total: f"step {step} of {total}")
+    with training.StopSignals() as stop:
+        outcome = loop.train(task, run, resume, stop)
+    if outcome.status == "finished":
+        with open(run.results_path, encoding="utf-8") as f:
+            summary = json.load(f)
+        logging.info("%s: final test accuracy %s, best %s at step %s.", FLAGS.model,
+                     summary.get("final_test_accuracy"), summary.get("best_test_accuracy"),
+                     summary.get("best_test_accuracy_step"))
+    if training.find_logs(log_dir) and outcome.step > 0:
         plot(log_dir)
-        return 128 + stop.received
-
-    if step == first_step:
-        logging.info("%s is already trained to step %d; nothing to do. Pass a larger --steps to "
-                     "continue, or --fresh to start afresh.", run_dir, step)
-    results = {"model": FLAGS.model,
-               **training.summarize(training.read_log(log_path), MILESTONES),
-               "wall_time_s": wall_time,
-               "tensorflow_version": tf.__version__,
-               "gpus": gpus,
-               "settings": run_settings}
-    results_path = os.path.join(run_dir, training.RESULTS_NAME)
-    training.write_json(results_path, results)
-    logging.info("%s: final test accuracy %s, best %s at step %s. Wrote %s.", FLAGS.model,
-                 results["final_test_accuracy"], results["best_test_accuracy"],
-                 results["best_test_accuracy_step"], results_path)
-    plot(log_dir)
-    return 0
+    return loop.exit_status(outcome)
 
 
 def main(argv):

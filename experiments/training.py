@@ -1,19 +1,19 @@
-"""What every training script of the project shares: log, checkpoints, display, results, plot.
+"""What every training script of the project shares: log, folders, display, results, plot.
 
 A run of model M under `log_dir` keeps everything in `<log_dir>/<M>/`:
 
     log.tsv                  one row per training step (LogWriter); test columns on eval rows only
     events.out.tfevents.*    the same scalars for TensorBoard (ScalarWriter)
-    checkpoints/             ckpt-<step>.index/.data-* and ckpt-<step>.json (Checkpointer)
+    checkpoints/             ckpt-<step>.index/.data-*/.json (experiments.checkpoints)
     results.json             the summary of a finished run (summarize, write_json)
 
-and `plot_curves` draws every model found in `log_dir` on one figure.
+and `plot_curves` draws every model found in `log_dir` on one figure. experiments.loop runs the
+training itself.
 
-Resuming runs the same command again: the newest checkpoint is restored, the log drops its rows
-past the checkpoint's step (and a partial last line, if a kill cut one), and TensorBoard is told
-to forget its events past it too. A resumed run thus leaves the same files as one that never
-stopped. The sidecar `ckpt-<step>.json` holds what the graph does not: the settings the run was
-started with (checked before resuming) and the wall time spent so far.
+Resuming runs the same command again: the newest usable checkpoint is restored, the log drops
+its rows past the checkpoint's step (and a partial last line, if a kill cut one), and TensorBoard
+is told to forget its events past it too. A resumed run thus leaves the same files as one that
+never stopped.
 """
 
 import glob
@@ -25,17 +25,18 @@ import signal
 import tempfile
 import time
 
-from absl import logging
+from absl import flags, logging
 import numpy as np
 
 from phased_lstm import tf
 
 __all__ = [
-    "CHECKPOINT_DIR", "LOG_COLUMNS", "LOG_NAME", "RESULTS_NAME", "Checkpointer", "LogWriter",
-    "Progress", "RunError", "ScalarWriter", "StopSignals", "check_resume_settings",
-    "check_writable_dir", "clear_run", "find_logs", "format_duration", "latest_checkpoint",
-    "plot_curves", "read_log", "smooth", "summarize", "truncate_log", "write_atomically",
-    "write_json",
+    "CHECKPOINT_DIR", "LOG_COLUMNS", "LOG_NAME", "RESULTS_NAME", "LogWriter", "Progress",
+    "RunError", "ScalarWriter", "StopSignals", "check_log", "check_resume_settings",
+    "check_writable_dir", "check_writable_run", "clear_run", "describe_run_files", "find_logs",
+    "format_duration", "plot_curves", "read_log", "remove_temporary_files",
+    "require_finite_flags", "run_files", "smooth", "summarize", "truncate_log",
+    "write_atomically", "write_json",
 ]
 
 LOG_NAME = "log.tsv"
@@ -44,7 +45,6 @@ CHECKPOINT_DIR = "checkpoints"
 LOG_COLUMNS = ("step", "train_loss", "train_accuracy", "seconds_per_step", "test_loss",
                "test_accuracy")
 
-_CHECKPOINT_PREFIX = "ckpt"
 _EVENTS_GLOB = "events.out.tfevents.*"
 
 
@@ -81,11 +81,13 @@ def write_json(path, obj):
     write_atomically(path, lambda f: f.write(json.dumps(obj, indent=2, sort_keys=False) + "\n"))
 
 
-def check_writable_dir(path):
+def check_writable_dir(path, what="log folder", flag="--log_dir"):
     """Creates a folder if needed and checks that files can be created in it.
 
     Args:
       path: the folder.
+      what: what the folder is, for the message.
+      flag: the setting that chooses it, for the message.
 
     Returns:
       The folder as an absolute path.
@@ -100,15 +102,68 @@ def check_writable_dir(path):
             pass
     except OSError as error:
         raise RunError(
-            f"cannot write to the log folder {path} ({error.strerror or error}). Pass a "
-            "writable --log_dir.") from None
+            f"cannot write to the {what} {path} ({error.strerror or error}). Make it writable, "
+            f"or pass another {flag}.") from None
     return path
 
 
-def clear_run(run_dir):
-    """Deletes what a run wrote in run_dir (log, results, checkpoints, TensorBoard events).
+def check_writable_run(run_dir, flag="--log_dir"):
+    """Checks, before any training, every folder and file a run will write to.
 
-    Anything else in the folder is left alone.
+    That is the run's folder, its checkpoint folder, and the log (appended to, so the file
+    itself must be writable).
+
+    Args:
+      run_dir: the run's folder; created if needed.
+      flag: the setting that chose it, for the messages.
+
+    Raises:
+      RunError: one of them cannot be written; the message names it.
+    """
+    check_writable_dir(run_dir, "run folder", flag)
+    check_writable_dir(os.path.join(run_dir, CHECKPOINT_DIR), "checkpoint folder", flag)
+    log_path = os.path.join(run_dir, LOG_NAME)
+    if os.path.exists(log_path) and not os.access(log_path, os.W_OK):
+        raise RunError(f"cannot write to the log {log_path} (read-only). Make it writable, or "
+                       f"pass another {flag}.")
+
+
+def run_files(run_dir):
+    """What a run wrote in run_dir (log, results, checkpoints, TensorBoard events): what --fresh
+    deletes. Anything else in the folder is not a run's.
+
+    Args:
+      run_dir: the run's folder, `<log_dir>/<model>`. It need not exist.
+
+    Returns:
+      The paths, those that exist.
+    """
+    paths = [os.path.join(run_dir, name) for name in (LOG_NAME, RESULTS_NAME)]
+    paths += sorted(glob.glob(os.path.join(glob.escape(run_dir), _EVENTS_GLOB)))
+    paths.append(os.path.join(run_dir, CHECKPOINT_DIR))
+    return [p for p in paths if os.path.exists(p)]
+
+
+def describe_run_files(run_dir):
+    """A short account of run_files(run_dir) for messages, e.g. "log.tsv (8 rows), ..."."""
+    parts = []
+    for path in run_files(run_dir):
+        name = os.path.basename(path)
+        if name == LOG_NAME:
+            try:
+                with open(path, "rb") as f:
+                    rows = max(f.read().count(b"\n") - 1, 0)
+                name += f" ({rows} rows)"
+            except OSError:
+                pass
+        elif os.path.isdir(path):
+            name += "/ (all of it)"
+        parts.append(name)
+    return f"{run_dir}: " + ", ".join(parts) if parts else f"nothing in {run_dir}"
+
+
+def clear_run(run_dir):
+    """Deletes what a run wrote in run_dir (run_files); anything else is left alone.
 
     Args:
       run_dir: the run's folder, `<log_dir>/<model>`. It need not exist.
@@ -116,20 +171,13 @@ def clear_run(run_dir):
     Returns:
       The paths removed.
     """
-    removed = []
-    for name in (LOG_NAME, RESULTS_NAME):
-        path = os.path.join(run_dir, name)
-        if os.path.exists(path):
+    removed = run_files(run_dir)
+    for path in removed:
+        if os.path.isdir(path):
+            # A whole tree: damaged checkpoints set aside, a save cut short (ckpt-<step>_temp).
+            shutil.rmtree(path)
+        else:
             os.remove(path)
-            removed.append(path)
-    for path in glob.glob(os.path.join(glob.escape(run_dir), _EVENTS_GLOB)):
-        os.remove(path)
-        removed.append(path)
-    checkpoints = os.path.join(run_dir, CHECKPOINT_DIR)
-    if os.path.isdir(checkpoints):
-        # A whole tree: a save cut short leaves a ckpt-<step>_temp folder.
-        shutil.rmtree(checkpoints)
-        removed.append(checkpoints)
     return removed
 
 
@@ -148,11 +196,90 @@ def _header(columns):
     return "\t".join(columns)
 
 
+_DAMAGED_LOG_ADVICE = ("Fix or delete the line; or move the log away, and the run resumes "
+                       "with a log that starts after its checkpoint; or pass --fresh to delete "
+                       "the whole run and start afresh.")
+
+
+def _read_lines(path):
+    """The log's complete lines and its partial last line ("" if none).
+
+    Raises:
+      RunError: the file is not UTF-8 text.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().split("\n")
+    except UnicodeDecodeError as error:
+        raise RunError(f"{path} is damaged: byte {error.start} is not text. "
+                       + _DAMAGED_LOG_ADVICE) from None
+    partial = lines.pop()  # "" when the file ends with a newline.
+    return lines, partial
+
+
+def _parse_row(path, number, line, width):
+    """A complete row's cells as floats (NaN for empty ones), its step first.
+
+    Raises:
+      RunError: the row has not `width` cells, or a cell is not a number, or the step is not a
+        positive integer.
+    """
+    cells = line.split("\t")
+    try:
+        if len(cells) != width:
+            raise ValueError(f"{len(cells)} cells, expected {width}")
+        values = [float(cell) if cell else math.nan for cell in cells]
+        if not (values[0] >= 1 and values[0] == int(values[0])):
+            raise ValueError(f"no step in {line[:60]!r}")
+    except ValueError as error:
+        raise RunError(f"{path}, line {number} is damaged ({error}). "
+                       + _DAMAGED_LOG_ADVICE) from None
+    return values
+
+
+def check_log(path):
+    """Checks that a log reads (text, a header, complete rows of numbers), changing nothing.
+
+    A missing log passes. The header's columns are checked later, by truncate_log.
+
+    Args:
+      path: the log file.
+
+    Raises:
+      RunError: the file or a complete row is damaged; the message says where and what to do.
+    """
+    if not os.path.exists(path):
+        return
+    lines, _ = _read_lines(path)
+    width = len(lines[0].split("\t")) if lines else 0
+    if width < 2:
+        raise RunError(f"{path} has no header: it is damaged, or not a log of this project. "
+                       + _DAMAGED_LOG_ADVICE)
+    for number, line in enumerate(lines[1:], start=2):
+        _parse_row(path, number, line, width)
+
+
+def remove_temporary_files(folder):
+    """Removes what write_atomically leaves when killed (`.<name>.<random>.tmp`).
+
+    Args:
+      folder: the folder; it need not exist.
+
+    Returns:
+      The paths removed.
+    """
+    paths = glob.glob(os.path.join(glob.escape(folder), ".*.tmp"))
+    for path in paths:
+        os.remove(path)
+    return paths
+
+
 def truncate_log(path, last_step, columns=LOG_COLUMNS):
     """Makes a log hold only rows with step <= last_step, e.g. those of a restored checkpoint.
 
     Rows are written one line at a time, so a run killed midway leaves at most one partial last
     line (no trailing newline); it is dropped too. A missing file is created with the header.
+    Every row is checked, so that a damaged log is found before training, not after it.
 
     Args:
       path: the log file.
@@ -163,27 +290,21 @@ def truncate_log(path, last_step, columns=LOG_COLUMNS):
       The number of rows kept.
 
     Raises:
-      RunError: the file does not start with the header, or a complete row has no valid step.
+      RunError: the file is not text, does not start with the header, or has a damaged row.
     """
     header = _header(columns)
     if not os.path.exists(path):
         write_atomically(path, lambda f: f.write(header + "\n"))
         return 0
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    lines = text.split("\n")
-    partial = lines.pop()  # "" when the file ends with a newline.
+    lines, partial = _read_lines(path)
     if not lines or lines[0] != header:
         raise RunError(
             f"{path} does not start with the header {header!r}, so it is not a log of this "
-            "script. Move it away, or pass --fresh to delete the run and start afresh.")
+            "script, or it is damaged. Move it away, and the run resumes with a log that "
+            "starts after its checkpoint; or pass --fresh to delete the whole run.")
     kept = []
     for number, line in enumerate(lines[1:], start=2):
-        try:
-            step = int(line.split("\t", 1)[0])
-        except ValueError:
-            raise RunError(f"{path}, line {number}: no step in {line!r}. Fix or delete the "
-                           "line, or pass --fresh to start afresh.") from None
+        step = int(_parse_row(path, number, line, len(columns))[0])
         if step <= last_step:
             kept.append((step, line))
     dropped = len(lines) - 1 - len(kept)
@@ -257,11 +378,9 @@ def read_log(path, columns=LOG_COLUMNS):
       is ignored.
 
     Raises:
-      RunError: the header lacks a column, or a complete row is malformed.
+      RunError: the header lacks a column, or the file or a complete row is damaged.
     """
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().split("\n")
-    lines.pop()  # A partial last line, or "" after the final newline.
+    lines, _ = _read_lines(path)
     header = lines[0].split("\t") if lines else []
     missing = [c for c in columns if c not in header]
     if missing:
@@ -269,13 +388,8 @@ def read_log(path, columns=LOG_COLUMNS):
     index = [header.index(c) for c in columns]
     values = []
     for number, line in enumerate(lines[1:], start=2):
-        cells = line.split("\t")
-        try:
-            if len(cells) != len(header):
-                raise ValueError(f"{len(cells)} cells, expected {len(header)}")
-            values.append([float(cells[i]) if cells[i] else math.nan for i in index])
-        except ValueError as error:
-            raise RunError(f"{path}, line {number}: {error}.") from None
+        cells = _parse_row(path, number, line, len(header))
+        values.append([cells[i] for i in index])
     table = np.array(values, dtype=np.float64).reshape(-1, len(columns))
     return {c: table[:, i] for i, c in enumerate(columns)}
 
@@ -321,32 +435,7 @@ class ScalarWriter:
 
 
 # ---------------------------------------------------------------------------------------------
-# Checkpoints.
-
-def latest_checkpoint(directory):
-    """Finds the newest checkpoint in a folder and reads its sidecar.
-
-    Args:
-      directory: the checkpoint folder; it need not exist.
-
-    Returns:
-      (prefix, metadata): the checkpoint's path prefix and the dict saved with it (`step`,
-      `wall_time_s`, `settings`, ...), or (None, None) when there is no checkpoint. metadata is
-      {} (with a warning) when the sidecar is missing or unreadable.
-    """
-    if not os.path.isdir(directory):
-        return None, None
-    prefix = tf.compat.v1.train.latest_checkpoint(directory)
-    if prefix is None:
-        return None, None
-    try:
-        with open(prefix + ".json", encoding="utf-8") as f:
-            return prefix, json.load(f)
-    except (OSError, ValueError) as error:
-        logging.warning("Checkpoint %s has no readable settings file (%s); its settings cannot "
-                        "be checked.", prefix, error)
-        return prefix, {}
-
+# Resuming.
 
 def check_resume_settings(saved, current, keys, where):
     """Checks that a run resumes with the settings it was started with.
@@ -368,88 +457,23 @@ def check_resume_settings(saved, current, keys, where):
             "same values to resume it, or --fresh to delete it and start afresh.")
 
 
-class Checkpointer:
-    """Saves and restores every global variable, every `every_secs` and on demand.
+def require_finite_flags(names, flag_values=None):
+    """Makes these float flags refuse NaN and infinities, with a message naming the flag.
 
-    Wraps tf.compat.v1.train.Saver (keeping `max_to_keep` checkpoints, also across resumed
-    segments) and writes a JSON sidecar `ckpt-<step>.json` with each checkpoint. Create it after
-    the graph is built.
+    Register it before a flag's other validators: absl runs them in order of registration, and
+    a bound such as `v > 0` would pass inf, or name the wrong problem for NaN.
 
     Args:
-      directory: the checkpoint folder; created if needed.
-      every_secs: `due()` turns true this long after the last save (or creation).
-      max_to_keep: how many checkpoints to keep.
+      names: the flags' names.
+      flag_values: the FlagValues holding them; absl's global FLAGS by default.
     """
-
-    def __init__(self, directory, every_secs, max_to_keep=3):
-        os.makedirs(directory, exist_ok=True)
-        self.directory = directory
-        self.every_secs = every_secs
-        self._variables = tf.compat.v1.global_variables()
-        # Relative paths in the state file, so a run's folder can be moved.
-        self._saver = tf.compat.v1.train.Saver(self._variables, max_to_keep=max_to_keep,
-                                               save_relative_paths=True)
-        state = tf.compat.v1.train.get_checkpoint_state(directory)
-        if state is not None:
-            # Otherwise a new Saver knows nothing of the older segments' checkpoints to delete.
-            self._saver.recover_last_checkpoints(list(state.all_model_checkpoint_paths))
-        self._last_save = time.monotonic()
-        self.last_saved_step = None
-
-    def due(self):
-        """Whether every_secs have passed since the last save."""
-        return time.monotonic() - self._last_save >= self.every_secs
-
-    def restore(self, sess, prefix):
-        """Restores a checkpoint into the session.
-
-        Raises:
-          RunError: the checkpoint does not hold exactly this graph's variables and shapes (it
-            was saved by another model or settings).
-        """
-        try:
-            saved = dict(tf.compat.v1.train.list_variables(prefix))
-        except (tf.errors.OpError, ValueError) as error:
-            raise RunError(f"cannot read checkpoint {prefix} ({error}); pass --fresh to delete "
-                           "it and start afresh.") from None
-        wanted = {v.op.name: v.shape.as_list() for v in self._variables}
-        # Checked here: resource variables would silently take a value of another shape.
-        problems = [f"{name} is {shape} here, {saved[name]} there" for name, shape
-                    in wanted.items() if name in saved and saved[name] != shape]
-        problems += [f"{name} is missing there" for name in wanted if name not in saved]
-        problems += [f"{name} is unknown here" for name in saved if name not in wanted]
-        if problems:
-            more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
-            raise RunError(
-                f"cannot restore {prefix} into this model ({'; '.join(problems[:3])}{more}). "
-                "It was saved by another model or settings; pass --fresh to delete it and "
-                "start afresh.")
-        self._saver.restore(sess, prefix)
-
-    def save(self, sess, step, metadata):
-        """Saves a checkpoint and its sidecar.
-
-        Args:
-          sess: the session.
-          step: the global step, used in the file name (the variable itself is saved too).
-          metadata: a JSON-able dict saved as `ckpt-<step>.json`.
-
-        Returns:
-          The checkpoint's path prefix.
-        """
-        prefix = os.path.join(self.directory, f"{_CHECKPOINT_PREFIX}-{step}")
-        # The sidecar first: a kill between the two leaves an unused sidecar, never a
-        # checkpoint without one.
-        write_json(prefix + ".json", dict(metadata, step=step))
-        self._saver.save(sess, os.path.join(self.directory, _CHECKPOINT_PREFIX),
-                         global_step=step, write_meta_graph=False)
-        for sidecar in glob.glob(os.path.join(glob.escape(self.directory),
-                                              _CHECKPOINT_PREFIX + "-*.json")):
-            if not os.path.exists(sidecar[:-len(".json")] + ".index"):
-                os.remove(sidecar)  # Its checkpoint was deleted by max_to_keep.
-        self._last_save = time.monotonic()
-        self.last_saved_step = step
-        return prefix
+    flag_values = flags.FLAGS if flag_values is None else flag_values
+    for name in names:
+        def check(value, name=name):
+            if value is not None and not math.isfinite(value):
+                raise flags.ValidationError(f"--{name} must be a finite number; got {value}")
+            return True
+        flags.register_validator(name, check, flag_values=flag_values)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ Importing this module registers the layer for Keras serialization ("phased_lstm>
 `tf.keras.models.load_model` restores models saved as .keras or .h5 without custom_objects.
 """
 
+import math
 import numbers
 
 from phased_lstm.fast_rnn import phased_lstm_rnn
@@ -156,6 +157,8 @@ class PhasedLSTM(keras.layers.Layer):
         for name, value in (("leak", leak), ("inference_leak", inference_leak)):
             if value is not None and not (isinstance(value, numbers.Real) and value >= 0):
                 raise ValueError(f"{name} must be a number >= 0; got {value!r}")
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number; got {value!r}")
         self.units = int(units)
         self.use_peepholes = use_peepholes
         self.leak = float(leak)

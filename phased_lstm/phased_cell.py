@@ -1,5 +1,7 @@
 """PhasedRNNCell: the base of every cell whose input is (time, features)."""
 
+import numbers
+
 from phased_lstm.legacy_tf import LayerRNNCell, tf
 from phased_lstm.time_gate import TimeGate, check_time
 
@@ -52,8 +54,11 @@ class PhasedRNNCell(LayerRNNCell):
 
     def __init__(self, num_units, reuse=None, name=None, dtype=None, **timing):
         super().__init__(_reuse=reuse, name=name, dtype=dtype)
-        if not (isinstance(num_units, int) and num_units >= 1):
+        # numbers.Integral: NumPy integers too; bool is an int but no number of units.
+        if not (isinstance(num_units, numbers.Integral) and not isinstance(num_units, bool)
+                and num_units >= 1):
             raise ValueError(f"num_units must be an integer >= 1; got {num_units!r}")
+        num_units = int(num_units)
         self._num_units = num_units
         self.time_gate = TimeGate(num_units, **timing)
 

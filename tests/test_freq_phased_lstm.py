@@ -298,7 +298,8 @@ def test_sigterm_checkpoints_and_exits_cleanly(resumed):
     assert "Traceback" not in stopped.stderr
     assert "Resuming high_res/PhasedLSTMCell/seed0" in stopped.stderr
     assert "(epoch 1 of 1000, batch 2 of 2000)" in stopped.stderr
-    assert f"Stopped by SIGTERM at batch {stopped.rows} of 2000" in stopped.stderr
+    assert (f"Stopped by SIGTERM at epoch {stopped.rows // 2} of 1000, batch {stopped.rows} of "
+            "2000") in stopped.stderr
     assert 3 <= stopped.rows < 6, "stopped too late for the rest of the test; slow it down"
     assert f"ckpt-{stopped.rows}.index" in stopped.checkpoints
     assert f"ckpt-{stopped.rows}.json" in stopped.checkpoints
@@ -325,7 +326,8 @@ def test_resumed_run_matches_an_uninterrupted_one(trained, resumed):
 
 def test_a_finished_run_is_not_trained_again(resumed):
     check_ok(resumed.again)
-    assert "is already trained to epoch 3; nothing to do" in resumed.again.stderr
+    assert ("is already trained to epoch 3 of 3, batch 6 of 6; nothing to do, and its "
+            "results.json is kept") in resumed.again.stderr
     log = read_log(resumed.log_dir, "high_res", "PhasedLSTMCell")
     np.testing.assert_array_equal(log["step"], range(1, 7))
 

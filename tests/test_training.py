@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 
 import numpy as np
@@ -188,7 +189,7 @@ def test_clear_run_deletes_what_a_run_wrote_and_nothing_else(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# Checkpoints.
+# Resuming.
 
 def check_settings(saved, current):
     training.check_resume_settings(saved, current, ("num_units", "seed"),
@@ -203,78 +204,6 @@ def test_check_resume_settings_names_every_difference_and_suggests_fresh():
     message = str(error.value)
     assert "runs/M from runs/M/checkpoints/ckpt-5" in message and "--fresh" in message
     assert "--num_units=4 (this command: 8)" in message and "--seed=0 (this command: 1)" in message
-
-
-class CheckpointerTest(tf.test.TestCase):
-
-    def _graph(self, size=3):
-        graph = tf.Graph()
-        with graph.as_default():
-            weights = tf.compat.v1.get_variable("w", [size],
-                                                initializer=tf.compat.v1.zeros_initializer())
-            step = tf.compat.v1.train.get_or_create_global_step()
-        return graph, weights, step
-
-    def test_save_then_restore_in_a_new_graph(self):
-        directory = os.path.join(self.get_temp_dir(), "save_restore")
-        graph, weights, step = self._graph()
-        with graph.as_default(), tf.compat.v1.Session() as sess:
-            checkpointer = training.Checkpointer(directory, every_secs=3600)
-            self.assertFalse(checkpointer.due())
-            sess.run(tf.compat.v1.global_variables_initializer())
-            weights.load([1.0, 2.0, 3.0], sess)
-            step.load(7, sess)
-            checkpointer.save(sess, 7, {"wall_time_s": 1.5, "settings": {"seed": 3}})
-
-        prefix, metadata = training.latest_checkpoint(directory)
-        self.assertEqual(prefix, os.path.join(directory, "ckpt-7"))
-        self.assertEqual(metadata, {"wall_time_s": 1.5, "settings": {"seed": 3}, "step": 7})
-        graph, weights, step = self._graph()
-        with graph.as_default(), tf.compat.v1.Session() as sess:
-            training.Checkpointer(directory, every_secs=0).restore(sess, prefix)
-            self.assertAllEqual(sess.run(weights), [1.0, 2.0, 3.0])
-            self.assertEqual(sess.run(step), 7)
-
-    def test_keeps_max_to_keep_across_segments_with_their_sidecars(self):
-        directory = os.path.join(self.get_temp_dir(), "max_to_keep")
-        for steps in ((1, 2), (3, 4)):  # Two segments, as a resumed run.
-            graph, _, _ = self._graph()
-            with graph.as_default(), tf.compat.v1.Session() as sess:
-                sess.run(tf.compat.v1.global_variables_initializer())
-                checkpointer = training.Checkpointer(directory, every_secs=0, max_to_keep=2)
-                self.assertTrue(checkpointer.due())
-                for step in steps:
-                    checkpointer.save(sess, step, {})
-                    self.assertEqual(checkpointer.last_saved_step, step)
-        names = sorted(os.listdir(directory))
-        self.assertEqual([n for n in names if not n.startswith("ckpt-")], ["checkpoint"])
-        self.assertEqual(sorted({n.split(".")[0] for n in names if n != "checkpoint"}),
-                         ["ckpt-3", "ckpt-4"])
-        self.assertIn("ckpt-4.json", names)
-
-    def test_restore_into_another_model_is_a_clear_error(self):
-        directory = os.path.join(self.get_temp_dir(), "mismatch")
-        graph, _, _ = self._graph(size=3)
-        with graph.as_default(), tf.compat.v1.Session() as sess:
-            sess.run(tf.compat.v1.global_variables_initializer())
-            training.Checkpointer(directory, every_secs=0).save(sess, 1, {})
-        graph, _, _ = self._graph(size=4)
-        with graph.as_default(), tf.compat.v1.Session() as sess:
-            with self.assertRaisesRegex(
-                    RunError, r"ckpt-1 into this model \(w is \[4\] here, \[3\] there\).*--fresh"):
-                training.Checkpointer(directory, every_secs=0).restore(
-                    sess, os.path.join(directory, "ckpt-1"))
-
-    def test_latest_checkpoint_without_checkpoint_or_sidecar(self):
-        directory = os.path.join(self.get_temp_dir(), "latest")
-        self.assertEqual(training.latest_checkpoint(directory), (None, None))
-        graph, _, _ = self._graph()
-        with graph.as_default(), tf.compat.v1.Session() as sess:
-            sess.run(tf.compat.v1.global_variables_initializer())
-            training.Checkpointer(directory, every_secs=0).save(sess, 2, {})
-        os.remove(os.path.join(directory, "ckpt-2.json"))
-        self.assertEqual(training.latest_checkpoint(directory),
-                         (os.path.join(directory, "ckpt-2"), {}))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -375,3 +304,75 @@ def test_plot_curves_without_logs_is_a_clear_error(tmp_path):
     with pytest.raises(RunError, match="nothing to plot"):
         training.plot_curves(tmp_path, os.path.join(tmp_path, "curves.png"), "Test")
     assert os.listdir(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Damaged logs, run files and flags.
+
+@pytest.mark.parametrize("text, where", [
+    (HEADER + "1\t2.3\t0.1\t0.5\t\t\n2\t2.2\n", "line 3 is damaged (2 cells, expected 6)"),
+    (HEADER + "1\t2.3\t0.1\t0.5\t\t\nx\t2.2\t0.1\t0.5\t\t\n", "line 3 is damaged"),
+    (HEADER + "1\t2.3\tzero\t0.5\t\t\n", "line 2 is damaged"),
+])
+def test_a_damaged_row_is_found_before_training_and_nothing_changes(tmp_path, text, where):
+    path = os.path.join(tmp_path, "log.tsv")
+    write_text(path, text)
+    for check in (training.check_log, lambda p: training.truncate_log(p, 0)):
+        with pytest.raises(RunError, match=re.escape(where)) as error:
+            check(path)
+        assert "--fresh" in str(error.value) and "move the log away" in str(error.value)
+    assert read_text(path) == text
+
+
+def test_a_log_that_is_not_text_is_a_clear_error(tmp_path):
+    path = os.path.join(tmp_path, "log.tsv")
+    with open(path, "wb") as f:
+        f.write(HEADER.encode() + b"1\t2.3\xff\n")
+    for check in (training.check_log, training.read_log):
+        with pytest.raises(RunError, match=r"is damaged: byte \d+ is not text"):
+            check(path)
+
+
+def test_check_log_accepts_a_missing_log_and_a_partial_last_line(tmp_path):
+    training.check_log(os.path.join(tmp_path, "log.tsv"))
+    path = fake_log(tmp_path, range(1, 4))
+    with open(path, "a", encoding="utf-8") as f:
+        f.write("4\t2.")
+    training.check_log(path)
+
+
+def test_run_files_and_what_fresh_would_delete(tmp_path):
+    fake_log(tmp_path, range(1, 6))
+    write_text(os.path.join(tmp_path, "results.json"), "{}")
+    write_text(os.path.join(tmp_path, "notes.txt"), "")
+    os.makedirs(os.path.join(tmp_path, "checkpoints", "damaged"))
+    assert [os.path.basename(p) for p in training.run_files(str(tmp_path))] == [
+        "log.tsv", "results.json", "checkpoints"]
+    assert training.describe_run_files(str(tmp_path)) == (
+        f"{tmp_path}: log.tsv (5 rows), results.json, checkpoints/ (all of it)")
+
+
+def test_remove_temporary_files(tmp_path):
+    for name in (".results.json.abc.tmp", ".log.tsv.x.tmp", "keep.tmp", "log.tsv"):
+        write_text(os.path.join(tmp_path, name), "")
+    assert len(training.remove_temporary_files(str(tmp_path))) == 2
+    assert sorted(os.listdir(tmp_path)) == ["keep.tmp", "log.tsv"]
+
+
+def test_require_finite_flags_names_the_flag():
+    from absl import flags  # pylint: disable=import-outside-toplevel
+    values = flags.FlagValues()
+    flags.DEFINE_float("rate", 1.0, "", flag_values=values)
+    flags.DEFINE_float("floor", 0.0, "", lower_bound=0.0, flag_values=values)
+    training.require_finite_flags(["rate", "floor"], values)
+    values(["prog", "--rate=2.5", "--floor=1"])
+    for argument, message in (("--rate=nan", "--rate must be a finite number; got nan"),
+                              ("--floor=inf", "--floor must be a finite number; got inf")):
+        with pytest.raises(flags.IllegalFlagValueError, match=message):
+            values(["prog", argument])
+
+
+def test_check_writable_run_names_the_checkpoint_folder(tmp_path):
+    write_text(os.path.join(tmp_path, "checkpoints"), "")
+    with pytest.raises(RunError, match="cannot write to the checkpoint folder"):
+        training.check_writable_run(str(tmp_path))

@@ -1,0 +1,179 @@
+"""Non-finite settings and inputs are refused, with a message that names them; NumPy integers are
+accepted wherever Python integers are.
+
+- Every float flag of every script refuses nan, inf and -inf. The frequency and Keras scripts
+  are checked in one subprocess each (their absl flags clash with mnist_phased_lstm's, which this
+  process holds); the MNIST script in-process.
+- Every numeric argument of the library's constructors (PhasedLSTMCell, PhasedGRUCell, TimeGate
+  through them, the PhasedLSTM layer).
+- NaN or infinite timestamps are an error on every path that computes the time gate (the cell
+  under dynamic_rnn, the fast path, the event-driven path, the Keras layer).
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+from absl import flags
+from absl.testing import flagsaver
+import numpy as np
+import pytest
+
+import mnist_phased_lstm  # noqa: F401  (defines the flags parsed below)
+from phased_lstm import (PhasedGRUCell, PhasedLSTM, PhasedLSTMCell, exp_uniform_initializer,
+                         tf)
+from phased_lstm.event_rnn import event_driven_phased_lstm
+from phased_lstm.fast_rnn import phased_lstm_rnn
+
+FLAGS = flags.FLAGS
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NON_FINITE = ("nan", "inf", "-inf")
+MNIST_FLOAT_FLAGS = ("learning_rate", "checkpoint_every_secs", "ratio_on", "period_init_min",
+                     "period_init_max", "leak")
+FREQ_FLOAT_FLAGS = MNIST_FLOAT_FLAGS + ("phase_init_max",)
+KERAS_FLOAT_FLAGS = ("learning_rate", "ratio_on", "period_init_min", "period_init_max", "leak",
+                     "inference_leak")
+
+# Parses each `--name=value` with the script's flags; prints {argument: error message or None}.
+PARSE_EACH = """
+import json, sys
+from absl import flags
+import {module}
+results = {{}}
+for argument in sys.argv[1:]:
+    try:
+        flags.FLAGS(["{module}.py", argument])
+        results[argument] = None
+    except flags.Error as error:
+        results[argument] = str(error)
+    flags.FLAGS.unparse_flags()
+results["float flags"] = sorted(
+    f.name for f in flags.FLAGS.get_flags_for_module({module})
+    if isinstance(f.parser, flags.FloatParser))
+print(json.dumps(results))
+"""
+
+
+def float_flags(module):
+    """The float flags a script defines (so that a new one cannot be forgotten here)."""
+    return sorted(f.name for f in FLAGS.get_flags_for_module(module)
+                  if isinstance(f.parser, flags.FloatParser))
+
+
+def parse_in_subprocess(module, arguments):
+    proc = subprocess.run([sys.executable, "-c", PARSE_EACH.format(module=module), *arguments],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def assert_names_the_flag(message, name, value):
+    # nan and inf: our validator's message; -inf below a lower bound: absl's own.
+    assert (f"--{name} must be a finite number; got {float(value)}" in message
+            or f"--{name}={value}: {value} is not a non-negative number" in message), message
+
+
+def test_every_float_flag_of_the_mnist_script_is_checked_here():
+    assert float_flags(mnist_phased_lstm) == sorted(MNIST_FLOAT_FLAGS)
+
+
+@pytest.mark.parametrize("name", MNIST_FLOAT_FLAGS)
+@pytest.mark.parametrize("value", NON_FINITE)
+def test_mnist_flags_refuse_non_finite_numbers(name, value):
+    with flagsaver.flagsaver(), pytest.raises(flags.IllegalFlagValueError) as error:
+        FLAGS(["mnist_phased_lstm.py", f"--{name}={value}"])
+    assert_names_the_flag(str(error.value), name, value)
+
+
+@pytest.mark.parametrize("module, names", [("freq_phased_lstm", FREQ_FLOAT_FLAGS),
+                                           ("keras_mnist_phased_lstm", KERAS_FLOAT_FLAGS)])
+def test_other_scripts_flags_refuse_non_finite_numbers(module, names):
+    arguments = [f"--{name}={value}" for name in names for value in NON_FINITE]
+    results = parse_in_subprocess(module, arguments + ["--learning_rate=0.5"])
+    assert results.pop("float flags") == sorted(names)  # none forgotten here
+    assert results.pop("--learning_rate=0.5") is None  # a finite value still passes
+    for argument, message in results.items():
+        name, value = argument[2:].split("=")
+        assert message, argument
+        assert_names_the_flag(message, name, value)
+
+
+@pytest.mark.parametrize("cell_class", [PhasedLSTMCell, PhasedGRUCell])
+@pytest.mark.parametrize("argument", ["leak", "ratio_on", "period_init_min", "period_init_max"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), np.float32("-inf")])
+def test_cells_refuse_non_finite_arguments(cell_class, argument, value):
+    with pytest.raises(ValueError, match=f"{argument} must be a finite number; got"):
+        cell_class(8, **{argument: value})
+
+
+@pytest.mark.parametrize("low, high, message", [
+    (1.0, float("inf"), "high must be a finite number; got inf"),
+    (float("nan"), 2.0, "low must be a finite number; got nan"),
+    (0.0, 2.0, "0 < low <= high"),
+])
+def test_exp_uniform_initializer_refuses_bad_bounds(low, high, message):
+    with pytest.raises(ValueError, match=message):
+        exp_uniform_initializer(low, high)
+
+
+def test_infinite_period_init_max_is_refused():  # the issue's example
+    with pytest.raises(ValueError, match="period_init_max must be a finite number; got inf"):
+        PhasedLSTMCell(8, period_init_max=float("inf"))
+
+
+@pytest.mark.parametrize("argument", ["leak", "inference_leak", "alpha", "ratio_on",
+                                      "period_init_min", "period_init_max"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_keras_layer_refuses_non_finite_arguments(argument, value):
+    with pytest.raises(ValueError, match=argument.replace("alpha", "leak")):
+        PhasedLSTM(4, **{argument: value})
+
+
+@pytest.mark.parametrize("integer", [np.int64(8), np.int32(8), np.uint8(8)])
+def test_numpy_integers_are_integers(integer):
+    for cell in (PhasedLSTMCell(integer), PhasedGRUCell(integer)):
+        assert cell.output_size == 8 and isinstance(cell.output_size, int)
+        assert not isinstance(cell.output_size, np.integer)
+    assert PhasedLSTM(integer).units == 8
+
+
+def test_a_bool_is_no_number_of_units():
+    with pytest.raises(ValueError, match="num_units must be an integer >= 1; got True"):
+        PhasedLSTMCell(True)
+
+
+def run_with_time(path, bad):
+    """Runs a 4-unit Phased LSTM over 5 steps whose third timestamp is `bad`."""
+    time = np.arange(5, dtype=np.float64).reshape(1, 5, 1)
+    time[0, 2, 0] = bad
+    features = np.ones((1, 5, 1), np.float32)
+    with tf.Graph().as_default():
+        cell = PhasedLSTMCell(4)
+        if path == "dynamic_rnn":
+            outputs, _ = tf.compat.v1.nn.dynamic_rnn(cell, (tf.constant(time), features),
+                                                     dtype=tf.float32)
+        elif path == "fast":
+            outputs, _ = phased_lstm_rnn(cell, tf.constant(time), features)
+        elif path == "event_driven":
+            outputs = event_driven_phased_lstm(cell, tf.constant(time), features)
+        else:
+            layer = PhasedLSTM(4)
+            outputs = layer([tf.constant(features), tf.constant(time)])
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            return sess.run(outputs)
+
+
+@pytest.mark.parametrize("path", ["dynamic_rnn", "fast", "event_driven", "keras_layer"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_timestamps_are_an_error(path, bad):
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match="every timestamp must be finite"):
+        run_with_time(path, bad)
+
+
+@pytest.mark.parametrize("path", ["dynamic_rnn", "fast", "event_driven", "keras_layer"])
+def test_finite_timestamps_pass(path):
+    outputs = run_with_time(path, 2.0)
+    assert all(np.isfinite(o).all() for o in tf.nest.flatten(outputs))
