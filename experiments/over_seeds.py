@@ -146,10 +146,6 @@ def plot(runs, path, title):
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("root", "runs_seeds", "Folder of <configuration>/seed<k>/<model>/log.tsv.")
-flags.DEFINE_list("steps", ["500", "1000", "2000"], "Training steps to report.")
-flags.DEFINE_string("title", "Sequential MNIST over seeds (band: mean ± std of test accuracy; "
-                    "faint: each seed's smoothed training accuracy)", "The plot's title.")
 
 
 def main(argv):
@@ -165,5 +161,15 @@ def main(argv):
     print(f"Plotted to {path}")
 
 
+def define_flags():
+    """The command line's flags (defined only when run as a script: importers keep theirs)."""
+    flags.DEFINE_string("root", "runs_seeds", "Folder of <configuration>/seed<k>/<model>/log.tsv.")
+    flags.DEFINE_list("steps", ["500", "1000", "2000"], "Training steps to report.")
+    flags.DEFINE_string("title", "Sequential MNIST over seeds (band: mean ± std of test "
+                        "accuracy; faint: each seed's smoothed training accuracy)",
+                        "The plot's title.")
+
+
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

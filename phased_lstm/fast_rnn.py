@@ -1,4 +1,4 @@
-"""phased_lstm_rnn: a PhasedLSTMCell over whole sequences, near the cost of a plain LSTM.
+"""phased_lstm_rnn: a PhasedLSTMCell over whole sequences, faster than the cell under dynamic_rnn.
 
 `dynamic_rnn(cell, (time, inputs))` runs the cell's whole step, time gate included, inside its
 loop, and autodiff then computes and sums every weight gradient step by step. Here:
@@ -47,7 +47,7 @@ def check_sequence_inputs(time, inputs):
 
 
 def phased_lstm_rnn(cell, time, inputs, sequence_length=None, initial_state=None, scope=None,
-                    fused=None):
+                    fused=None, leak=None):
     """Runs `cell` over sequences; the same results as `dynamic_rnn(cell, (time, inputs))`.
 
     Args:
@@ -63,6 +63,7 @@ def phased_lstm_rnn(cell, time, inputs, sequence_length=None, initial_state=None
       fused: whether the recurrence runs in the fused kernel: None (default) where it can (no
         peepholes, float32 or float64, `fused_kernel_available()`); False never (the
         pure-TensorFlow loop); True always (an error where it cannot).
+      leak: the closed time gate's slope, a float or a scalar tensor; None: the cell's `leak`.
 
     Returns:
       (outputs [batch, steps, num_units], LSTMStateTuple(c, h) at each example's last step).
@@ -79,15 +80,12 @@ def phased_lstm_rnn(cell, time, inputs, sequence_length=None, initial_state=None
     check_sequence_inputs(time, inputs)
     with tf.compat.v1.variable_scope(scope or "rnn"):
         batch = tf.shape(inputs)[0]
-        if not cell.built:
-            # Building through a (never run) first step gives the variables dynamic_rnn's names.
-            cell((time[:, 0], inputs[:, 0]), cell.zero_state(batch, inputs.dtype))
+        cell.build_for(inputs.shape[-1], inputs.dtype)  # dynamic_rnn's variable names
         dtype = cell.dtype
         inputs = tf.cast(inputs, dtype)
-        input_size = inputs.shape[-1]
 
         steps = tf.shape(inputs)[1]
-        k = tf.transpose(cell.time_gate(time, dtype), [1, 0, 2])  # [steps, batch or 1, n]
+        k = tf.transpose(cell.time_gate(time, dtype, leak), [1, 0, 2])  # [steps, batch or 1, n]
         if sequence_length is not None:
             live = tf.sequence_mask(sequence_length, steps, dtype=dtype)  # [batch, steps]
             k = k * tf.transpose(live)[:, :, None]
@@ -96,9 +94,9 @@ def phased_lstm_rnn(cell, time, inputs, sequence_length=None, initial_state=None
         inputs = tf.transpose(inputs, [1, 0, 2])
         if _use_fused(cell, dtype, fused):
             h_seq, c, h = fused_rnn.fused_sequence(inputs, k, *initial_state,
-                                                   *_packed_weights(cell))
+                                                   *cell.packed_weights())
         elif cell.use_peepholes:
-            h_seq, (c, h) = _loop(_peephole_step(cell, input_size), inputs, k, initial_state,
+            h_seq, (c, h) = _loop(_peephole_step(cell), inputs, k, initial_state,
                                   steps)
         else:
             h_seq, c, h = _sequence_without_peepholes(cell, inputs, k, initial_state)
@@ -126,15 +124,6 @@ def _use_fused(cell, dtype, fused):
     if fused and why_not:
         raise ValueError(f"fused=True, but the fused kernel cannot run this cell: {why_not}")
     return why_not is None
-
-
-def _packed_weights(cell):
-    """The kernel [input_size + units, 4 units] with columns [i, f, o, j], and the bias."""
-    # The three sigmoid gates side by side, then the new input.
-    kernel = tf.concat([cell.mask_gates_kernel, cell.output_gate_kernel, cell.new_input_kernel],
-                       axis=1)
-    bias = tf.concat([cell.mask_gates_bias, cell.output_gate_bias, cell.new_input_bias], 0)
-    return kernel, bias
 
 
 def _loop(step, inputs, k, initial_state, steps):
@@ -181,7 +170,7 @@ def _sequence_without_peepholes(cell, inputs, k, initial_state):
       (h of every step [steps, batch, units], final c, final h).
     """
     n, input_size = cell.output_size, inputs.shape[-1]
-    kernel, bias = _packed_weights(cell)
+    kernel, bias = cell.packed_weights()
     k_shared = k.shape[1] == 1
     if not k_shared:  # one k per example (or unknown): make it exactly [steps, batch, units]
         k = tf.broadcast_to(k, tf.concat([tf.shape(inputs)[:2], [n]], 0))
@@ -261,18 +250,11 @@ def _sequence_without_peepholes(cell, inputs, k, initial_state):
     return sequence(inputs, k, *initial_state, kernel, bias)
 
 
-def _peephole_step(cell, input_size):
+def _peephole_step(cell):
     """Loop body with the TF 1.x cell's full-matrix peepholes (c_{t-1} for i and f, c~ for o)."""
     n = cell.output_size
-    x_rows, h_rows = slice(0, input_size), slice(input_size, input_size + n)
-    c_rows = slice(input_size + n, input_size + 2 * n)
-    mask_kernel, out_kernel = cell.mask_gates_kernel, cell.output_gate_kernel
-    # Columns [i, f, o, j]: the three sigmoid gates side by side, then the new input.
-    w_xh = tf.concat([tf.concat([mask_kernel[rows], out_kernel[rows],
-                                 cell.new_input_kernel[rows]], axis=1)
-                      for rows in (x_rows, h_rows)], axis=0)
-    bias = tf.concat([cell.mask_gates_bias, cell.output_gate_bias, cell.new_input_bias], 0)
-    w_c_mask, w_c_out = mask_kernel[c_rows], out_kernel[c_rows]
+    w_xh, bias = cell.packed_weights()  # columns [i, f, o, j]
+    w_c_mask, w_c_out = cell.peephole_weights()
 
     def step(state, x_and_k):
         (c_prev, h_prev), (x, k) = state, x_and_k

@@ -22,15 +22,12 @@ import numbers
 from phased_lstm.fast_rnn import phased_lstm_rnn
 from phased_lstm.legacy_tf import rnn_cell, tf
 from phased_lstm.phased_lstm_cell import PhasedLSTMCell
-from phased_lstm.time_gate import TimeGate, valid_period, valid_ratio_on
 
 # legacy_tf has checked that tf_keras is installed and matches TensorFlow. Taken directly, not as
 # tf.keras, which is Keras 3 if it was touched before TF_USE_LEGACY_KERAS was set.
 import tf_keras as keras  # noqa: E402  pylint: disable=g-bad-import-order
 
 _TIMING_VARIABLES = ("period", "phase", "ratio_on")
-# Applied after a user's constraint, so that a constraint cannot make a divisor invalid.
-_PROJECTIONS = {"period": valid_period, "ratio_on": valid_ratio_on}
 
 
 def _v1_initializer(initializer):
@@ -43,35 +40,6 @@ def _v1_initializer(initializer):
         return initializer(shape, dtype=dtype)
 
     return initialize
-
-
-class _LayerTimeGate(TimeGate):
-    """The cell's TimeGate, plus the user's constraints of the timing variables.
-
-    Args:
-      num_units: as TimeGate.
-      constraints: {"period" | "phase" | "ratio_on": Keras constraint or None}. Applied after
-        each optimiser update, before the projection onto valid periods and open ratios.
-      **timing: the other TimeGate arguments.
-    """
-
-    def __init__(self, num_units, constraints, **timing):
-        super().__init__(num_units, **timing)
-        self._constraints = constraints
-
-    def build(self, add_weight, dtype):
-        def add_constrained_weight(name, *args, constraint=None, **kwargs):
-            user_constraint = self._constraints.get(name)
-            if user_constraint is not None:
-                projection = _PROJECTIONS.get(name, lambda value: value)
-
-                def constraint(variable):
-                    # read_value(): see time_gate.project_period.
-                    return projection(user_constraint(variable.read_value()))
-
-            return add_weight(name, *args, constraint=constraint, **kwargs)
-
-        super().build(add_constrained_weight, dtype)
 
 
 @keras.utils.register_keras_serializable(package="phased_lstm")
@@ -188,12 +156,12 @@ class PhasedLSTM(keras.layers.Layer):
 
         timing = dict(self._timing, leak=self.leak, **{
             f"{name}_initializer": _v1_initializer(self._initializers[name])
-            for name in _TIMING_VARIABLES})
-        # The cell validates every setting; its time gate is then replaced by one made from the
-        # same settings that also applies the constraints.
+            for name in _TIMING_VARIABLES}, **{
+            f"{name}_constraint": self._constraints[name] for name in _TIMING_VARIABLES})
+        # The cell validates every setting; the periods and open ratios it projects onto their
+        # valid ranges after the user's constraints.
         self.cell = PhasedLSTMCell(self.units, use_peepholes=use_peepholes, dtype=self.dtype,
                                    **timing)
-        self.cell.time_gate = _LayerTimeGate(self.units, self._constraints, **timing)
 
     # -- Inputs --------------------------------------------------------------------------------
 
@@ -282,25 +250,21 @@ class PhasedLSTM(keras.layers.Layer):
         times = self._times(features, times)
         mask = self._features_mask(mask)
 
-        gate = self.cell.time_gate
-        gate.leak = self._leak(training)
-        try:
-            # phased_lstm_rnn's gradient reads its time gate twice from a TensorArray, which
-            # eager TensorArrays forbid; eagerly its loop would run step by step anyway.
-            if mask is None and not tf.executing_eagerly():
-                outputs, (c, h) = phased_lstm_rnn(self.cell, times, features)
-                # Its transposes lose the static steps and batch, which Keras shows and checks.
-                outputs.set_shape(features.shape[:2].concatenate([self.units]))
-                for state in (c, h):
-                    state.set_shape([features.shape[0], self.units])
-                output = outputs if self.return_sequences else h
-            else:
-                output, c, h = self._run_keras_loop(features, times, mask)
-        finally:
-            gate.leak = self.leak
+        leak = self._leak(training)
+        # phased_lstm_rnn's gradient reads its time gate twice from a TensorArray, which
+        # eager TensorArrays forbid; eagerly its loop would run step by step anyway.
+        if mask is None and not tf.executing_eagerly():
+            outputs, (c, h) = phased_lstm_rnn(self.cell, times, features, leak=leak)
+            # Its transposes lose the static steps and batch, which Keras shows and checks.
+            outputs.set_shape(features.shape[:2].concatenate([self.units]))
+            for state in (c, h):
+                state.set_shape([features.shape[0], self.units])
+            output = outputs if self.return_sequences else h
+        else:
+            output, c, h = self._run_keras_loop(features, times, mask, leak)
         return [output, h, c] if self.return_state else output
 
-    def _run_keras_loop(self, features, times, mask):
+    def _run_keras_loop(self, features, times, mask, leak):
         """tf-keras's RNN loop over the cell's own step; returns (output, c, h)."""
         shape = tf.shape(features)
         times = tf.broadcast_to(times, tf.stack([shape[0], shape[1], 1]))
@@ -308,7 +272,7 @@ class PhasedLSTM(keras.layers.Layer):
 
         def step(step_inputs, states):
             # The cell's call, not __call__: inputs were checked and the cell is built.
-            output, state = self.cell.call(step_inputs, rnn_cell.LSTMStateTuple(*states))
+            output, state = self.cell.call(step_inputs, rnn_cell.LSTMStateTuple(*states), leak)
             return output, list(state)
 
         last_output, outputs, (c, h) = keras.backend.rnn(

@@ -44,6 +44,9 @@ class PhasedGRUCell(PhasedRNNCell):
       mod_gradient: how the gate's (t - s) mod period is differentiated: "tf1" (default, TF
         1.x's rule: the period gets no gradient through the wrap) or "exact" (floormod's own
         derivative, as PyTorch's fmod); see `phased_lstm.time_gate`.
+      period_constraint, phase_constraint, ratio_on_constraint: optional callables applied to
+        the timing variable's value after each optimiser update; periods and open ratios are
+        then still projected onto their valid ranges.
       name: layer name; default "phased_gru_cell".
       dtype: dtype of the variables and outputs; default: the features' dtype. The time may
         be float64 whatever this is.
@@ -57,7 +60,8 @@ class PhasedGRUCell(PhasedRNNCell):
     def __init__(self, num_units, leak=0.001, ratio_on=0.1, trainable_ratio_on=True,
                  period_init_min=1.0, period_init_max=1000.0, reuse=None, *,
                  trainable_period=True, trainable_phase=True, period_initializer=None,
-                 phase_initializer=None, ratio_on_initializer=None, mod_gradient="tf1", name=None,
+                 phase_initializer=None, ratio_on_initializer=None, mod_gradient="tf1",
+                 period_constraint=None, phase_constraint=None, ratio_on_constraint=None, name=None,
                  dtype=None):
         super().__init__(
             num_units, reuse, name, dtype, leak=leak, ratio_on=ratio_on,
@@ -65,7 +69,8 @@ class PhasedGRUCell(PhasedRNNCell):
             period_init_max=period_init_max, trainable_period=trainable_period,
             trainable_phase=trainable_phase, period_initializer=period_initializer,
             phase_initializer=phase_initializer, ratio_on_initializer=ratio_on_initializer,
-            mod_gradient=mod_gradient)
+            mod_gradient=mod_gradient, period_constraint=period_constraint,
+            phase_constraint=phase_constraint, ratio_on_constraint=ratio_on_constraint)
 
     @property
     def state_size(self):
@@ -88,12 +93,13 @@ class PhasedGRUCell(PhasedRNNCell):
         self.time_gate.build(self.add_weight, self.dtype)
         self.built = True
 
-    def call(self, inputs, state):
+    def call(self, inputs, state, leak=None):
         """One step.
 
         Args:
           inputs: (time [batch, 1], features [batch, input_size]).
           state: h [batch, num_units].
+          leak: the closed gate's slope for this step; None: the cell's `leak`.
 
         Returns:
           (h, h), each [batch, num_units].
@@ -108,6 +114,6 @@ class PhasedGRUCell(PhasedRNNCell):
             + self.candidate_bias)
         h_gru = update * h_prev + (1.0 - update) * candidate
 
-        k = self.time_gate(time, h_gru.dtype)
+        k = self.time_gate(time, h_gru.dtype, leak)
         h = k * h_gru + (1.0 - k) * h_prev
         return h, h

@@ -43,6 +43,9 @@ class PhasedLSTMCell(PhasedRNNCell):
       mod_gradient: how the gate's (t - s) mod period is differentiated: "tf1" (default, TF
         1.x's rule: the period gets no gradient through the wrap) or "exact" (floormod's own
         derivative, as PyTorch's fmod); see `phased_lstm.time_gate`.
+      period_constraint, phase_constraint, ratio_on_constraint: optional callables applied to
+        the timing variable's value after each optimiser update; periods and open ratios are
+        then still projected onto their valid ranges.
       name: layer name; default "phased_lstm_cell".
       dtype: dtype of the variables and outputs; default: the features' dtype. The time may
         be float64 whatever this is.
@@ -57,14 +60,16 @@ class PhasedLSTMCell(PhasedRNNCell):
                  trainable_ratio_on=True, period_init_min=1.0, period_init_max=1000.0,
                  reuse=None, *, trainable_period=True, trainable_phase=True,
                  period_initializer=None, phase_initializer=None, ratio_on_initializer=None,
-                 mod_gradient="tf1", name=None, dtype=None):
+                 mod_gradient="tf1", period_constraint=None,
+                 phase_constraint=None, ratio_on_constraint=None, name=None, dtype=None):
         super().__init__(
             num_units, reuse, name, dtype, leak=leak, ratio_on=ratio_on,
             trainable_ratio_on=trainable_ratio_on, period_init_min=period_init_min,
             period_init_max=period_init_max, trainable_period=trainable_period,
             trainable_phase=trainable_phase, period_initializer=period_initializer,
             phase_initializer=phase_initializer, ratio_on_initializer=ratio_on_initializer,
-            mod_gradient=mod_gradient)
+            mod_gradient=mod_gradient, period_constraint=period_constraint,
+            phase_constraint=phase_constraint, ratio_on_constraint=ratio_on_constraint)
         self._use_peepholes = use_peepholes
 
     @property
@@ -120,12 +125,13 @@ class PhasedLSTMCell(PhasedRNNCell):
         rows = self.new_input_kernel.shape[0]
         return self.mask_gates_kernel[rows:], self.output_gate_kernel[rows:]
 
-    def call(self, inputs, state):
+    def call(self, inputs, state, leak=None):
         """One step.
 
         Args:
           inputs: (time [batch, 1], features [batch, input_size]).
           state: LSTMStateTuple(c [batch, num_units], h [batch, num_units]).
+          leak: the closed gate's slope for this step; None: the cell's `leak`.
 
         Returns:
           (h, LSTMStateTuple(c, h)), each [batch, num_units].
@@ -145,7 +151,7 @@ class PhasedLSTMCell(PhasedRNNCell):
             tf.matmul(tf.concat(out_in, 1), self.output_gate_kernel) + self.output_gate_bias)
         h_lstm = output_gate * tf.tanh(c_lstm)
 
-        k = self.time_gate(time, c_lstm.dtype)
+        k = self.time_gate(time, c_lstm.dtype, leak)
         c = k * c_lstm + (1.0 - k) * c_prev
         h = k * h_lstm + (1.0 - k) * h_prev
         return h, rnn_cell.LSTMStateTuple(c, h)

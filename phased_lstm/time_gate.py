@@ -159,6 +159,9 @@ class TimeGate:
       ratio_on_initializer: overrides the constant initialiser `ratio_on`.
       mod_gradient: how the cycle's mod is differentiated: "tf1" (TF 1.x's rule, the default)
         or "exact" (see the module docstring).
+      period_constraint, phase_constraint, ratio_on_constraint: optional callables applied to
+        the variable's value after each optimiser update (Keras constraints, say); periods and
+        open ratios are then still projected onto their valid ranges.
 
     Raises:
       ValueError: for a NaN or infinite number, ratio_on outside (0, 1], period_init_min <= 0,
@@ -167,7 +170,8 @@ class TimeGate:
 
     def __init__(self, num_units, leak, ratio_on, trainable_ratio_on, period_init_min,
                  period_init_max, trainable_period, trainable_phase, period_initializer,
-                 phase_initializer, ratio_on_initializer, mod_gradient="tf1"):
+                 phase_initializer, ratio_on_initializer, mod_gradient="tf1",
+                 period_constraint=None, phase_constraint=None, ratio_on_constraint=None):
         check_mod_gradient(mod_gradient)
         for name, value in (("ratio_on", ratio_on), ("period_init_min", period_init_min),
                             ("period_init_max", period_init_max), ("leak", leak)):
@@ -194,14 +198,29 @@ class TimeGate:
             period_init_min, period_init_max)
         self._phase_initializer = phase_initializer
         self._ratio_on_initializer = ratio_on_initializer
+        self._constraints = {"period": period_constraint, "phase": phase_constraint,
+                             "ratio_on": ratio_on_constraint}
         self.period = self.phase = self.ratio_on = None
+
+    def _constraint(self, name, valid=None):
+        """The variable's constraint: the user's (if any), then the projection `valid`."""
+        user = self._constraints[name]
+        if user is None:
+            return {valid_period: project_period, valid_ratio_on: project_ratio_on}.get(valid)
+
+        def constraint(variable):
+            value = user(variable.read_value())  # read_value(): see project_period
+            return value if valid is None else valid(value)
+
+        return constraint
 
     def build(self, add_weight, dtype):
         """Creates `period`, `phase` and `ratio_on` with `add_weight` (a layer's method)."""
         shape = [self.num_units]
         self.period = add_weight(
             "period", shape=shape, dtype=dtype, initializer=self._period_initializer,
-            trainable=self._trainable_period, constraint=project_period)
+            trainable=self._trainable_period,
+            constraint=self._constraint("period", valid_period))
         phase_initializer = self._phase_initializer
         if phase_initializer is None:
             # As TF 1.x: each unit starts at a uniform point of its own initial period.
@@ -216,12 +235,13 @@ class TimeGate:
 
         self.phase = add_weight(
             "phase", shape=shape, dtype=dtype, initializer=phase_initializer,
-            trainable=self._trainable_phase)
+            trainable=self._trainable_phase, constraint=self._constraint("phase"))
         self.ratio_on = add_weight(
             "ratio_on", shape=shape, dtype=dtype,
             initializer=(self._ratio_on_initializer
                          or tf.compat.v1.constant_initializer(self._ratio_on)),
-            trainable=self._trainable_ratio_on, constraint=project_ratio_on)
+            trainable=self._trainable_ratio_on,
+            constraint=self._constraint("ratio_on", valid_ratio_on))
 
     def __call__(self, time, dtype, leak=None):
         """Computes the gate.
