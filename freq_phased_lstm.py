@@ -94,7 +94,7 @@ MODELS = {
     "PhasedLSTMCell": lambda leak: PhasedLSTMCell(
         FLAGS.num_units, use_peepholes=FLAGS.peepholes, leak=leak, ratio_on=FLAGS.ratio_on,
         trainable_ratio_on=FLAGS.trainable_ratio_on, period_init_min=FLAGS.period_init_min,
-        period_init_max=FLAGS.period_init_max,
+        period_init_max=FLAGS.period_init_max, mod_gradient=FLAGS.mod_gradient,
         phase_initializer=tf.compat.v1.random_uniform_initializer(0.0, FLAGS.phase_init_max)),
     "LSTMCell": lambda leak: rnn_cell.LSTMCell(FLAGS.num_units, use_peepholes=FLAGS.peepholes),
 }
@@ -148,6 +148,10 @@ flags.DEFINE_float("phase_init_max", 100.0, "PhasedLSTMCell: phases s start U(0,
                    "phase_init_max) ms.", lower_bound=0.0)
 flags.DEFINE_bool("peepholes", True, "Peephole connections from the cell state to the gates "
                   "(both models).")
+flags.DEFINE_enum("mod_gradient", "tf1", ["tf1", "exact"], "PhasedLSTMCell: how the time gate's "
+                  "(t - s) mod period is differentiated: tf1, TF 1.x's rule (the period gets no "
+                  "gradient through the wrap), or exact (the mod's own derivative, as runs of "
+                  "this repository made before the rule was added).")
 flags.DEFINE_float("leak", 0.001, "PhasedLSTMCell: slope alpha of the closed time gate while "
                    "training (validation uses 0, as the paper).", lower_bound=0.0)
 
@@ -167,6 +171,7 @@ flags.register_multi_flags_validator(
 
 # Resuming with other values would not continue the same run: they shape the model, the data
 # or the optimisation. The rest (epochs, val_size, folders, ...) may change.
+# (--mod_gradient is not checked: checkpoints saved before it existed do not record it.)
 RESUME_MUST_MATCH = ("sampling", "model", "seed", "num_units", "peepholes", "ratio_on",
                      "trainable_ratio_on", "period_init_min", "period_init_max",
                      "phase_init_max", "leak", "learning_rate", "batch_size",

@@ -41,7 +41,7 @@ FLAGS = flags.FLAGS
 def _timing(leak):
     """The phased cells' time-gate settings, from the flags."""
     return dict(leak=leak, ratio_on=FLAGS.ratio_on, period_init_min=FLAGS.period_init_min,
-                period_init_max=FLAGS.period_init_max)
+                period_init_max=FLAGS.period_init_max, mod_gradient=FLAGS.mod_gradient)
 
 
 # name: makes the cell from the flags and the leak tensor (which only phased cells use). A cell
@@ -90,6 +90,10 @@ flags.DEFINE_bool("peepholes", False, "PhasedLSTMCell and LSTMCell: peephole con
                   "the cell state to the gates.")
 flags.DEFINE_float("leak", 0.001, "Phased cells: slope alpha of the closed time gate while "
                    "training (evaluation uses 0, as the paper).", lower_bound=0.0)
+flags.DEFINE_enum("mod_gradient", "tf1", ["tf1", "exact"], "Phased cells: how the time gate's "
+                  "(t - s) mod period is differentiated: tf1, TF 1.x's rule (the period gets no "
+                  "gradient through the wrap), or exact (the mod's own derivative, as runs of "
+                  "this repository made before the rule was added).")
 flags.DEFINE_bool("event_driven_eval", False, "PhasedLSTMCell without peepholes: evaluate with "
                   "the event-driven path, which computes only the units whose time gate is open "
                   "(same results, less work; see benchmarks/event_driven.py).")
@@ -127,6 +131,7 @@ flags.register_multi_flags_validator(
 
 # Resuming with other values would not continue the same run: they shape the model, the data
 # order or the optimisation. The rest (steps, eval_every, folders, ...) may change.
+# (--mod_gradient is not checked: checkpoints saved before it existed do not record it.)
 RESUME_MUST_MATCH = ("model", "num_units", "peepholes", "ratio_on", "period_init_min",
                      "period_init_max", "leak", "learning_rate", "batch_size", "seed")
 

@@ -5,7 +5,7 @@ import numpy as np
 import numpy_reference as ref
 from phased_lstm import PhasedLSTMCell, tf
 from phased_lstm.fast_rnn import phased_lstm_rnn
-from tf_helpers import cell_variables, load_params
+from tf_helpers import load_params, variable_gradients
 
 BATCH, STEPS, INPUT_SIZE, UNITS = 4, 25, 3, 5
 
@@ -100,12 +100,7 @@ class PhasedLSTMRnnTest(tf.test.TestCase):
                                           mod_gradient=mod_gradient)
                     outputs, (c, h) = phased_lstm_rnn(cell, tf.constant(times), tf.constant(x))
                     loss = tf.reduce_sum(outputs * weights) + tf.reduce_sum(c * c)
-                    variables = cell_variables(cell)
-                    grads = dict(zip(variables, tf.gradients(loss, list(variables.values()))))
-                    with tf.compat.v1.Session() as sess:
-                        sess.run(tf.compat.v1.global_variables_initializer())
-                        load_params(sess, cell, params)
-                        analytic = sess.run(grads)
+                    analytic = variable_gradients(cell, loss, params)
                 zeros = np.zeros((BATCH, UNITS))
                 numeric = ref.gradient_reference(
                     ref.phased_lstm_step, params, times, x, (zeros, zeros),

@@ -412,6 +412,22 @@ def test_run_rnn_gives_every_step_output(model):
     assert np.array_equal(leaky, closed) == (not model.startswith("Phased"))
 
 
+@pytest.mark.parametrize("preset", [None, "seed_repo"])
+@pytest.mark.parametrize("rule", ["tf1", "exact"])
+def test_mod_gradient_and_preset_reach_the_phased_cells(rule, preset):
+    args = ["mnist_phased_lstm.py", f"--mod_gradient={rule}"]
+    args += [f"--preset={preset}", "--ratio_on=0.2"] if preset else []
+    with flagsaver.flagsaver():
+        FLAGS(args)
+        script.apply_preset()
+        for model in ("PhasedLSTMCell", "PhasedGRUCell"):
+            cell = script.MODELS[model](0.0)
+            assert cell.time_gate.mod_gradient == rule
+        if preset:  # its settings, except the one the command line gave
+            assert FLAGS.peepholes and FLAGS.ratio_on == 0.2
+            assert FLAGS.period_init_max == pytest.approx(np.exp(6.0))
+
+
 def test_evaluate_weighs_a_ragged_last_batch():
     rng = np.random.default_rng(0)
     pixels = rng.random((10, 784, 1), dtype=np.float32)

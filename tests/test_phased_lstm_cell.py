@@ -8,7 +8,7 @@ import numpy as np
 
 import numpy_reference as ref
 from phased_lstm import MIN_PERIOD, MIN_RATIO_ON, PhasedLSTMCell, tf
-from tf_helpers import cell_variables, load_params
+from tf_helpers import load_params, variable_gradients
 
 BATCH, STEPS, INPUT_SIZE, UNITS = 5, 30, 3, 6
 
@@ -115,12 +115,7 @@ class PhasedLSTMCellTest(tf.test.TestCase):
             outputs, (c, _) = tf.compat.v1.nn.dynamic_rnn(
                 cell, (tf.constant(times), tf.constant(x)), dtype=tf.float64)
             loss = tf.reduce_sum(outputs * weights) + tf.reduce_sum(c)
-            variables = cell_variables(cell)
-            grads = dict(zip(variables, tf.gradients(loss, list(variables.values()))))
-            with tf.compat.v1.Session() as sess:
-                sess.run(tf.compat.v1.global_variables_initializer())
-                load_params(sess, cell, params)
-                analytic = sess.run(grads)
+            analytic = variable_gradients(cell, loss, params)
         zeros = np.zeros((BATCH, UNITS))
         numeric = ref.gradient_reference(
             ref.phased_lstm_step, params, times, x, (zeros, zeros),

@@ -21,3 +21,13 @@ def load_params(sess, cell, params):
     """Assigns NumPy values to the cell's variables (no constraint is applied)."""
     for key, variable in cell_variables(cell).items():
         variable.load(np.asarray(params[key], variable.dtype.as_numpy_dtype), sess)
+
+
+def variable_gradients(cell, loss, params):
+    """d loss / d each of the cell's variables (keyed by TF 1.x names) at the values params."""
+    variables = cell_variables(cell)
+    grads = dict(zip(variables, tf.gradients(loss, list(variables.values()))))
+    with tf.compat.v1.Session() as sess:
+        sess.run(tf.compat.v1.global_variables_initializer())
+        load_params(sess, cell, params)
+        return sess.run(grads)
