@@ -165,9 +165,8 @@ def define_flags():
     """The command line's flags (defined only when run as a script: importers keep theirs)."""
     flags.DEFINE_string("root", "runs_seeds", "Folder of <configuration>/seed<k>/<model>/log.tsv.")
     flags.DEFINE_list("steps", ["500", "1000", "2000"], "Training steps to report.")
-    flags.DEFINE_string("title", "Sequential MNIST over seeds (band: mean ± std of test "
-                        "accuracy; faint: each seed's smoothed training accuracy)",
-                        "The plot's title.")
+    flags.DEFINE_string("title", "Sequential MNIST over seeds: test accuracy (band: ± std), "
+                        "training accuracy (faint)", "The plot's title.")
 
 
 if __name__ == "__main__":
