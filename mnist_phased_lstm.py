@@ -106,10 +106,6 @@ PRESETS = {
 flags.DEFINE_enum("preset", None, list(PRESETS), "Phased cells: a published configuration. "
                   "seed_repo: the seed repository's cell (--peepholes, --ratio_on 0.05, periods "
                   "log-uniform in [1, e^6]); flags given explicitly override it.")
-# Hidden from --help (shown by --helpfull): another module name makes it no key flag of this one.
-flags.DEFINE_bool("unverified_data", False, "For tests only: accept any MNIST-shaped "
-                  "<data_dir>/mnist.npz without checking that it is MNIST, and never download.",
-                  module_name="mnist_phased_lstm.testing")
 
 # First: absl runs validators in order, and the bounds below would let inf through.
 training.require_finite_flags(["learning_rate", "checkpoint_every_secs", "ratio_on",
@@ -144,9 +140,9 @@ def apply_preset():
 
 
 def settings():
-    """Every flag of this script, hidden ones included, as {name: value}."""
+    """Every flag of this script as {name: value}."""
     names = [f.name for f in FLAGS.get_key_flags_for_module(sys.modules[__name__])]
-    return {name: FLAGS[name].value for name in sorted(names + ["unverified_data"])}
+    return {name: FLAGS[name].value for name in sorted(names)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -316,8 +312,7 @@ def train(log_dir):
     gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
     logging.info("TensorFlow %s, %s.", tf.__version__,
                  f"GPUs: {', '.join(gpus)}" if gpus else "no GPU: training on the CPU")
-    x_train, y_train, x_test, y_test = mnist_data.load_mnist(
-        FLAGS.data_dir, verify=not FLAGS.unverified_data)
+    x_train, y_train, x_test, y_test = mnist_data.load_mnist(FLAGS.data_dir)
     if FLAGS.batch_size > len(x_train):
         raise training.RunError(f"--batch_size={FLAGS.batch_size} is larger than the training "
                                 f"set ({len(x_train)} images).")

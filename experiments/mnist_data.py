@@ -202,13 +202,11 @@ def _save(path, arrays):
             os.unlink(tmp)
 
 
-def load_mnist(data_dir=None, *, verify=True):
+def load_mnist(data_dir=None):
     """Loads MNIST from ``<data_dir>/mnist.npz``, fetching and saving it there on first use.
 
     Args:
         data_dir: the folder of mnist.npz; default default_data_dir().
-        verify: keep True. False (tests only; to be removed) accepts any file in MNIST's layout,
-            checks no hash, and never downloads.
 
     Returns:
         (x_train, y_train, x_test, y_test): uint8, (60000, 28, 28), (60000,), (10000, 28, 28),
@@ -222,16 +220,13 @@ def load_mnist(data_dir=None, *, verify=True):
                         MNIST_FILENAME)
     hint = (f"Put a correct copy of MNIST at {path} (Keras's mnist.npz) or pass a data_dir that "
             "holds one.")
-    check = verify_mnist if verify else check_layout
     if os.path.exists(path):
         try:
-            arrays = check(read_npz(path), path)
+            arrays = verify_mnist(read_npz(path), path)
         except MnistDataError as e:
             raise MnistDataError(f"{e} {hint}") from None
-        logging.info("MNIST: %s (%s).", path, "verified" if verify else "NOT verified")
+        logging.info("MNIST: %s (verified).", path)
         return arrays
-    if not verify:
-        raise MnistDataError(f"{path} does not exist, and verify=False never downloads. {hint}")
 
     failures = []
     for name, fetch in (("Keras's download", fetch_from_keras),

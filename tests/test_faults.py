@@ -46,7 +46,8 @@ import pytest
 
 import mnist_phased_lstm
 from experiments import checkpoints, loop, training
-from test_mnist_phased_lstm import write_fake_mnist
+import fake_mnist
+from fake_mnist import write_fake_mnist
 
 FLAGS = flags.FLAGS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -54,14 +55,14 @@ MNIST = os.path.join(ROOT, "mnist_phased_lstm.py")
 FREQ = os.path.join(ROOT, "freq_phased_lstm.py")
 STEPS = 12
 SMALL = ["-m", "PhasedLSTMCell", "--batch_size=32", "--num_units=4", "--eval_every=4",
-         "--eval_batch_size=128", "--checkpoint_every_secs=0", "--unverified_data",
+         "--eval_batch_size=128", "--checkpoint_every_secs=0",
          f"--steps={STEPS}"]
 TIMEOUT_S = 300
 RUN = "PhasedLSTMCell"
 
 # Runs a script (argv[2]) with its arguments (argv[3:]) after arranging for SIGKILL at a fault
 # point, argv[1] = "<kind>:<n>": at the n-th event of that kind in this process.
-DRIVER = r"""
+DRIVER = fake_mnist.PREAMBLE + r"""
 import os, re, runpy, signal, sys
 kind, n = sys.argv[1].split(":")
 n = int(n)
@@ -152,7 +153,7 @@ OUTCOMES = collections.Counter()  # "<class>: <how it ended>" -> count
 
 def run_script(script, *args, fault=None):
     """Runs a script (through DRIVER with a fault); returns the CompletedProcess."""
-    command = [sys.executable, script, *args]
+    command = fake_mnist.command(script, *args)
     if fault:
         command = [sys.executable, "-c", DRIVER, fault, script, *args]
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S,
@@ -215,14 +216,16 @@ class _Messages(logging.Handler):
 
 def run_in_process(*args):
     """Runs mnist_phased_lstm's main() here (no TensorFlow start-up), as `python
-    mnist_phased_lstm.py *args` would; returns (exit status or error message, its log text)."""
+    mnist_phased_lstm.py *args` would on a fake MNIST; returns (exit status or error message,
+    its log text)."""
     messages = _Messages()
     logger = logging.getLogger("absl")
     logger.addHandler(messages)
     verbosity = absl_logging.get_verbosity()
     absl_logging.set_verbosity(absl_logging.INFO)
     try:
-        with flagsaver.flagsaver():
+        with flagsaver.flagsaver(), pytest.MonkeyPatch.context() as patch:
+            fake_mnist.accept_fake_mnist(patch.setattr)
             argv = FLAGS(["mnist_phased_lstm.py", *args])
             try:
                 status = mnist_phased_lstm.main(argv)

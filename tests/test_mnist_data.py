@@ -134,16 +134,6 @@ def test_verify_mnist_is_the_seam_tests_replace(tmp_path, monkeypatch):
     assert_equal_arrays(load_mnist(tmp_path), arrays)
 
 
-def test_verify_false_checks_layout_only_and_never_downloads(tmp_path, monkeypatch):
-    sources(monkeypatch, must_not_fetch, must_not_fetch)
-    arrays = fake_arrays()
-    write_npz(str(tmp_path), arrays)
-    assert_equal_arrays(load_mnist(tmp_path, verify=False), arrays)
-    with pytest.raises(MnistDataError, match="does not exist, and verify=False never downloads"):
-        load_mnist(tmp_path / "missing", verify=False)
-    assert not (tmp_path / "missing").exists()
-
-
 @pytest.mark.parametrize("content", [b"not a zip\n", b"", b"PK\x03\x04garbage"])
 def test_corrupt_file_is_a_clear_error(tmp_path, monkeypatch, content):
     sources(monkeypatch, must_not_fetch, must_not_fetch)
@@ -158,7 +148,7 @@ def test_object_arrays_are_refused_without_unpickling(tmp_path, monkeypatch):
     arrays["y_train"] = np.array([object()] * 6)
     write_npz(str(tmp_path), arrays)
     with pytest.raises(MnistDataError, match="not a valid .npz"):
-        load_mnist(tmp_path, verify=False)
+        load_mnist(tmp_path)
 
 
 @pytest.mark.parametrize("key,bad,message", [

@@ -1,4 +1,4 @@
-"""Tests of mnist_phased_lstm.py on a tiny fake MNIST (not MNIST: --unverified_data).
+"""Tests of mnist_phased_lstm.py on a tiny fake MNIST (tests/fake_mnist.py).
 
 The script runs as a subprocess, as a user runs it. Each start costs seconds (TensorFlow), so one
 module-scoped fixture makes every training run once, in two groups side by side, and the tests
@@ -16,7 +16,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import types
 
@@ -25,33 +24,22 @@ from absl.testing import flagsaver
 import numpy as np
 import pytest
 
+import fake_mnist
 import mnist_phased_lstm as script
+from fake_mnist import write_fake_mnist
 from phased_lstm import tf
 from experiments import training
 
 FLAGS = flags.FLAGS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "mnist_phased_lstm.py")
-SMALL = ["--batch_size=16", "--num_units=4", "--eval_every=3", "--eval_batch_size=128",
-         "--unverified_data"]
+SMALL = ["--batch_size=16", "--num_units=4", "--eval_every=3", "--eval_batch_size=128"]
 TIMEOUT_S = 300
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def write_fake_mnist(folder, n_train=512, n_test=256):
-    """Writes an MNIST-shaped mnist.npz of random images."""
-    rng = np.random.default_rng(0)
-    os.makedirs(folder, exist_ok=True)
-    np.savez(os.path.join(folder, "mnist.npz"),
-             x_train=rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
-             y_train=rng.integers(0, 10, n_train, dtype=np.uint8),
-             x_test=rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
-             y_test=rng.integers(0, 10, n_test, dtype=np.uint8))
-    return str(folder)
-
-
 def command(*args):
-    return [sys.executable, SCRIPT, *args]
+    return fake_mnist.command(SCRIPT, *args)
 
 
 def run_script(*args):
@@ -74,6 +62,12 @@ def count_rows(path):
         return 0
     with open(path, encoding="utf-8") as f:
         return max(f.read().count("\n") - 1, 0)
+
+
+@pytest.fixture(autouse=True)
+def accept_fake_mnist(monkeypatch):
+    """In-process runs read the fake MNIST too (subprocesses: `command`)."""
+    fake_mnist.accept_fake_mnist(monkeypatch.setattr)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -207,7 +201,7 @@ def test_results_json(trained):
     settings = results["settings"]
     assert settings == script.settings() | {
         "model": "PhasedLSTMCell", "steps": 8, "batch_size": 16, "num_units": 4, "eval_every": 3,
-        "eval_batch_size": 128, "unverified_data": True, "data_dir": settings["data_dir"],
+        "eval_batch_size": 128, "data_dir": settings["data_dir"],
         "log_dir": trained.log_dir}
 
 
@@ -309,7 +303,7 @@ def test_corrupt_data_file_is_a_clear_error(tmp_path):
     os.makedirs(data)
     with open(os.path.join(data, "mnist.npz"), "wb") as f:
         f.write(b"PK\x03\x04 not really a zip")
-    message = run_main("--unverified_data", f"--data_dir={data}", f"--log_dir={tmp_path}/runs")
+    message = run_main(f"--data_dir={data}", f"--log_dir={tmp_path}/runs")
     assert message.startswith(f"error: {data}/mnist.npz is not a valid .npz file")
 
 
@@ -337,10 +331,10 @@ def test_unwritable_log_dir_is_refused_before_any_work(tmp_path):
     assert message.startswith(f"error: cannot write to the log folder {blocker}/runs")
 
 
-def test_missing_data_in_unverified_mode(tmp_path):
-    message = run_main("--unverified_data", f"--data_dir={tmp_path}/data",
-                       f"--log_dir={tmp_path}/runs")
-    assert f"{tmp_path}/data/mnist.npz does not exist" in message
+def test_missing_data_that_cannot_be_fetched_is_a_clear_error(tmp_path):
+    message = run_main(f"--data_dir={tmp_path}/data", f"--log_dir={tmp_path}/runs")
+    assert f"{tmp_path}/data/mnist.npz does not exist and every source failed" in message
+    assert "the tests never download MNIST" in message
     assert not os.path.exists(f"{tmp_path}/data")
 
 
@@ -366,13 +360,13 @@ def test_plot_only_redraws_the_plot(trained):
 # ---------------------------------------------------------------------------------------------
 # The script's functions.
 
-def test_flags_help_hides_the_testing_switch():
+def test_flags_help_lists_the_settings_and_no_test_switch():
     help_text = FLAGS.module_help(script)
     for name in ("--steps", "--ratio_on", "--checkpoint_every_secs", "--[no]plot_only",
                  "--log_dir"):
         assert name in help_text
     assert "-m,--model" in help_text
-    assert "unverified_data" not in help_text
+    assert "unverified_data" not in FLAGS  # tests use tests/fake_mnist.py instead
     assert set(script.MODELS) == set(FLAGS["model"].parser.enum_values)
 
 
