@@ -39,7 +39,6 @@ import sys
 import types
 
 from absl import flags
-from absl import logging as absl_logging
 from absl.testing import flagsaver
 import numpy as np
 import pytest
@@ -221,8 +220,10 @@ def run_in_process(*args):
     messages = _Messages()
     logger = logging.getLogger("absl")
     logger.addHandler(messages)
-    verbosity = absl_logging.get_verbosity()
-    absl_logging.set_verbosity(absl_logging.INFO)
+    # The logger's own level, not absl's verbosity: restoring a verbosity would leave an explicit
+    # level on the absl logger, and later tests' caplog.at_level(INFO) would see nothing.
+    level = logger.level
+    logger.setLevel(logging.INFO)
     try:
         with flagsaver.flagsaver(), pytest.MonkeyPatch.context() as patch:
             fake_mnist.accept_fake_mnist(patch.setattr)
@@ -232,7 +233,7 @@ def run_in_process(*args):
             except SystemExit as exit_:
                 status = exit_.code
     finally:
-        absl_logging.set_verbosity(verbosity)
+        logger.setLevel(level)
         logger.removeHandler(messages)
     text = "\n".join(messages.lines)
     return types.SimpleNamespace(returncode=1 if isinstance(status, str) else status,
