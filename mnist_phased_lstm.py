@@ -27,7 +27,7 @@ import numpy as np
 from phased_lstm import PhasedGRUCell, PhasedLSTMCell, PhasedRNNCell, rnn_cell, tf
 from experiments import loop, mnist_data, training
 from phased_lstm.event_rnn import event_driven_phased_lstm
-from phased_lstm.fast_rnn import fused_kernel_available, phased_lstm_rnn
+from phased_lstm.fast_rnn import phased_lstm_rnn, runs_fused_kernel
 
 NUM_PIXELS = 28 * 28
 NUM_CLASSES = 10
@@ -203,8 +203,8 @@ def run_rnn(cell, time, pixels):
         # The whole-sequence path: same variables and results as dynamic_rnn, 2.9x to 3.7x as
         # fast with the fused kernel (benchmarks/train_step.py).
         outputs, _ = phased_lstm_rnn(cell, time, pixels)
-        fused = fused_kernel_available() and not cell.use_peepholes
-        logging.info("phased_lstm_rnn runs the %s.", "fused kernel" if fused else "TensorFlow loop")
+        logging.info("phased_lstm_rnn runs the %s.",
+                     "fused kernel" if runs_fused_kernel(cell) else "TensorFlow loop")
     elif isinstance(cell, PhasedRNNCell):
         # dynamic_rnn wants every input at full batch size.
         time = tf.tile(time, [tf.shape(pixels)[0], 1, 1])

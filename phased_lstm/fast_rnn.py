@@ -108,6 +108,11 @@ def phased_lstm_rnn(cell, time, inputs, sequence_length=None, initial_state=None
         return outputs, rnn_cell.LSTMStateTuple(c, h)
 
 
+def runs_fused_kernel(cell):
+    """Whether `phased_lstm_rnn(cell, ...)` runs the fused kernel (by default, for a built cell)."""
+    return _use_fused(cell, cell.dtype, None)
+
+
 def _use_fused(cell, dtype, fused):
     """Whether the recurrence runs in the fused kernel (see phased_lstm_rnn's `fused`)."""
     if fused is False:

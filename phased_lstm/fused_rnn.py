@@ -48,7 +48,8 @@ def _load():
         if _library is None and _failure is None:
             try:
                 _library = op_library.load(SOURCE)
-                logging.info("Phased LSTM: phased_lstm_rnn runs the fused sequence kernel.")
+                logging.info("Phased LSTM: the fused sequence kernel is available to "
+                             "phased_lstm_rnn (cells without peepholes).")
             except op_library.BuildError as error:
                 _failure = str(error)
                 where = f"; compiler log: {error.log_path}" if error.log_path else ""

@@ -4,7 +4,7 @@ import numpy as np
 
 import numpy_reference as ref
 from phased_lstm import PhasedLSTMCell, tf
-from phased_lstm.fast_rnn import phased_lstm_rnn
+from phased_lstm.fast_rnn import fused_kernel_available, phased_lstm_rnn, runs_fused_kernel
 from tf_helpers import load_params, variable_gradients
 
 BATCH, STEPS, INPUT_SIZE, UNITS = 4, 25, 3, 5
@@ -109,6 +109,14 @@ class PhasedLSTMRnnTest(tf.test.TestCase):
                 for key in ref.PARAM_NAMES:
                     self.assertAllClose(analytic[key], numeric[key], rtol=1e-5, atol=1e-7,
                                         msg=f"{key}, peepholes {peep}, {mod_gradient}")
+
+    def test_runs_fused_kernel_says_which_path_a_cell_takes(self):
+        with tf.Graph().as_default():
+            plain, peepholes = PhasedLSTMCell(UNITS), PhasedLSTMCell(UNITS, use_peepholes=True)
+            for cell in (plain, peepholes):
+                cell.build_for(INPUT_SIZE, tf.float32)
+            self.assertEqual(runs_fused_kernel(plain), fused_kernel_available())
+            self.assertFalse(runs_fused_kernel(peepholes))
 
     def test_bad_inputs(self):
         with tf.Graph().as_default():
