@@ -30,8 +30,8 @@ columns test_loss and test_accuracy hold the validation on fresh data, on each e
 batch), TensorBoard events, checkpoints/ and results.json. After every run the script redraws
 `<log_dir>/<sampling>/<model>/curves.png` (every seed's training curves), the figure
 `<log_dir>/frequency_curves.png` (validation accuracy per epoch, one panel per sampling) and
-the table `<log_dir>/results.md` (mean +- std over seeds of the last validation accuracy, beside
-the paper's). Running the same command again resumes from the last checkpoint and skips the
+the table `<log_dir>/results.md` (mean ± sample std over seeds of the last validation accuracy,
+beside the paper's). Running the same command again resumes from the last checkpoint and skips the
 finished runs; Ctrl-C or SIGTERM checkpoints and stops.
 """
 
@@ -48,7 +48,7 @@ from absl import app, flags, logging
 import numpy as np
 
 from phased_lstm import PhasedLSTMCell, rnn_cell, tf
-from experiments import frequency_data, loop, training
+from experiments import frequency_data, loop, over_seeds, training
 from phased_lstm.fast_rnn import phased_lstm_rnn
 
 SAMPLINGS = frequency_data.SAMPLINGS
@@ -358,10 +358,10 @@ def results_table(curves):
         "# Frequency discrimination: Phased LSTM against LSTM",
         "",
         "Accuracy (%) on fresh validation data after the last epoch trained (each seed's last "
-        "validation), mean ± std over seeds (numpy's std, ddof=0), beside the paper's (Neil et "
-        "al. 2016, Fig. 3: after 70 epochs, 5 seeds). Epochs: the last epoch validated, as a "
-        f"range when the seeds differ. Chance: {100 * frequency_data.chance_accuracy():.2f}% "
-        "(always answering class 1).",
+        "validation), mean ± sample std over seeds (ddof=1; 0 for one seed), beside the "
+        "paper's (Neil et al. 2016, Fig. 3: after 70 epochs, 5 seeds). Epochs: the last epoch "
+        "validated, as a range when the seeds differ. Chance: "
+        f"{100 * frequency_data.chance_accuracy():.2f}% (always answering class 1).",
         "",
         "| sampling | model | ours, % | epochs | seeds | paper, % |",
         "|---|---|---|---|---|---|",
@@ -371,8 +371,9 @@ def results_table(curves):
             paper = "{:.2f} ± {:.2f}".format(*PAPER[(sampling, model)])
             runs = curves.get((sampling, model))
             if runs:
-                final = 100 * np.array([accuracy[-1] for _, accuracy in runs.values()])
-                ours = f"{final.mean():.2f} ± {final.std():.2f}"
+                mean, std, _ = over_seeds.mean_std(
+                    [100 * float(accuracy[-1]) for _, accuracy in runs.values()])
+                ours = f"{mean:.2f} ± {std:.2f}"
                 epochs = _range_text([int(epoch[-1]) for epoch, _ in runs.values()])
                 seeds = str(len(runs))
             else:
@@ -401,12 +402,15 @@ def plot_summary(log_dir, curves):
                 axes.plot(epochs, accuracy, color=color, lw=0.7, alpha=0.35)
             if runs:
                 all_epochs = np.unique(np.concatenate([e for e, _ in runs.values()]))
-                mean = [np.mean([a[e == epoch][0] for e, a in runs.values() if epoch in e])
-                        for epoch in all_epochs]
+                # Mean and sample std over the seeds that reached each epoch.
+                mean, std, _ = np.array([
+                    over_seeds.mean_std([a[e == epoch][0] for e, a in runs.values()
+                                         if epoch in e]) for epoch in all_epochs]).T
                 final = np.mean([a[-1] for _, a in runs.values()])
                 axes.plot(all_epochs, mean, color=color, lw=2, marker="o" if len(mean) < 20
-                          else None, ms=3, label=f"{MODEL_TITLES[model]}: mean of {len(runs)} "
-                          f"seed(s), last {final:.1%}")
+                          else None, ms=3, label=f"{MODEL_TITLES[model]}: mean ± std of "
+                          f"{len(runs)} seed(s), last {final:.1%}")
+                axes.fill_between(all_epochs, mean - std, mean + std, color=color, alpha=0.2)
             paper_mean = PAPER[(sampling, model)][0] / 100
             axes.axhline(paper_mean, color=color, lw=1, ls="--",
                          label=f"{MODEL_TITLES[model]}, paper (70 epochs): {paper_mean:.1%}")
@@ -423,7 +427,7 @@ def plot_summary(log_dir, curves):
                     frameon=False)
     panels[0].set_ylabel("validation accuracy (fresh data, leak 0)")
     figure.suptitle("Frequency discrimination: is the sine's period in [5, 6] ms? "
-                    "(faint: one seed each)")
+                    "(band: ± std over seeds; faint: one seed each)")
     path = os.path.join(log_dir, PLOT_NAME)
     training.write_atomically(path, lambda f: figure.savefig(f, format="png", dpi=110),
                                mode="wb")

@@ -25,7 +25,7 @@ import numpy as np
 
 from experiments import training
 
-__all__ = ["collect", "summarize", "markdown_table", "plot"]
+__all__ = ["collect", "mean_std", "summarize", "markdown_table", "plot"]
 
 # Training accuracy at step s: the mean over the batches (s - TRAIN_WINDOW, s].
 TRAIN_WINDOW = 100
@@ -65,8 +65,9 @@ def _at_step(log, step):
     return test, train
 
 
-def _mean_std(values):
-    """(mean, sample std with ddof=1 (0 for one value), count) of the values that are not None."""
+def mean_std(values):
+    """(mean, sample std with ddof=1 (0 for one value), count) of the values that are not None;
+    None if there are none. Every table of results over seeds uses it."""
     values = np.array([v for v in values if v is not None], dtype=np.float64)
     if not values.size:
         return None
@@ -90,8 +91,8 @@ def summarize(runs, steps):
         at = {step: [_at_step(log, step) for log in logs.values()] for step in steps}
         summary[key] = {
             "seeds": sorted(logs),
-            "test": {step: _mean_std([t for t, _ in at[step]]) for step in steps},
-            "train": {step: _mean_std([t for _, t in at[step]]) for step in steps},
+            "test": {step: mean_std([t for t, _ in at[step]]) for step in steps},
+            "train": {step: mean_std([t for _, t in at[step]]) for step in steps},
         }
     return summary
 
