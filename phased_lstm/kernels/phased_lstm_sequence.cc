@@ -295,23 +295,25 @@ struct Weights {
   const T* w_c_o;   // [units, units]
 };
 
-// The forward recurrence for rows [b0, b1) of the batch.
-template <typename T>
+// The forward recurrence for rows [b0, b1) of the batch. Peepholes is a template parameter so
+// that without them each step is one pass over the rows; with them the output gate needs every
+// row's c~ first, hence a second pass.
+template <typename T, bool Peepholes>
 void ForwardRows(const Dims& d, const T* x, const T* k, const T* c0, const T* h0,
                  const Weights<T>& weights, T* h, T* c, T* gates, int64_t b0, int64_t b1) {
   const int64_t rows = b1 - b0, n = d.units, in = d.input_size, batch = d.batch;
   if (rows == 0) return;
-  const bool peepholes = weights.w_c_if != nullptr;
   ConstMatrixMap<T> w(weights.kernel, in + n, 4 * n);
-  ConstMatrixMap<T> w_c_if(weights.w_c_if, peepholes ? n : 0, peepholes ? 2 * n : 0);
-  ConstMatrixMap<T> w_c_o(weights.w_c_o, peepholes ? n : 0, peepholes ? n : 0);
+  ConstMatrixMap<T> w_c_if(weights.w_c_if, Peepholes ? n : 0, Peepholes ? 2 * n : 0);
+  ConstMatrixMap<T> w_c_o(weights.w_c_o, Peepholes ? n : 0, Peepholes ? n : 0);
   ConstArrayMap<T> bias_if(weights.bias, 2 * n), bias_o(weights.bias + 2 * n, n),
       bias_j(weights.bias + 3 * n, n);
   const int64_t k_row_stride = d.k_batch == 1 ? 0 : n;
   // [x_t, h_{t-1}] of these rows: h is written here as it is computed.
   Matrix<T> xh(rows, in + n);
   xh.rightCols(n) = ConstMatrixMap<T>(h0 + b0 * n, rows, n);
-  Matrix<T> c_lstm(rows, n);  // c~ of these rows at this step
+  // c~ of these rows at this step (with peepholes), or of one row.
+  Matrix<T> c_lstm(Peepholes ? rows : 1, n);
   const T* c_prev = c0 + b0 * n;
   for (int64_t t = 0; t < d.steps; ++t) {
     const int64_t first = t * batch + b0;  // the first row of this block at step t
@@ -319,13 +321,21 @@ void ForwardRows(const Dims& d, const T* x, const T* k, const T* c0, const T* h0
     T* z = gates + first * 4 * n;
     MatrixMap<T> z_rows(z, rows, 4 * n);
     z_rows.noalias() = xh * w;
-    if (peepholes) {
+    if (Peepholes) {
       z_rows.leftCols(2 * n).noalias() += ConstMatrixMap<T>(c_prev, rows, n) * w_c_if;
     }
     const T* k_t = k + (t * d.k_batch + (d.k_batch == 1 ? 0 : b0)) * n;
     T* c_t = c + first * n;
     T* h_t = h + first * n;
-    // i, f, j and c~ first: with peepholes the output gate needs every row's c~.
+    // o, h~ and h_t of row r, once z_o is complete.
+    auto output = [&](int64_t r, const T* c_lstm_r) {
+      ArrayMap<T> o(z + r * 4 * n + 2 * n, n);
+      o = (o + bias_o).logistic();
+      ConstArrayMap<T> k_r(k_t + r * k_row_stride, n);
+      ArrayMap<T> h_prev(xh.row(r).data() + in, n), h_r(h_t + r * n, n);
+      h_r = h_prev + k_r * (o * ConstArrayMap<T>(c_lstm_r, n).tanh() - h_prev);
+      h_prev = h_r;
+    };
     for (int64_t r = 0; r < rows; ++r) {
       T* g = z + r * 4 * n;
       ArrayMap<T> i_f(g, 2 * n), j(g + 3 * n, n);
@@ -333,18 +343,14 @@ void ForwardRows(const Dims& d, const T* x, const T* k, const T* c0, const T* h0
       j = (j + bias_j).tanh();
       ConstArrayMap<T> i(g, n), f(g + n, n);
       ConstArrayMap<T> c_r(c_prev + r * n, n), k_r(k_t + r * k_row_stride, n);
-      ArrayMap<T> c_lstm_r(c_lstm.row(r).data(), n);
-      c_lstm_r = f * c_r + i * j;
-      ArrayMap<T>(c_t + r * n, n) = c_r + k_r * (c_lstm_r - c_r);
+      T* c_lstm_r = c_lstm.row(Peepholes ? r : 0).data();
+      ArrayMap<T>(c_lstm_r, n) = f * c_r + i * j;
+      ArrayMap<T>(c_t + r * n, n) = c_r + k_r * (ConstArrayMap<T>(c_lstm_r, n) - c_r);
+      if (!Peepholes) output(r, c_lstm_r);
     }
-    if (peepholes) z_rows.middleCols(2 * n, n).noalias() += c_lstm * w_c_o;
-    for (int64_t r = 0; r < rows; ++r) {
-      ArrayMap<T> o(z + r * 4 * n + 2 * n, n);
-      o = (o + bias_o).logistic();
-      ConstArrayMap<T> k_r(k_t + r * k_row_stride, n), c_lstm_r(c_lstm.row(r).data(), n);
-      ArrayMap<T> h_prev(xh.row(r).data() + in, n), h_r(h_t + r * n, n);
-      h_r = h_prev + k_r * (o * c_lstm_r.tanh() - h_prev);
-      h_prev = h_r;
+    if (Peepholes) {
+      z_rows.middleCols(2 * n, n).noalias() += c_lstm * w_c_o;
+      for (int64_t r = 0; r < rows; ++r) output(r, c_lstm.row(r).data());
     }
     c_prev = c_t;
   }
@@ -382,7 +388,8 @@ class PhasedLSTMSequenceOp : public OpKernel {
     T* c_out = c->flat<T>().data();
     T* gates_out = gates->flat<T>().data();
     ForEachShard(ctx, NumShards(ctx, d.batch), d.batch, [&](int, int64_t b0, int64_t b1) {
-      ForwardRows<T>(d, x, k, c0, h0, weights, h_out, c_out, gates_out, b0, b1);
+      (use_peepholes_ ? ForwardRows<T, true> : ForwardRows<T, false>)(
+          d, x, k, c0, h0, weights, h_out, c_out, gates_out, b0, b1);
     });
     const int64_t last = (d.steps - 1) * d.batch * d.units, size = d.batch * d.units;
     std::copy_n(d.steps > 0 ? c_out + last : c0, size, c_final->flat<T>().data());
@@ -404,8 +411,9 @@ struct Partials {
 };
 
 // The backward recurrence for rows [b0, b1). Writes dx, dc0, dh0 (and dk when k is per
-// example) for these rows; adds the rest to `partials`.
-template <typename T>
+// example) for these rows; adds the rest to `partials`. As in the forward, one pass over the
+// rows per step without peepholes, two with them (dz_o's product is needed for dc~).
+template <typename T, bool Peepholes>
 void BackwardRows(const Dims& d, const T* x, const T* k, const T* c0, const T* h0,
                   const Weights<T>& weights, const T* h, const T* c, const T* gates,
                   const T* dh_seq, const T* dc_final, const T* dh_final, T* dx, T* dk, T* dc0,
@@ -413,20 +421,18 @@ void BackwardRows(const Dims& d, const T* x, const T* k, const T* c0, const T* h
   const int64_t rows = b1 - b0, n = d.units, in = d.input_size, batch = d.batch;
   if (rows == 0) return;
   const bool shared_k = d.k_batch == 1;
-  const bool peepholes = weights.w_c_if != nullptr;
   ConstMatrixMap<T> w(weights.kernel, in + n, 4 * n);
   const auto w_x = w.topRows(in);
   const auto w_h = w.bottomRows(n);
-  ConstMatrixMap<T> w_c_if(weights.w_c_if, peepholes ? n : 0, peepholes ? 2 * n : 0);
-  ConstMatrixMap<T> w_c_o(weights.w_c_o, peepholes ? n : 0, peepholes ? n : 0);
+  ConstMatrixMap<T> w_c_if(weights.w_c_if, Peepholes ? n : 0, Peepholes ? 2 * n : 0);
+  ConstMatrixMap<T> w_c_o(weights.w_c_o, Peepholes ? n : 0, Peepholes ? n : 0);
   const int64_t k_row_stride = shared_k ? 0 : n;
   // The gradients of c_t and h_t, carried backwards.
   Matrix<T> dc = ConstMatrixMap<T>(dc_final + b0 * n, rows, n);
   Matrix<T> dh = ConstMatrixMap<T>(dh_final + b0 * n, rows, n);
   Matrix<T> dz(rows, 4 * n), xh(rows, in + n);
-  // c~ of these rows (kept for the peephole's weight gradient) and dc~, in two parts: what
-  // comes through h~ (and with peepholes through z_o) first, then what comes through c_t.
-  Matrix<T> c_lstm(rows, n), dc_lstm(rows, n);
+  // c~ (kept for w_c_o's gradient) and dc~ of these rows with peepholes, of one row without.
+  Matrix<T> c_lstm(Peepholes ? rows : 1, n), dc_lstm(Peepholes ? rows : 1, n);
   Array<T> tanh_c(n), dh_lstm(n);
   for (int64_t t = d.steps - 1; t >= 0; --t) {
     const int64_t first = t * batch + b0;
@@ -434,49 +440,53 @@ void BackwardRows(const Dims& d, const T* x, const T* k, const T* c0, const T* h
     const T* h_prev = t > 0 ? h + (first - batch) * n : h0 + b0 * n;
     const T* k_t = k + (t * d.k_batch + (shared_k ? 0 : b0)) * n;
     dh += ConstMatrixMap<T>(dh_seq + first * n, rows, n);
-    // Through h~ = o tanh(c~): dk, dz_o and dc~'s part through h~; dh carried to h_{t-1}.
+    // Through c~ = f c_prev + i j, given dc~'s part through h~ (and z_o) in dc_lstm_r: dz_i,
+    // dz_f, dz_j, and dc carried to c_{t-1}.
+    auto through_c = [&](int64_t r, T* dc_lstm_r) {
+      const T* g = gates + (first + r) * 4 * n;
+      ConstArrayMap<T> i(g, n), f(g + n, n), j(g + 3 * n, n);
+      ConstArrayMap<T> c_r(c_prev + r * n, n), k_r(k_t + r * k_row_stride, n);
+      ArrayMap<T> dc_r(dc.row(r).data(), n), dc_lstm_sum(dc_lstm_r, n);
+      dc_lstm_sum += k_r * dc_r;
+      T* dz_r = dz.row(r).data();
+      ArrayMap<T>(dz_r, n) = dc_lstm_sum * j * i * (T(1) - i);
+      ArrayMap<T>(dz_r + n, n) = dc_lstm_sum * c_r * f * (T(1) - f);
+      ArrayMap<T>(dz_r + 3 * n, n) = dc_lstm_sum * i * (T(1) - j.square());
+      dc_r = (T(1) - k_r) * dc_r + dc_lstm_sum * f;
+    };
+    // Through h~ = o tanh(c~) and the gate: dk, dz_o, dc~'s part through h~, dh carried to
+    // h_{t-1}.
     for (int64_t r = 0; r < rows; ++r) {
       const T* g = gates + (first + r) * 4 * n;
       ConstArrayMap<T> i(g, n), f(g + n, n), o(g + 2 * n, n), j(g + 3 * n, n);
       ConstArrayMap<T> c_r(c_prev + r * n, n), h_r(h_prev + r * n, n);
       ConstArrayMap<T> k_r(k_t + r * k_row_stride, n);
       ArrayMap<T> dc_r(dc.row(r).data(), n), dh_r(dh.row(r).data(), n);
-      ArrayMap<T> c_lstm_r(c_lstm.row(r).data(), n);
-      c_lstm_r = f * c_r + i * j;
-      tanh_c = c_lstm_r.tanh();
+      T* c_lstm_r = c_lstm.row(Peepholes ? r : 0).data();
+      T* dc_lstm_r = dc_lstm.row(Peepholes ? r : 0).data();
+      ArrayMap<T> c_lstm_row(c_lstm_r, n);
+      c_lstm_row = f * c_r + i * j;
+      tanh_c = c_lstm_row.tanh();
       // c_t = c_prev + k (c~ - c_prev), h_t = h_prev + k (h~ - h_prev).
       if (shared_k) {
         ArrayMap<T>(partials->dk.data() + t * n, n) +=
-            dc_r * (c_lstm_r - c_r) + dh_r * (o * tanh_c - h_r);
+            dc_r * (c_lstm_row - c_r) + dh_r * (o * tanh_c - h_r);
       } else {
         ArrayMap<T>(dk + (first + r) * n, n) =
-            dc_r * (c_lstm_r - c_r) + dh_r * (o * tanh_c - h_r);
+            dc_r * (c_lstm_row - c_r) + dh_r * (o * tanh_c - h_r);
       }
       dh_lstm = k_r * dh_r;
-      ArrayMap<T>(dc_lstm.row(r).data(), n) = dh_lstm * o * (T(1) - tanh_c.square());
+      ArrayMap<T>(dc_lstm_r, n) = dh_lstm * o * (T(1) - tanh_c.square());
       ArrayMap<T>(dz.row(r).data() + 2 * n, n) = dh_lstm * tanh_c * o * (T(1) - o);
       dh_r = (T(1) - k_r) * dh_r;
+      if (!Peepholes) through_c(r, dc_lstm_r);
     }
-    if (peepholes) {  // z_o += c~ w_c_o
-      const auto dz_o = dz.middleCols(2 * n, n);
+    if (Peepholes) {
+      const auto dz_o = dz.middleCols(2 * n, n);  // z_o += c~ w_c_o
       dc_lstm.noalias() += dz_o * w_c_o.transpose();
       partials->dw_c_o.noalias() += c_lstm.transpose() * dz_o;
-    }
-    // Through c~ = f c_prev + i j, and c_t's own carry to c_{t-1}.
-    for (int64_t r = 0; r < rows; ++r) {
-      const T* g = gates + (first + r) * 4 * n;
-      ConstArrayMap<T> i(g, n), f(g + n, n), j(g + 3 * n, n);
-      ConstArrayMap<T> c_r(c_prev + r * n, n), k_r(k_t + r * k_row_stride, n);
-      ArrayMap<T> dc_r(dc.row(r).data(), n), dc_lstm_r(dc_lstm.row(r).data(), n);
-      dc_lstm_r += k_r * dc_r;
-      T* dz_r = dz.row(r).data();
-      ArrayMap<T>(dz_r, n) = dc_lstm_r * j * i * (T(1) - i);
-      ArrayMap<T>(dz_r + n, n) = dc_lstm_r * c_r * f * (T(1) - f);
-      ArrayMap<T>(dz_r + 3 * n, n) = dc_lstm_r * i * (T(1) - j.square());
-      dc_r = (T(1) - k_r) * dc_r + dc_lstm_r * f;
-    }
-    if (peepholes) {  // [z_i, z_f] += c_prev w_c_if
-      const auto dz_if = dz.leftCols(2 * n);
+      for (int64_t r = 0; r < rows; ++r) through_c(r, dc_lstm.row(r).data());
+      const auto dz_if = dz.leftCols(2 * n);  // [z_i, z_f] += c_prev w_c_if
       dc.noalias() += dz_if * w_c_if.transpose();
       partials->dw_c_if.noalias() += ConstMatrixMap<T>(c_prev, rows, n).transpose() * dz_if;
     }
@@ -536,9 +546,10 @@ class PhasedLSTMSequenceGradOp : public OpKernel {
     }
     T* dk_out = dk->flat<T>().data();
     ForEachShard(ctx, shards, d.batch, [&](int s, int64_t b0, int64_t b1) {
-      BackwardRows<T>(d, in(0), in(1), in(2), in(3), weights, in(7), in(8), in(9), in(10),
-                      in(11), in(12), dx->flat<T>().data(), dk_out, dc0->flat<T>().data(),
-                      dh0->flat<T>().data(), &partials[s], b0, b1);
+      (use_peepholes_ ? BackwardRows<T, true> : BackwardRows<T, false>)(
+          d, in(0), in(1), in(2), in(3), weights, in(7), in(8), in(9), in(10), in(11), in(12),
+          dx->flat<T>().data(), dk_out, dc0->flat<T>().data(), dh0->flat<T>().data(),
+          &partials[s], b0, b1);
     });
     MatrixMap<T> dkernel_out(dkernel->flat<T>().data(), d.input_size + d.units, 4 * d.units);
     ArrayMap<T> dbias_out(dbias->flat<T>().data(), 4 * d.units);
