@@ -23,6 +23,16 @@ deterministic, and an upper bound of the step's peak tensor memory.
 
     python -m benchmarks.train_step --scaling            # the models at other units and lengths
 
+`--peepholes` gives PhasedLSTMCell and LSTMCell their peepholes (the TF 1.x cell's full
+matrices; the frequency task's setting), e.g. the fused kernel against the TF loop at that task's
+size (110 units, batch 32, 122 to 1,216 steps), in one process:
+
+    TF_LOOP="PhasedLSTMCell (phased_lstm_rnn: TF loop)"
+    FUSED="PhasedLSTMCell (phased_lstm_rnn: fused kernel)"
+    python -m benchmarks.train_step --peepholes --scaling --batch_size 32 \\
+        --scaling_sizes 110x122,110x1216 \\
+        --scaling_models "BasicLSTMCell (dynamic_rnn),$TF_LOOP,$FUSED"
+
 Where the time goes (`--profile`: TF 1.x step stats of one traced step, batch 256, 784 steps, 32
 units, quiet 2-core CPU; kernel time is summed over both cores' threads):
 - BasicLSTMCell under dynamic_rnn: 203 kernels per time step, 463 ms of kernel time. Almost
@@ -78,6 +88,8 @@ flags.DEFINE_integer("num_units", 32, "Units of the recurrent layer.", lower_bou
 flags.DEFINE_integer("repeats", 20, "Timed steps per model.", lower_bound=1)
 flags.DEFINE_integer("warmup", 3, "Untimed steps per model first.", lower_bound=0)
 flags.DEFINE_list("models", None, "Models to run; default all of MODELS.")
+flags.DEFINE_bool("peepholes", False, "PhasedLSTMCell and LSTMCell with peephole connections "
+                  "(the Keras models and BasicLSTMCell have none).")
 flags.DEFINE_bool("memory", True, "Also measure peak memory (one subprocess per model).")
 flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
 flags.DEFINE_bool("profile", False, "Instead of timing: trace one step of each model with the "
@@ -113,9 +125,13 @@ def _keras_lstm(time, pixels):
     return tf.keras.layers.LSTM(FLAGS.num_units)(pixels)
 
 
+def _phased_cell():
+    return PhasedLSTMCell(FLAGS.num_units, use_peepholes=FLAGS.peepholes)
+
+
 def _fast_phased(fused):
     def build(time, pixels):
-        outputs, _ = phased_lstm_rnn(PhasedLSTMCell(FLAGS.num_units), time, pixels, fused=fused)
+        outputs, _ = phased_lstm_rnn(_phased_cell(), time, pixels, fused=fused)
         return outputs[:, -1]
     return build
 
@@ -126,9 +142,10 @@ FUSED = "PhasedLSTMCell (phased_lstm_rnn: fused kernel)"
 MODELS = {
     "BasicLSTMCell (dynamic_rnn)": _dynamic(lambda: rnn_cell.BasicLSTMCell(FLAGS.num_units),
                                             False),
-    "LSTMCell (dynamic_rnn)": _dynamic(lambda: rnn_cell.LSTMCell(FLAGS.num_units), False),
+    "LSTMCell (dynamic_rnn)": _dynamic(
+        lambda: rnn_cell.LSTMCell(FLAGS.num_units, use_peepholes=FLAGS.peepholes), False),
     "Keras LSTM layer": _keras_lstm,
-    "PhasedLSTMCell (dynamic_rnn)": _dynamic(lambda: PhasedLSTMCell(FLAGS.num_units), True),
+    "PhasedLSTMCell (dynamic_rnn)": _dynamic(_phased_cell, True),
     "PhasedLSTMCell (phased_lstm_rnn: TF loop)": _fast_phased(False),
     FUSED: _fast_phased(True),
 }
@@ -209,7 +226,7 @@ def measure_memory(name):
     """Peak RSS growth (MiB) of a few training steps of `name`, in a fresh subprocess."""
     args = [sys.executable, "-m", "benchmarks.train_step", f"--_memory_of={name}",
             f"--batch_size={FLAGS.batch_size}", f"--length={FLAGS.length}",
-            f"--num_units={FLAGS.num_units}"]
+            f"--num_units={FLAGS.num_units}", f"--peepholes={FLAGS.peepholes}"]
     result = subprocess.run(args, capture_output=True, text=True, check=True, cwd=REPOSITORY_ROOT)
     return float(result.stdout.strip().splitlines()[-1])
 
@@ -288,7 +305,8 @@ def scaling():
         print(f"units {units}, length {length}: " + ", ".join(
             f"{name} {medians[name]:.3f} s" for name in names), flush=True)
     print(f"\nbatch {FLAGS.batch_size}, {FLAGS.repeats} interleaved steps per model after "
-          f"{FLAGS.warmup} warm-up, {os.cpu_count()} CPU cores, TensorFlow {tf.__version__}\n")
+          f"{FLAGS.warmup} warm-up, peepholes {FLAGS.peepholes}, {os.cpu_count()} CPU cores, "
+          f"TensorFlow {tf.__version__}\n")
     others = [name for name in names if name != BASELINE]
     print("| units | length | BasicLSTMCell s/step | " + " | ".join(
         f"{name} vs BasicLSTMCell" for name in others) + " |")
@@ -300,7 +318,7 @@ def scaling():
     if FLAGS.json:
         with open(FLAGS.json, "w") as f:
             json.dump({"settings": {"batch_size": FLAGS.batch_size, "repeats": FLAGS.repeats,
-                                    "cpu_count": os.cpu_count(),
+                                    "peepholes": FLAGS.peepholes, "cpu_count": os.cpu_count(),
                                     "tensorflow": tf.__version__},
                        "scaling": results}, f, indent=2)
 
@@ -349,8 +367,8 @@ def main(argv):
                          peak_memory_mib=None, memory_ratio_to_basic_lstm=None,
                          allocated_mib=None, allocated_ratio_to_basic_lstm=None))
     print(f"\nbatch {FLAGS.batch_size}, length {FLAGS.length}, units {FLAGS.num_units}, "
-          f"{FLAGS.repeats} interleaved steps per model after {FLAGS.warmup} warm-up, "
-          f"{os.cpu_count()} CPU cores, TensorFlow {tf.__version__}\n")
+          f"peepholes {FLAGS.peepholes}, {FLAGS.repeats} interleaved steps per model after "
+          f"{FLAGS.warmup} warm-up, {os.cpu_count()} CPU cores, TensorFlow {tf.__version__}\n")
     header = ("| model | median s/step | min | max | examples/s | vs BasicLSTMCell "
               "| peak step memory MiB | memory vs BasicLSTMCell | allocated MiB/step "
               "| allocated vs BasicLSTMCell |")
@@ -374,6 +392,7 @@ def main(argv):
         with open(FLAGS.json, "w") as f:
             json.dump({"settings": {"batch_size": FLAGS.batch_size, "length": FLAGS.length,
                                     "num_units": FLAGS.num_units, "repeats": FLAGS.repeats,
+                                    "peepholes": FLAGS.peepholes,
                                     "cpu_count": os.cpu_count(),
                                     "tensorflow": tf.__version__},
                        "rows": rows}, f, indent=2)

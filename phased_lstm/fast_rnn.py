@@ -5,14 +5,15 @@ loop, and autodiff then computes and sums every weight gradient step by step. He
 
 - The time gate depends only on the timestamps and the timing parameters: it is computed for all
   steps at once, before the loop.
-- Without peepholes (the default), the loop keeps one [batch, input_size + units] x
-  [input_size + units, 4 units] product and the LSTM's element-wise operations, and its gradient
-  is written by hand: the backward loop carries only the gradients of c and h, and the kernels',
-  bias's and inputs' gradients are then one product over all steps each.
-- Without peepholes, where the fused kernel is available (`fused_rnn`: a C++ op compiled on
-  first use), the whole recurrence runs in one kernel and its gradient in another; elsewhere a
-  TensorFlow while loop runs it (the reference path, and the fallback: same results).
-- With the TF 1.x cell's full-matrix peepholes, the loop body is differentiated by autodiff.
+- Where the fused kernel is available (`fused_rnn`: a C++ op compiled on first use), the whole
+  recurrence runs in one kernel and its gradient in another, with or without the TF 1.x cell's
+  full-matrix peepholes. Elsewhere (or with fused=False) a TensorFlow while loop runs it: the
+  reference path, and the fallback (same results, slower).
+- In that loop without peepholes (the default), each step keeps one [batch, input_size + units]
+  x [input_size + units, 4 units] product and the LSTM's element-wise operations, and its
+  gradient is written by hand: the backward loop carries only the gradients of c and h, and the
+  kernels', bias's and inputs' gradients are then one product over all steps each.
+- In that loop with peepholes, the loop body is differentiated by autodiff.
 
 Padding is folded into the gate: past an example's sequence_length its k is 0, which carries
 the state unchanged, exactly what dynamic_rnn's copy-through does.
@@ -60,8 +61,8 @@ def phased_lstm_rnn(cell, time, inputs, sequence_length=None, initial_state=None
         output zeros.
       initial_state: optional LSTMStateTuple(c, h), each [batch, num_units]; default zeros.
       scope: variable scope for building the cell; default "rnn".
-      fused: whether the recurrence runs in the fused kernel: None (default) where it can (no
-        peepholes, float32 or float64, `fused_kernel_available()`); False never (the
+      fused: whether the recurrence runs in the fused kernel: None (default) where it can
+        (float32 or float64, `fused_kernel_available()`; peepholes or not); False never (the
         pure-TensorFlow loop); True always (an error where it cannot).
       leak: the closed time gate's slope, a float or a scalar tensor; None: the cell's `leak`.
 
@@ -93,8 +94,9 @@ def phased_lstm_rnn(cell, time, inputs, sequence_length=None, initial_state=None
             initial_state = cell.zero_state(batch, dtype)
         inputs = tf.transpose(inputs, [1, 0, 2])
         if _use_fused(cell, dtype, fused):
+            peepholes = cell.peephole_weights() if cell.use_peepholes else ()
             h_seq, c, h = fused_rnn.fused_sequence(inputs, k, *initial_state,
-                                                   *cell.packed_weights())
+                                                   *cell.packed_weights(), *peepholes)
         elif cell.use_peepholes:
             h_seq, (c, h) = _loop(_peephole_step(cell), inputs, k, initial_state,
                                   steps)
@@ -109,7 +111,11 @@ def phased_lstm_rnn(cell, time, inputs, sequence_length=None, initial_state=None
 
 
 def runs_fused_kernel(cell):
-    """Whether `phased_lstm_rnn(cell, ...)` runs the fused kernel (by default, for a built cell)."""
+    """Whether `phased_lstm_rnn(cell, ...)` runs the fused kernel (by default, for a built cell).
+
+    True for float32 and float64 cells, with or without peepholes, where the kernel could be built
+    and loaded (`fused_kernel_available()`).
+    """
     return _use_fused(cell, cell.dtype, None)
 
 
@@ -118,9 +124,7 @@ def _use_fused(cell, dtype, fused):
     if fused is False:
         return False
     dtype = tf.as_dtype(dtype)
-    if cell.use_peepholes:
-        why_not = "the cell has peepholes"
-    elif dtype.base_dtype not in fused_rnn.DTYPES:
+    if dtype.base_dtype not in fused_rnn.DTYPES:
         why_not = f"its dtype is {dtype.name}, not float32 or float64"
     elif not fused_kernel_available():
         why_not = "the fused kernel is not available (see the warning logged)"
@@ -256,7 +260,11 @@ def _sequence_without_peepholes(cell, inputs, k, initial_state):
 
 
 def _peephole_step(cell):
-    """Loop body with the TF 1.x cell's full-matrix peepholes (c_{t-1} for i and f, c~ for o)."""
+    """Loop body with the TF 1.x cell's full-matrix peepholes (c_{t-1} for i and f, c~ for o).
+
+    The pure-TensorFlow path for peephole cells (fused=False, or no kernel), differentiated by
+    autodiff; the fused kernel computes the same recurrence.
+    """
     n = cell.output_size
     w_xh, bias = cell.packed_weights()  # columns [i, f, o, j]
     w_c_mask, w_c_out = cell.peephole_weights()

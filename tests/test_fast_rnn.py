@@ -115,8 +115,12 @@ class PhasedLSTMRnnTest(tf.test.TestCase):
             plain, peepholes = PhasedLSTMCell(UNITS), PhasedLSTMCell(UNITS, use_peepholes=True)
             for cell in (plain, peepholes):
                 cell.build_for(INPUT_SIZE, tf.float32)
+            # The fused kernel has the TF 1.x cell's full-matrix peepholes too.
             self.assertEqual(runs_fused_kernel(plain), fused_kernel_available())
-            self.assertFalse(runs_fused_kernel(peepholes))
+            self.assertEqual(runs_fused_kernel(peepholes), fused_kernel_available())
+            float16 = PhasedLSTMCell(UNITS, dtype=tf.float16)
+            float16.build_for(INPUT_SIZE, tf.float16)
+            self.assertFalse(runs_fused_kernel(float16))
 
     def test_bad_inputs(self):
         with tf.Graph().as_default():

@@ -45,30 +45,38 @@ def _require_kernel(test):
 
 
 def _run_both(seed, batch, steps, input_size, units, dtype, shared_time, with_lengths,
-              with_initial_state, leaks):
+              with_initial_state, leaks, peepholes=False, paths=(False, True)):
     """Loss, outputs, final state and gradients of everything, for fused and pure paths.
 
-    Returns {(fused, leak): (names, values)} where values are the fetched arrays.
+    paths: phased_lstm_rnn's `fused` values to run, and "dynamic_rnn" for
+    `dynamic_rnn(cell, (time, inputs))`.
+
+    Returns {(path, leak): (names, values)} where values are the fetched arrays.
     """
     rng = np.random.default_rng(seed)
-    params = ref.random_phased_lstm_params(rng, input_size, units, False)
+    params = ref.random_phased_lstm_params(rng, input_size, units, peepholes)
     times = ref.random_times(rng, 1 if shared_time else batch, steps)
     x = rng.normal(size=(batch, steps, input_size))
     lengths = rng.integers(0, steps + 1, batch) if with_lengths else None
     state = [rng.normal(size=(batch, units)) for _ in range(2)]
     weights = rng.normal(size=(batch, steps, units))
     results = {}
-    for fused in (False, True):
+    for fused in paths:
         with tf.Graph().as_default():
             leak = tf.compat.v1.placeholder_with_default(tf.constant(0.001, dtype), [])
-            cell = PhasedLSTMCell(units, leak=leak, dtype=dtype)
+            cell = PhasedLSTMCell(units, use_peepholes=peepholes, leak=leak, dtype=dtype)
             # float64 time for float32 cells too: the gate is computed in the time's dtype.
             time_t = tf.constant(times, tf.float64 if dtype == tf.float64 else tf.float32)
             x_t = tf.constant(x, dtype)
             initial = (LSTMStateTuple(*(tf.constant(s, dtype) for s in state))
                        if with_initial_state else None)
-            outputs, (c, h) = phased_lstm_rnn(cell, time_t, x_t, lengths, initial_state=initial,
-                                              fused=fused)
+            if fused == "dynamic_rnn":  # which wants the time at full batch size
+                time_in = tf.tile(time_t, [batch // time_t.shape[0], 1, 1])
+                outputs, (c, h) = tf.compat.v1.nn.dynamic_rnn(
+                    cell, (time_in, x_t), lengths, initial_state=initial, dtype=dtype)
+            else:
+                outputs, (c, h) = phased_lstm_rnn(cell, time_t, x_t, lengths,
+                                                  initial_state=initial, fused=fused)
             loss = (tf.reduce_sum(outputs * weights) + tf.reduce_sum(c * c)
                     + tf.reduce_sum(tf.sin(h)))
             sources = cell.weights + [x_t, time_t] + (list(initial) if initial else [])
@@ -86,9 +94,9 @@ def _run_both(seed, batch, steps, input_size, units, dtype, shared_time, with_le
 
 class FusedMatchesPureTensorFlowTest(tf.test.TestCase):
 
-    def _assert_paths_agree(self, results, leaks, tolerance):
+    def _assert_paths_agree(self, results, leaks, tolerance, reference=False):
         for leak in leaks:
-            (names, pure), (names_fused, fused) = results[False, leak], results[True, leak]
+            (names, pure), (names_fused, fused) = results[reference, leak], results[True, leak]
             self.assertEqual(names, names_fused)
             for name, want, got in zip(["outputs", "c", "h"] + names, pure, fused):
                 self.assertIsNotNone(got, msg=name)
@@ -109,34 +117,65 @@ class FusedMatchesPureTensorFlowTest(tf.test.TestCase):
                                             with_initial_state=True, leaks=(0.0, 0.001))
                         self._assert_paths_agree(results, (0.0, 0.001), tolerance)
 
+    def test_peepholes_random_shapes_float32_and_float64(self):
+        # The TF 1.x cell's full-matrix peepholes against phased_lstm_rnn's TensorFlow loop.
+        _require_kernel(self)
+        for dtype, tolerance in ((tf.float32, 2e-5), (tf.float64, 1e-10)):
+            for seed, shape in enumerate(SHAPES):
+                for shared_time in (False, True):
+                    with self.subTest(dtype=dtype.name, shape=shape, shared_time=shared_time):
+                        results = _run_both(seed, *shape, dtype, shared_time,
+                                            with_lengths=seed % 2 == 0,
+                                            with_initial_state=True, leaks=(0.0, 0.001),
+                                            peepholes=True)
+                        self._assert_paths_agree(results, (0.0, 0.001), tolerance)
+
+    def test_peepholes_match_dynamic_rnn_float64(self):
+        # Against the cell's own step under dynamic_rnn: every variable's gradient (the
+        # peephole rows of mask_gates/kernel and output_gate/kernel, and the timing variables'),
+        # the inputs', the time's and the initial state's.
+        _require_kernel(self)
+        for seed, shape in enumerate(SHAPES):
+            for shared_time in (False, True):
+                with self.subTest(shape=shape, shared_time=shared_time):
+                    results = _run_both(10 + seed, *shape, tf.float64, shared_time,
+                                        with_lengths=seed != 1, with_initial_state=True,
+                                        leaks=(0.0, 0.001), peepholes=True,
+                                        paths=("dynamic_rnn", True))
+                    self._assert_paths_agree(results, (0.0, 0.001), 1e-10,
+                                             reference="dynamic_rnn")
+
     def test_sequence_length_zero_initial_state_and_default_state(self):
         _require_kernel(self)
-        results = _run_both(7, 16, 12, 2, 6, tf.float64, shared_time=True, with_lengths=True,
-                            with_initial_state=False, leaks=(0.001,))
-        self._assert_paths_agree(results, (0.001,), 1e-10)
+        for peepholes in (False, True):
+            results = _run_both(7, 16, 12, 2, 6, tf.float64, shared_time=True,
+                                with_lengths=True, with_initial_state=False, leaks=(0.001,),
+                                peepholes=peepholes)
+            self._assert_paths_agree(results, (0.001,), 1e-10)
 
     def test_matches_the_numpy_reference(self):
         _require_kernel(self)
         rng = np.random.default_rng(11)
         batch, steps, input_size, units = 20, 30, 2, 7
-        params = ref.random_phased_lstm_params(rng, input_size, units, False)
         times = ref.random_times(rng, batch, steps)
         x = rng.normal(size=(batch, steps, input_size))
         lengths = [steps, 5, 0, 17] * 5
-        with tf.Graph().as_default():
-            cell = PhasedLSTMCell(units, dtype=tf.float64)
-            outputs, (c, h) = phased_lstm_rnn(cell, tf.constant(times), tf.constant(x), lengths,
-                                              fused=True)
-            with tf.compat.v1.Session() as sess:
-                sess.run(tf.compat.v1.global_variables_initializer())
-                load_params(sess, cell, params)
-                outputs, c, h = sess.run((outputs, c, h))
-        want, (want_c, want_h) = ref.run_sequence(
-            ref.phased_lstm_step, params, times, x, (np.zeros((batch, units)),) * 2, lengths,
-            use_peepholes=False, leak=0.001)
-        self.assertAllClose(outputs, want, atol=1e-12)
-        self.assertAllClose(c, want_c, atol=1e-12)
-        self.assertAllClose(h, want_h, atol=1e-12)
+        for peepholes in (False, True):
+            params = ref.random_phased_lstm_params(rng, input_size, units, peepholes)
+            with tf.Graph().as_default():
+                cell = PhasedLSTMCell(units, use_peepholes=peepholes, dtype=tf.float64)
+                outputs, (c, h) = phased_lstm_rnn(cell, tf.constant(times), tf.constant(x),
+                                                  lengths, fused=True)
+                with tf.compat.v1.Session() as sess:
+                    sess.run(tf.compat.v1.global_variables_initializer())
+                    load_params(sess, cell, params)
+                    outputs, c, h = sess.run((outputs, c, h))
+            want, (want_c, want_h) = ref.run_sequence(
+                ref.phased_lstm_step, params, times, x, (np.zeros((batch, units)),) * 2,
+                lengths, use_peepholes=peepholes, leak=0.001)
+            self.assertAllClose(outputs, want, atol=1e-12, msg=f"peepholes {peepholes}")
+            self.assertAllClose(c, want_c, atol=1e-12, msg=f"peepholes {peepholes}")
+            self.assertAllClose(h, want_h, atol=1e-12, msg=f"peepholes {peepholes}")
 
     def test_eager_tape_and_tf_function_give_the_graph_gradients(self):
         _require_kernel(self)
@@ -147,8 +186,15 @@ class FusedMatchesPureTensorFlowTest(tf.test.TestCase):
         c0, h0 = (tf.constant(rng.normal(size=(batch, units))) for _ in range(2))
         kernel = tf.constant(rng.normal(size=(input_size + units, 4 * units)))
         bias = tf.constant(rng.normal(size=(4 * units,)))
-        inputs = [x, k, c0, h0, kernel, bias]
+        w_c_if = tf.constant(rng.normal(size=(units, 2 * units)))
+        w_c_o = tf.constant(rng.normal(size=(units, units)))
+        for inputs, names in (
+                ([x, k, c0, h0, kernel, bias], []),
+                ([x, k, c0, h0, kernel, bias, w_c_if, w_c_o], ["w_c_if", "w_c_o"])):
+            with self.subTest(peepholes=bool(names)):
+                self._check_eager_tape_and_tf_function(inputs, names)
 
+    def _check_eager_tape_and_tf_function(self, inputs, peephole_names):
         def loss_and_grads(sequence):
             with tf.GradientTape() as tape:
                 tape.watch(inputs)
@@ -164,11 +210,13 @@ class FusedMatchesPureTensorFlowTest(tf.test.TestCase):
             loss = tf.reduce_sum(tf.tanh(h_seq)) + tf.reduce_sum(c * h)
             with tf.compat.v1.Session() as sess:
                 graph = sess.run([loss] + tf.gradients(loss, placeholders))
-        for name, want, got_eager, got_traced in zip(
-                ["loss", "x", "k", "c0", "h0", "kernel", "bias"], graph, eager, traced):
+        names = ["loss", "x", "k", "c0", "h0", "kernel", "bias"] + peephole_names
+        self.assertLen(graph, len(names))
+        for name, want, got_eager, got_traced in zip(names, graph, eager, traced):
+            self.assertIsNotNone(got_eager, msg=name)
             self.assertAllClose(got_eager, want, atol=1e-12, msg=name)
             self.assertAllClose(got_traced, want, atol=1e-12, msg=name)
-        self.assertEqual(eager[2].shape, (steps, 1, units))  # dk summed over the shared batch
+        self.assertEqual(eager[2].shape, inputs[1].shape)  # dk summed over the shared batch
 
     def test_op_gradients_match_finite_differences(self):
         _require_kernel(self)
@@ -179,63 +227,89 @@ class FusedMatchesPureTensorFlowTest(tf.test.TestCase):
                   rng.normal(size=(batch, units)), rng.normal(size=(batch, units)),
                   rng.normal(size=(input_size + units, 4 * units)),
                   rng.normal(size=(4 * units,))]
+        peepholes = [rng.normal(size=(units, 2 * units)), rng.normal(size=(units, units))]
 
         def loss(*args):
             h_seq, c, h = fused_rnn.fused_sequence(*args)
             return tf.reduce_sum(tf.sin(h_seq)) + tf.reduce_sum(c * c) + tf.reduce_sum(h)
 
-        theoretical, numerical = tf.test.compute_gradient(
-            loss, [tf.constant(v) for v in values], delta=1e-5)
-        for index, (got, want) in enumerate(zip(theoretical, numerical)):
-            self.assertAllClose(got, want, atol=1e-6, rtol=1e-6, msg=f"input {index}")
+        # The second case has peepholes, and k shared by the batch (dk summed over it).
+        shared_k = [rng.uniform(size=(steps, 1, units))]
+        for case in (values, values[:1] + shared_k + values[2:] + peepholes):
+            theoretical, numerical = tf.test.compute_gradient(
+                loss, [tf.constant(v) for v in case], delta=1e-5)
+            self.assertLen(theoretical, len(case))
+            for index, (got, want) in enumerate(zip(theoretical, numerical)):
+                self.assertAllClose(got, want, atol=1e-6, rtol=1e-6,
+                                    msg=f"input {index} of {len(case)}")
 
     def test_zero_steps_keep_the_initial_state(self):
         _require_kernel(self)
         c0 = tf.constant(np.arange(6.0).reshape(2, 3), tf.float32)
         h0 = -c0
         kernel = tf.ones([4, 12])
-        with tf.GradientTape() as tape:
-            tape.watch([c0, h0])
-            h_seq, c, h = fused_rnn.fused_sequence(tf.zeros([0, 2, 1]), tf.zeros([0, 1, 3]), c0,
-                                                   h0, kernel, tf.zeros([12]))
-            loss = tf.reduce_sum(c * 2.0) + tf.reduce_sum(h * 3.0)
-        self.assertEqual(h_seq.shape, (0, 2, 3))
-        self.assertAllEqual(c, c0)
-        self.assertAllEqual(h, h0)
-        d_c0, d_h0 = tape.gradient(loss, [c0, h0])
-        self.assertAllEqual(d_c0, np.full((2, 3), 2.0))
-        self.assertAllEqual(d_h0, np.full((2, 3), 3.0))
+        for peepholes in ((), (tf.ones([3, 6]), tf.ones([3, 3]))):
+            with tf.GradientTape() as tape:
+                tape.watch([c0, h0, *peepholes])
+                h_seq, c, h = fused_rnn.fused_sequence(tf.zeros([0, 2, 1]), tf.zeros([0, 1, 3]),
+                                                       c0, h0, kernel, tf.zeros([12]), *peepholes)
+                loss = tf.reduce_sum(c * 2.0) + tf.reduce_sum(h * 3.0)
+            self.assertEqual(h_seq.shape, (0, 2, 3))
+            self.assertAllEqual(c, c0)
+            self.assertAllEqual(h, h0)
+            d_c0, d_h0, *d_peepholes = tape.gradient(loss, [c0, h0, *peepholes])
+            self.assertAllEqual(d_c0, np.full((2, 3), 2.0))
+            self.assertAllEqual(d_h0, np.full((2, 3), 3.0))
+            for d_peephole, peephole in zip(d_peepholes, peepholes):
+                self.assertAllEqual(d_peephole, tf.zeros_like(peephole))
 
     def test_bad_shapes_are_refused_by_the_op(self):
         _require_kernel(self)
         good = dict(inputs=tf.zeros([4, 2, 1]), k=tf.zeros([4, 1, 3]), c0=tf.zeros([2, 3]),
                     h0=tf.zeros([2, 3]), kernel=tf.zeros([4, 12]), bias=tf.zeros([12]))
+        peepholes = dict(w_c_if=tf.zeros([3, 6]), w_c_o=tf.zeros([3, 3]))
         cases = [dict(k=tf.zeros([4, 3, 3])), dict(kernel=tf.zeros([5, 12])),
-                 dict(h0=tf.zeros([3, 3])), dict(bias=tf.zeros([11])), dict(inputs=tf.zeros([4, 2]))]
+                 dict(h0=tf.zeros([3, 3])), dict(bias=tf.zeros([11])),
+                 dict(inputs=tf.zeros([4, 2])),
+                 dict(peepholes, w_c_if=tf.zeros([3, 3])), dict(peepholes, w_c_o=tf.zeros([3, 6])),
+                 dict(peepholes, w_c_if=tf.zeros([6, 3])),
+                 dict(w_c_if=peepholes["w_c_if"]), dict(w_c_o=peepholes["w_c_o"])]  # only one
         for change in cases:
             with self.subTest(change=list(change)):
                 args = dict(good, **change)
                 with self.assertRaises((tf.errors.InvalidArgumentError, ValueError)):
                     fused_rnn.fused_sequence(**args)
+        # The kernel's own checks, where shapes are unknown until run: without peepholes the
+        # op's peephole inputs must be [0, 0], with them [units, 2 units] and [units, units].
+        library = fused_rnn._load()
+        unknown = tf.TensorSpec(None, tf.float32)
+        forward = tf.function(library.phased_lstm_sequence, input_signature=[unknown] * 8)
+        args = list(good.values()) + [tf.zeros([3, 6]), tf.zeros([3, 3])]
+        with self.assertRaisesRegex(tf.errors.InvalidArgumentError, r"w_c_if must have shape"):
+            forward(*args)  # use_peepholes false: the peephole inputs must be [0, 0]
+        with self.assertRaisesRegex(tf.errors.InvalidArgumentError, r"w_c_o must have shape"):
+            tf.function(lambda *a: library.phased_lstm_sequence(*a, use_peepholes=True),
+                        input_signature=[unknown] * 8)(*args[:7], tf.zeros([3, 6]))
 
     def test_fused_true_refuses_what_the_kernel_cannot_run(self):
         time = np.zeros([1, 5, 1], np.float32)
-        with tf.Graph().as_default():
-            with self.assertRaisesRegex(ValueError, r"fused=True.*peepholes"):
-                phased_lstm_rnn(PhasedLSTMCell(3, use_peepholes=True), time, tf.zeros([2, 5, 1]),
-                                fused=True)
         with tf.Graph().as_default():
             with self.assertRaisesRegex(ValueError, r"fused=True.*float16"):
                 phased_lstm_rnn(PhasedLSTMCell(3, dtype=tf.float16), time,
                                 tf.zeros([2, 5, 1], tf.float16), fused=True)
 
     def test_the_graph_runs_the_fused_op_exactly_when_available(self):
-        with tf.Graph().as_default() as graph:
-            phased_lstm_rnn(PhasedLSTMCell(3), tf.zeros([1, 5, 1]), tf.zeros([2, 5, 1]))
-            op_types = {op.type for op in graph.get_operations()}
-        self.assertEqual("PhasedLSTMSequence" in op_types, fused_kernel_available())
-        self.assertEqual("While" in op_types or "StatelessWhile" in op_types,
-                         not fused_kernel_available())
+        for peepholes in (False, True):
+            with tf.Graph().as_default() as graph:
+                phased_lstm_rnn(PhasedLSTMCell(3, use_peepholes=peepholes), tf.zeros([1, 5, 1]),
+                                tf.zeros([2, 5, 1]))
+                ops = {op.type: op for op in graph.get_operations()}
+            self.assertEqual("PhasedLSTMSequence" in ops, fused_kernel_available())
+            self.assertEqual("While" in ops or "StatelessWhile" in ops,
+                             not fused_kernel_available())
+            if fused_kernel_available():
+                op = ops["PhasedLSTMSequence"]
+                self.assertEqual(op.get_attr("use_peepholes"), peepholes)
 
 
 # Run in a fresh process: which path runs is decided once per process.
