@@ -121,6 +121,9 @@ flags.DEFINE_integer("eval_batch_size", 500, "Validation sequences per batch (me
                      "the result is the same).", lower_bound=1)
 flags.DEFINE_integer("num_units", 110, "Units of the recurrent layer.", lower_bound=1)
 flags.DEFINE_float("learning_rate", 1e-3, "Adam's learning rate, > 0.")
+flags.DEFINE_float("clip_norm", 0.0, "If > 0, scale each batch's gradients down to this global "
+                   "norm at most before Adam's step (tf.clip_by_global_norm); 0: no clipping, "
+                   "as the paper.", lower_bound=0.0)
 flags.DEFINE_bool("quick", False, "A shorter run: --epochs " + ", ".join(
     f"{s} {e}" for s, e in QUICK["epochs"].items()) + f" and --val_size {QUICK['val_size']} "
     "unless given; nothing else changes. About 15 minutes per model, sampling and seed on a "
@@ -159,7 +162,8 @@ flags.DEFINE_float("leak", 0.001, "PhasedLSTMCell: slope alpha of the closed tim
 
 # First: absl runs validators in order, and the bounds below would let inf through.
 training.require_finite_flags(["learning_rate", "checkpoint_every_secs", "ratio_on",
-                               "period_init_min", "period_init_max", "phase_init_max", "leak"])
+                               "period_init_min", "period_init_max", "phase_init_max", "leak",
+                               "clip_norm"])
 flags.register_validator("learning_rate", lambda v: v > 0, "--learning_rate must be > 0.")
 flags.register_validator("ratio_on", lambda v: 0 < v <= 1, "--ratio_on must be in (0, 1].")
 flags.register_validator("period_init_min", lambda v: v > 0, "--period_init_min must be > 0.")
@@ -173,7 +177,8 @@ flags.register_multi_flags_validator(
 
 # Resuming with other values would not continue the same run: they shape the model, the data
 # or the optimisation. The rest (epochs, val_size, folders, ...) may change.
-# (--mod_gradient is not checked: checkpoints saved before it existed do not record it.)
+# (--mod_gradient and --clip_norm are not checked: checkpoints saved before they existed do not
+# record them.)
 RESUME_MUST_MATCH = ("sampling", "model", "seed", "num_units", "peepholes", "ratio_on",
                      "trainable_ratio_on", "period_init_min", "period_init_max",
                      "phase_init_max", "leak", "learning_rate", "batch_size",
@@ -290,7 +295,11 @@ class Model:
 
         self.global_step = tf.compat.v1.train.get_or_create_global_step()
         optimizer = tf.compat.v1.train.AdamOptimizer(FLAGS.learning_rate)
-        self.train_op = optimizer.minimize(self.loss, global_step=self.global_step)
+        grads, variables = zip(*optimizer.compute_gradients(self.loss))
+        if FLAGS.clip_norm > 0:
+            grads, _ = tf.clip_by_global_norm(grads, FLAGS.clip_norm)
+        self.train_op = optimizer.apply_gradients(zip(grads, variables),
+                                                  global_step=self.global_step)
 
     def feed(self, data, rows=slice(None)):
         """The feed of a batch from make_batch (or some of its rows, trimmed to their longest)."""

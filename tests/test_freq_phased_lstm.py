@@ -418,3 +418,36 @@ def test_bad_flags_are_refused(tmp_path, args, message):
     assert proc.returncode != 0
     assert message in proc.stderr
     assert not os.path.exists(f"{tmp_path}/runs")
+
+
+# One Adam step from fresh weights; prints the global norm of Adam's first moment m, which after
+# one step is (1 - beta1) times the gradient Adam was given.
+ADAM_FIRST_MOMENT = """
+import sys
+import numpy as np
+from absl import flags
+import freq_phased_lstm as script
+from phased_lstm import tf
+flags.FLAGS(["freq_phased_lstm.py", "--num_units=8"] + sys.argv[1:])
+with tf.Graph().as_default():
+    tf.compat.v1.set_random_seed(0)
+    model = script.Model("PhasedLSTMCell")
+    first_moments = [v for v in tf.compat.v1.global_variables() if v.name.endswith("/Adam:0")]
+    with tf.compat.v1.Session() as sess:
+        sess.run(tf.compat.v1.global_variables_initializer())
+        sess.run(model.train_op, model.feed(script.training_batch(0, 1, 8, "high_res")))
+        print(np.sqrt(sum(np.sum(m ** 2) for m in sess.run(first_moments))))
+"""
+
+
+@pytest.mark.parametrize("clip_norm", [1e-4, 1e-3])
+def test_clip_norm_bounds_the_gradient_adam_is_given(clip_norm):
+    def gradient_norm(*args):
+        proc = subprocess.run([sys.executable, "-c", ADAM_FIRST_MOMENT, *args], cwd=ROOT,
+                              capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+        check_ok(proc)
+        return float(proc.stdout.split()[-1]) / (1 - 0.9)  # Adam's default beta1
+
+    unclipped = gradient_norm()
+    assert unclipped > 10 * clip_norm  # so that clipping has work to do
+    assert gradient_norm(f"--clip_norm={clip_norm}") == pytest.approx(clip_norm, rel=1e-4)
