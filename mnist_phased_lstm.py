@@ -60,6 +60,9 @@ flags.DEFINE_integer("steps", 10000, "Train until this step; a larger value than
 flags.DEFINE_integer("batch_size", 256, "Training images per step.", lower_bound=1)
 flags.DEFINE_integer("num_units", 32, "Units of the recurrent layer.", lower_bound=1)
 flags.DEFINE_float("learning_rate", 1e-3, "Adam's learning rate, > 0.")
+flags.DEFINE_integer("lr_half_life", 0, "If > 0, Adam's learning rate halves every this many "
+                     "steps: learning_rate * 0.5 ** (step / lr_half_life). 0: constant, as the "
+                     "seeds.", lower_bound=0)
 flags.DEFINE_integer("seed", 0, "Seeds the initial weights and the order of the training "
                      "batches (epoch e shuffles with seed + e).", lower_bound=0,
                      upper_bound=2**31 - 1)
@@ -127,7 +130,8 @@ flags.register_multi_flags_validator(
 
 # Resuming with other values would not continue the same run: they shape the model, the data
 # order or the optimisation. The rest (steps, eval_every, folders, ...) may change.
-# (--mod_gradient is not checked: checkpoints saved before it existed do not record it.)
+# (--mod_gradient and --lr_half_life are not checked: checkpoints saved before they existed do
+# not record them.)
 RESUME_MUST_MATCH = ("model", "num_units", "peepholes", "ratio_on", "period_init_min",
                      "period_init_max", "leak", "learning_rate", "batch_size", "seed")
 
@@ -226,6 +230,7 @@ class Model:
       eval_loss, eval_accuracy: the same for evaluation: the same tensors, or with
         --event_driven_eval those of the event-driven path.
       global_step: int64 [], the number of training steps taken; saved in checkpoints.
+      learning_rate: float32 [], Adam's learning rate at global_step.
       train_op: one Adam step on the batch; increments global_step.
     """
 
@@ -247,7 +252,12 @@ class Model:
             self.eval_loss, self.eval_accuracy = self._loss_and_accuracy(head(last_h))
 
         self.global_step = tf.compat.v1.train.get_or_create_global_step()
-        optimizer = tf.compat.v1.train.AdamOptimizer(FLAGS.learning_rate)
+        self.learning_rate = tf.constant(FLAGS.learning_rate, tf.float32)
+        if FLAGS.lr_half_life > 0:
+            # A function of the step alone, so a resumed run continues the same schedule.
+            self.learning_rate = tf.compat.v1.train.exponential_decay(
+                FLAGS.learning_rate, self.global_step, FLAGS.lr_half_life, 0.5)
+        optimizer = tf.compat.v1.train.AdamOptimizer(self.learning_rate)
         self.train_op = optimizer.minimize(self.loss, global_step=self.global_step)
 
     def _loss_and_accuracy(self, logits):

@@ -422,6 +422,21 @@ def test_mod_gradient_and_preset_reach_the_phased_cells(rule, preset):
             assert FLAGS.period_init_max == pytest.approx(np.exp(6.0))
 
 
+@pytest.mark.parametrize("half_life", [0, 40])
+def test_learning_rate_halves_every_half_life(half_life):
+    with flagsaver.flagsaver(model="BasicLSTMCell", num_units=3, learning_rate=0.01,
+                             lr_half_life=half_life), tf.Graph().as_default():
+        model = script.Model("BasicLSTMCell")
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            rates = []
+            for step in (0, 10, 40, 100):
+                model.global_step.load(step, sess)
+                rates.append(sess.run(model.learning_rate))
+    expected = [0.01 * (0.5 ** (s / half_life) if half_life else 1.0) for s in (0, 10, 40, 100)]
+    assert rates == pytest.approx(expected, rel=1e-6)
+
+
 def test_evaluate_weighs_a_ragged_last_batch():
     rng = np.random.default_rng(0)
     pixels = rng.random((10, 784, 1), dtype=np.float32)
