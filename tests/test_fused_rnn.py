@@ -107,28 +107,20 @@ class FusedMatchesPureTensorFlowTest(tf.test.TestCase):
             self.assertNotAllClose(results[True, leaks[0]][1][0], results[True, leaks[1]][1][0])
 
     def test_random_shapes_float32_and_float64(self):
+        # With and without the TF 1.x cell's full-matrix peepholes, against phased_lstm_rnn's
+        # TensorFlow loop.
         _require_kernel(self)
-        for dtype, tolerance in ((tf.float32, 2e-5), (tf.float64, 1e-10)):
-            for seed, shape in enumerate(SHAPES):
-                for shared_time in (False, True):
-                    with self.subTest(dtype=dtype.name, shape=shape, shared_time=shared_time):
-                        results = _run_both(seed, *shape, dtype, shared_time,
-                                            with_lengths=seed % 2 == 0,
-                                            with_initial_state=True, leaks=(0.0, 0.001))
-                        self._assert_paths_agree(results, (0.0, 0.001), tolerance)
-
-    def test_peepholes_random_shapes_float32_and_float64(self):
-        # The TF 1.x cell's full-matrix peepholes against phased_lstm_rnn's TensorFlow loop.
-        _require_kernel(self)
-        for dtype, tolerance in ((tf.float32, 2e-5), (tf.float64, 1e-10)):
-            for seed, shape in enumerate(SHAPES):
-                for shared_time in (False, True):
-                    with self.subTest(dtype=dtype.name, shape=shape, shared_time=shared_time):
-                        results = _run_both(seed, *shape, dtype, shared_time,
-                                            with_lengths=seed % 2 == 0,
-                                            with_initial_state=True, leaks=(0.0, 0.001),
-                                            peepholes=True)
-                        self._assert_paths_agree(results, (0.0, 0.001), tolerance)
+        for peepholes in (False, True):
+            for dtype, tolerance in ((tf.float32, 2e-5), (tf.float64, 1e-10)):
+                for seed, shape in enumerate(SHAPES):
+                    for shared_time in (False, True):
+                        with self.subTest(peepholes=peepholes, dtype=dtype.name, shape=shape,
+                                          shared_time=shared_time):
+                            results = _run_both(seed, *shape, dtype, shared_time,
+                                                with_lengths=seed % 2 == 0,
+                                                with_initial_state=True, leaks=(0.0, 0.001),
+                                                peepholes=peepholes)
+                            self._assert_paths_agree(results, (0.0, 0.001), tolerance)
 
     def test_peepholes_match_dynamic_rnn_float64(self):
         # Against the cell's own step under dynamic_rnn: every variable's gradient (the
