@@ -31,7 +31,6 @@ from phased_lstm import tf
 # The checkpoint's settings that shape the model and its gradient; they replace the flags.
 MODEL_SETTINGS = ("model", "num_units", "peepholes", "ratio_on", "trainable_ratio_on",
                   "period_init_min", "period_init_max", "phase_init_max", "leak", "mod_gradient")
-DIAGNOSTIC_STREAM = 2  # freq_phased_lstm trains on stream 0 and validates on stream 1.
 QUANTILES = (("median", 50), ("90th pct", 90), ("max", 100))
 
 flags.DEFINE_integer("seed", 0, "The run's seed: <log_dir>/<sampling>/<model>/seed<k>.",
@@ -123,7 +122,7 @@ def main(argv):
         prefix = None if FLAGS.at_init else _restore_settings(run_dir)
         data_sampling = FLAGS.data_sampling or FLAGS.sampling
         batches = [frequency_data.make_batch(
-            np.random.default_rng([FLAGS.seed, DIAGNOSTIC_STREAM, i]), FLAGS.batch_size,
+            np.random.default_rng([FLAGS.seed, freq.DIAGNOSTIC_STREAM, i]), FLAGS.batch_size,
             data_sampling) for i in range(FLAGS.batches)]
         with tf.Graph().as_default():
             tf.compat.v1.set_random_seed(FLAGS.seed)

@@ -61,8 +61,9 @@ RESULTS_TABLE_NAME = "results.md"
 RUN_PLOT_NAME = "curves.png"
 # training.LOG_COLUMNS with the epoch of each batch; test_* hold the validation.
 LOG_COLUMNS = ("step", "epoch") + training.LOG_COLUMNS[1:]
-# The rng streams of a seed: np.random.default_rng([seed, stream, index]).
-TRAIN_STREAM, VALIDATION_STREAM = 0, 1
+# The rng streams of a seed, np.random.default_rng([seed, stream, index]): training,
+# validation, and freq_gradient_norms.py's batches that no run trains on.
+TRAIN_STREAM, VALIDATION_STREAM, DIAGNOSTIC_STREAM = 0, 1, 2
 # The paper's Fig. 3 table: accuracy (%) after 70 epochs, mean and std over 5 seeds.
 PAPER = {
     ("standard", "PhasedLSTMCell"): (99.18, 0.23), ("standard", "LSTMCell"): (99.02, 0.62),
