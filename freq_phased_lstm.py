@@ -178,12 +178,18 @@ flags.register_multi_flags_validator(
 
 # Resuming with other values would not continue the same run: they shape the model, the data
 # or the optimisation. The rest (epochs, val_size, folders, ...) may change.
-# (--mod_gradient and --clip_norm are not checked: checkpoints saved before they existed do not
-# record them.)
 RESUME_MUST_MATCH = ("sampling", "model", "seed", "num_units", "peepholes", "ratio_on",
                      "trainable_ratio_on", "period_init_min", "period_init_max",
-                     "phase_init_max", "leak", "learning_rate", "batch_size",
+                     "phase_init_max", "leak", "learning_rate", "clip_norm", "batch_size",
                      "batches_per_epoch")
+# Flags added after checkpoints began to record their settings: the value that a checkpoint
+# without them trained with (the time gate's mod had its exact derivative until --mod_gradient).
+RESUME_UNRECORDED = {"clip_norm": 0.0, "mod_gradient": "exact"}
+
+
+def resume_must_match(model):
+    """RESUME_MUST_MATCH, and --mod_gradient for the Phased LSTM (the LSTM has no time gate)."""
+    return RESUME_MUST_MATCH + (("mod_gradient",) if model == "PhasedLSTMCell" else ())
 
 
 def run_config(sampling):
@@ -489,8 +495,9 @@ def make_run(log_dir, sampling, seed):
     epochs, batches_per_epoch, _ = run_config(sampling)
     return loop.Run(run_dir(log_dir, sampling, FLAGS.model, seed),
                     total_steps=epochs * batches_per_epoch, seed=seed,
-                    settings=settings(sampling, seed), must_match=RESUME_MUST_MATCH,
-                    checkpoint_every_secs=FLAGS.checkpoint_every_secs)
+                    settings=settings(sampling, seed), must_match=resume_must_match(FLAGS.model),
+                    checkpoint_every_secs=FLAGS.checkpoint_every_secs,
+                    unrecorded=RESUME_UNRECORDED)
 
 
 def make_task(sampling, seed):

@@ -130,10 +130,17 @@ flags.register_multi_flags_validator(
 
 # Resuming with other values would not continue the same run: they shape the model, the data
 # order or the optimisation. The rest (steps, eval_every, folders, ...) may change.
-# (--mod_gradient and --lr_half_life are not checked: checkpoints saved before they existed do
-# not record them.)
 RESUME_MUST_MATCH = ("model", "num_units", "peepholes", "ratio_on", "period_init_min",
-                     "period_init_max", "leak", "learning_rate", "batch_size", "seed")
+                     "period_init_max", "leak", "learning_rate", "lr_half_life", "batch_size",
+                     "seed")
+# Flags added after checkpoints began to record their settings: the value that a checkpoint
+# without them trained with (the time gate's mod had its exact derivative until --mod_gradient).
+RESUME_UNRECORDED = {"lr_half_life": 0, "mod_gradient": "exact"}
+
+
+def resume_must_match(model):
+    """RESUME_MUST_MATCH, and --mod_gradient for the cells with a time gate."""
+    return RESUME_MUST_MATCH + (("mod_gradient",) if model.startswith("Phased") else ())
 
 
 def apply_preset():
@@ -314,8 +321,9 @@ def train(log_dir):
       training.RunError, mnist_data.MnistDataError: a problem the message explains.
     """
     run = loop.Run(os.path.join(log_dir, FLAGS.model), total_steps=FLAGS.steps, seed=FLAGS.seed,
-                   settings=settings(), must_match=RESUME_MUST_MATCH,
-                   checkpoint_every_secs=FLAGS.checkpoint_every_secs)
+                   settings=settings(), must_match=resume_must_match(FLAGS.model),
+                   checkpoint_every_secs=FLAGS.checkpoint_every_secs,
+                   unrecorded=RESUME_UNRECORDED)
     # Before spending time on data and graph: the folder, its checkpoints and their settings.
     resume = loop.prepare(run, fresh=FLAGS.fresh)
 

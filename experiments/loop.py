@@ -89,6 +89,8 @@ class Run:
       must_match: the settings a resumed run must share with its checkpoint.
       checkpoint_every_secs: save this often (and at the end, and on a signal); 0: every step.
       flag: the setting that chose the folder, for messages.
+      unrecorded: {setting: value} for the settings of must_match that older checkpoints do not
+        record: the value they were trained with (training.check_resume_settings).
     """
     run_dir: str
     total_steps: int
@@ -97,6 +99,7 @@ class Run:
     must_match: tuple
     checkpoint_every_secs: float
     flag: str = "--log_dir"
+    unrecorded: dict = dataclasses.field(default_factory=dict)
 
     @property
     def checkpoint_dir(self):
@@ -166,7 +169,8 @@ def prepare(run, fresh=False):
         return Resume(None, [])
     if "settings" in usable.metadata:  # Without its sidecar, restore still checks the shapes.
         training.check_resume_settings(usable.metadata["settings"], run.settings,
-                                       run.must_match, f"{run.run_dir} from {usable.prefix}")
+                                       run.must_match, f"{run.run_dir} from {usable.prefix}",
+                                       unrecorded=run.unrecorded)
     return Resume(usable, skipped)
 
 

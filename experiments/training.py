@@ -437,7 +437,7 @@ class ScalarWriter:
 # ---------------------------------------------------------------------------------------------
 # Resuming.
 
-def check_resume_settings(saved, current, keys, where):
+def check_resume_settings(saved, current, keys, where, unrecorded=None):
     """Checks that a run resumes with the settings it was started with.
 
     Args:
@@ -445,12 +445,17 @@ def check_resume_settings(saved, current, keys, where):
       current: this command's settings.
       keys: the settings that must match (model shape, data order, optimiser, ...).
       where: the run, for the message, e.g. "runs/PhasedLSTMCell at step 500".
+      unrecorded: {key: value} for settings added after checkpoints began to record theirs: the
+        value that a checkpoint which does not record the key was trained with. A key missing
+        from both `saved` and `unrecorded` matches nothing.
 
     Raises:
       RunError: some differ; the message lists them and suggests --fresh.
     """
-    differ = [f"--{k}={saved.get(k)!r} (this command: {current[k]!r})"
-              for k in keys if saved.get(k) != current[k]]
+    unrecorded = unrecorded or {}
+    saved = {k: saved[k] if k in saved else unrecorded.get(k) for k in keys}
+    differ = [f"--{k}={saved[k]!r} (this command: {current[k]!r})"
+              for k in keys if saved[k] != current[k]]
     if differ:
         raise RunError(
             f"cannot resume {where}: it was trained with " + ", ".join(differ) + ". Pass the "

@@ -440,7 +440,8 @@ def prepare(log_dir):
               encoding="utf-8") as f:
         settings = json.load(f)["settings"]  # the reference's, as the same command gives
     run = loop.Run(run_dir(log_dir), total_steps=STEPS, seed=0, settings=settings,
-                   must_match=mnist_phased_lstm.RESUME_MUST_MATCH, checkpoint_every_secs=0)
+                   must_match=mnist_phased_lstm.resume_must_match("PhasedLSTMCell"),
+                   checkpoint_every_secs=0, unrecorded=mnist_phased_lstm.RESUME_UNRECORDED)
     return loop.prepare(run)
 
 

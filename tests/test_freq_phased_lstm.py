@@ -338,6 +338,9 @@ def test_resuming_with_other_model_settings_is_an_error(resumed):
     assert proc.returncode == 1
     assert "cannot resume" in proc.stderr and "--num_units=4 (this command: 5)" in proc.stderr
     assert "--fresh" in proc.stderr
+    proc = run_script("-m", "PhasedLSTMCell", "--sampling=high_res", "--seeds=1", *TINY,
+                      "--clip_norm=1", "--epochs=4", f"--log_dir={resumed.log_dir}")
+    assert proc.returncode == 1 and "--clip_norm=0.0 (this command: 1.0)" in proc.stderr
     log = read_log(resumed.log_dir, "high_res", "PhasedLSTMCell")
     np.testing.assert_array_equal(log["step"], range(1, 7))
 

@@ -12,8 +12,10 @@ share them:
 Errors raised before training are checked in-process, through main() and the flag parser."""
 
 import concurrent.futures
+import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -286,6 +288,29 @@ def test_resuming_with_other_model_settings_is_an_error(resumed, data_dir):
                        f"--data_dir={data_dir}", f"--log_dir={resumed.log_dir}")
     assert "cannot resume" in message and "--num_units=4 (this command: 5)" in message
     assert "--fresh" in message
+    message = run_main("-m", "PhasedLSTMCell", *SMALL, "--lr_half_life=5", "--steps=9",
+                       f"--data_dir={data_dir}", f"--log_dir={resumed.log_dir}")
+    assert "cannot resume" in message and "--lr_half_life=0 (this command: 5)" in message
+
+
+def test_a_checkpoint_from_before_mod_gradient_resumes_only_with_the_exact_rule(
+        resumed, data_dir, tmp_path):
+    # Such a checkpoint's sidecar has no mod_gradient: it trained with the mod's exact derivative.
+    log_dir = os.path.join(tmp_path, "runs")
+    shutil.copytree(resumed.log_dir, log_dir)
+    for path in glob.glob(os.path.join(log_dir, "PhasedLSTMCell", "checkpoints", "*.json")):
+        with open(path, encoding="utf-8") as f:
+            sidecar = json.load(f)
+        del sidecar["settings"]["mod_gradient"]
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(sidecar, f)
+    message = run_main("-m", "PhasedLSTMCell", *SMALL, "--steps=9", f"--data_dir={data_dir}",
+                       f"--log_dir={log_dir}")
+    assert "cannot resume" in message
+    assert "--mod_gradient='exact' (this command: 'tf1')" in message
+    assert run_main("-m", "PhasedLSTMCell", *SMALL, "--steps=9", "--mod_gradient=exact",
+                    f"--data_dir={data_dir}", f"--log_dir={log_dir}") == 0
+    assert read_log(log_dir, "PhasedLSTMCell")["step"][-1] == 9
 
 
 # ---------------------------------------------------------------------------------------------

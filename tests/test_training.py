@@ -206,6 +206,21 @@ def test_check_resume_settings_names_every_difference_and_suggests_fresh():
     assert "--num_units=4 (this command: 8)" in message and "--seed=0 (this command: 1)" in message
 
 
+def test_check_resume_settings_gives_unrecorded_settings_the_value_they_trained_with():
+    def check(saved, current):
+        training.check_resume_settings(saved, current, ("seed", "clip_norm"), "runs/M",
+                                       unrecorded={"clip_norm": 0.0})
+
+    check({"seed": 0}, {"seed": 0, "clip_norm": 0.0})  # saved before --clip_norm existed
+    for saved, current, difference in [
+            ({"seed": 0}, {"seed": 0, "clip_norm": 1.0}, "--clip_norm=0.0 (this command: 1.0)"),
+            ({"seed": 0, "clip_norm": 1.0}, {"seed": 0, "clip_norm": 0.0},
+             "--clip_norm=1.0 (this command: 0.0)"),
+            ({"clip_norm": 0.0}, {"seed": 0, "clip_norm": 0.0}, "--seed=None (this command: 0)")]:
+        with pytest.raises(RunError, match=re.escape(difference)):
+            check(saved, current)
+
+
 # ---------------------------------------------------------------------------------------------
 # TensorBoard.
 
