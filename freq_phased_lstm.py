@@ -19,8 +19,8 @@ batch 32, 157 batches per epoch, 70 epochs, 5 seeds, accuracy on fresh validatio
     python freq_phased_lstm.py --plot_only
 
 --quick changes only --epochs (per sampling: standard 60, high_res 5, async 60) and --val_size
-(500), each unless given on the command line: about 15 minutes for one model, one sampling and
-one seed on this 2-core CPU (QUICK_NOTE in the script has the timings). It keeps
+(500), each unless given on the command line: 6 to 15 minutes for one model, one sampling and
+one seed on a 2-core CPU (QUICK_NOTE in the script has the timings). It keeps
 the paper's epoch of 157 batches of 32, so that its epochs compare with the paper's 70 and a
 quick run continues to them when run again without --quick.
 
@@ -73,20 +73,20 @@ PAPER = {
 # --quick: values of these flags unless given on the command line; epochs per sampling.
 QUICK = {"epochs": {"standard": 60, "high_res": 5, "async": 60}, "val_size": 500}
 QUICK_NOTE = """\
---quick's epochs come from the quick runs of this README's table, on this 2-core machine with
-TensorFlow pinned to one core (taskset) while the other core trained MNIST (the Phased LSTM on
-phased_lstm_rnn's TensorFlow loop: the fused kernel did not run peepholes yet; its training
-step is 1.5x to 2.2x faster at these lengths):
+--quick's epochs were chosen on the README's first, slower machine, when the fused kernel did
+not run peepholes yet: 60 epochs of standard or async and 5 of high_res took about 15 minutes
+for the Phased LSTM. Seconds per epoch in the README's latest round of runs over seeds (a faster
+2-core machine, TensorFlow pinned to one core while the other core trained too; the Phased LSTM
+on the fused kernel, the LSTM under dynamic_rnn):
 
     seconds per epoch    standard   high_res   async
-    Phased LSTM          15         175        15
-    LSTM                 7.5        95         8.3
+    Phased LSTM          7.9        69         7.3
+    LSTM                 6.7        72         6.6
     (steps of a batch    122        1216       121, padded to the batch's longest)
 
 An epoch is the paper's 157 batches of 32 and its validation on 500 fresh sequences (0.3 s;
-3-5 s in high_res). 60 epochs of standard or async and 5 of high_res thus take about 15 minutes
-for the Phased LSTM, the slower model. One epoch count for all would leave standard and async at
-a handful of epochs, or high_res at hours.
+3-4 s in high_res, 12 s on 2,000 sequences). One epoch count for all would leave standard and
+async at a handful of epochs, or high_res at hours.
 """
 
 FLAGS = flags.FLAGS
@@ -127,8 +127,8 @@ flags.DEFINE_float("clip_norm", 0.0, "If > 0, scale each batch's gradients down 
                    "as the paper.", lower_bound=0.0)
 flags.DEFINE_bool("quick", False, "A shorter run: --epochs " + ", ".join(
     f"{s} {e}" for s, e in QUICK["epochs"].items()) + f" and --val_size {QUICK['val_size']} "
-    "unless given; nothing else changes. About 15 minutes per model, sampling and seed on a "
-    "free 2-core CPU (the timings: QUICK_NOTE in the script).")
+    "unless given; nothing else changes. 6 to 15 minutes per model, sampling and seed on a "
+    "2-core CPU (the timings: QUICK_NOTE in the script).")
 # absl.logging defines --log_dir for log files, which it only writes when asked (this script does
 # not); the name is taken over for the runs' folder.
 delattr(FLAGS, "log_dir")
