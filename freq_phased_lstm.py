@@ -408,11 +408,13 @@ def plot_summary(log_dir, curves):
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    figure = Figure(figsize=(15, 6.2), layout="constrained")
+    # A panel per sampling that has runs (plot() only draws when one has).
+    samplings = [s for s in SAMPLINGS if any(curves.get((s, m)) for m in MODELS)]
+    figure = Figure(figsize=(5 * len(samplings), 6.2), layout="constrained")
     FigureCanvasAgg(figure)
-    panels = figure.subplots(1, len(SAMPLINGS), sharey=True)
+    panels = np.atleast_1d(figure.subplots(1, len(samplings), sharey=True))
     chance = frequency_data.chance_accuracy()
-    for axes, sampling in zip(panels, SAMPLINGS):
+    for axes, sampling in zip(panels, samplings):
         for i, model in enumerate(MODELS):
             color = f"C{i}"
             runs = curves.get((sampling, model), {})
@@ -433,9 +435,6 @@ def plot_summary(log_dir, curves):
             axes.axhline(paper_mean, color=color, lw=1, ls="--",
                          label=f"{MODEL_TITLES[model]}, paper (70 epochs): {paper_mean:.1%}")
         axes.axhline(chance, color="0.5", lw=1, ls=":", label=f"chance ({chance:.0%})")
-        if not any(curves.get((sampling, model)) for model in MODELS):
-            axes.text(0.5, 0.3, "not run yet", transform=axes.transAxes, ha="center",
-                      color="0.4")
         axes.set(title=SAMPLING_TITLES[sampling], xlabel="epoch", ylim=(0.4, 1.01))
         axes.set_xlim(left=0)
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -444,7 +443,7 @@ def plot_summary(log_dir, curves):
         axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize="small",
                     frameon=False)
     panels[0].set_ylabel("validation accuracy (fresh data, leak 0)")
-    figure.suptitle("Frequency discrimination: is the sine's period in [5, 6] ms? "
+    figure.suptitle("Frequency discrimination: is the sine's period in [5, 6] ms?\n"
                     "(band: ± std over seeds; faint: one seed each)")
     path = os.path.join(log_dir, PLOT_NAME)
     training.write_atomically(path, lambda f: figure.savefig(f, format="png", dpi=110),

@@ -402,6 +402,9 @@ def test_plot_only_tabulates_the_logs(tmp_path):
                  "async/LSTMCell/curves.png"):
         with open(os.path.join(log_dir, path), "rb") as f:
             assert f.read(8) == PNG_MAGIC, path
+    with open(os.path.join(log_dir, "frequency_curves.png"), "rb") as f:
+        width = int.from_bytes(f.read(24)[16:20], "big")  # the PNG header's width
+    assert width == 2 * 5 * 110  # a panel (5 inches at 110 dpi) for standard and for async
 
 
 def test_plot_only_without_logs(tmp_path):
