@@ -80,12 +80,12 @@ for the Phased LSTM. Seconds per epoch in the README's latest round of runs over
 on the fused kernel, the LSTM under dynamic_rnn):
 
     seconds per epoch    standard   high_res   async
-    Phased LSTM          7.9        69         7.3
-    LSTM                 6.7        72         6.6
+    Phased LSTM          7.9        72         7.3
+    LSTM                 6.7        73         6.6
     (steps of a batch    122        1216       121, padded to the batch's longest)
 
 An epoch is the paper's 157 batches of 32 and its validation on 500 fresh sequences (0.3 s;
-3-4 s in high_res, 12 s on 2,000 sequences). One epoch count for all would leave standard and
+1-3 s in high_res). One epoch count for all would leave standard and
 async at a handful of epochs, or high_res at hours.
 """
 
