@@ -85,8 +85,8 @@ on the fused kernel, the LSTM under dynamic_rnn):
     (steps of a batch    122        1216       121, padded to the batch's longest)
 
 An epoch is the paper's 157 batches of 32 and its validation on 500 fresh sequences (0.3 s;
-1-3 s in high_res). One epoch count for all would leave standard and
-async at a handful of epochs, or high_res at hours.
+1-3 s in high_res). One epoch count for all would leave standard and async at a handful of
+epochs, or high_res at hours.
 """
 
 FLAGS = flags.FLAGS
