@@ -8,10 +8,15 @@ the LSTM, with or without the TF 1.x cell's full-matrix peepholes. The gradient 
 with `tf.RegisterGradient`, so `tf.gradients`, `GradientTape` and `tf.function` differentiate
 it; k's own gradient (and through it the timing variables') is TensorFlow's, from the gate's ops.
 
-The op is compiled from its source on first use, against the installed TensorFlow, and cached
-(`phased_lstm.op_library`: where and how). Where it cannot be (no compiler, a failed build or
-load), `fused_kernel_available()` is False, one warning says why and where the compiler's log
-is, and `phased_lstm_rnn` uses its pure-TensorFlow path: same results, slower.
+The op is compiled from its source on first use, against the installed TensorFlow, and cached,
+trying builds down a ladder of instruction sets until one works (`phased_lstm.op_library`: where
+and how). Where none can be (no compiler, failed builds or loads), `fused_kernel_available()` is
+False, one warning says why and where the compiler's log is, and `phased_lstm_rnn` uses its
+pure-TensorFlow path: same results, slower. The failure is remembered, so later processes take
+that path at once; `python -m phased_lstm.build` builds again.
+
+The kernel runs on the CPU. Where the recurrence is placed on a GPU, `phased_lstm_rnn` takes the
+TensorFlow path, which TensorFlow runs on the GPU (`kernel_device_reason`).
 
 Environment:
   PHASED_LSTM_FUSED: "0" never builds nor uses the op (the pure-TensorFlow path runs).
@@ -31,43 +36,111 @@ SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels",
 DTYPES = (tf.float32, tf.float64)
 
 _lock = threading.Lock()
-_library = None  # the loaded op module once loading succeeded
-_failure = None  # why it did not, once it was tried
+_loaded = None  # the op_library.Loaded once loading succeeded
+_failure = None  # the op_library.LadderError once it failed
 
 
-def _disabled():
+def disabled():
+    """Whether PHASED_LSTM_FUSED turns the fused kernel off."""
     return os.environ.get(FUSED_ENV, "").strip().lower() in ("0", "false", "no", "off")
 
 
-def _load():
-    """The op module, or None; tries to build and load it once per process."""
-    global _library, _failure
-    if _disabled():
+def _load(rebuild=False):
+    """The op module, or None; tries to build and load it once per process (or again if
+    rebuild)."""
+    global _loaded, _failure
+    if disabled() and not rebuild:
         return None
     with _lock:
-        if _library is None and _failure is None:
+        if rebuild and _loaded is not None:
+            # TensorFlow cannot register the same ops twice in one process.
+            raise RuntimeError("the fused kernel is already loaded in this process; rebuild it "
+                               f"in a new one: {op_library.REBUILD_COMMAND}")
+        if rebuild or (_loaded is None and _failure is None):
+            _loaded = _failure = None
             try:
-                _library = op_library.load(SOURCE)
+                _loaded = op_library.load(SOURCE, rebuild=rebuild)
                 logging.info("Phased LSTM: the fused sequence kernel is available to "
-                             "phased_lstm_rnn.")
-            except op_library.BuildError as error:
-                _failure = str(error)
-                where = f"; compiler log: {error.log_path}" if error.log_path else ""
-                logging.warning(
-                    "Phased LSTM: the fused sequence kernel is not available (%s%s); "
-                    "phased_lstm_rnn uses its pure-TensorFlow path (same results, slower).",
-                    _failure, where)
-    return _library
+                             "phased_lstm_rnn (%s build, %s).", _loaded.rung.name,
+                             " ".join(_loaded.rung.arch_flags) or "no -march")
+            except op_library.LadderError as error:
+                _failure = error
+                logging.warning("Phased LSTM: %s", unavailable_message(error))
+    return _loaded.module if _loaded is not None else None
+
+
+def unavailable_message(error):
+    """One line: why the kernel is unavailable, what runs instead, and how to retry."""
+    where = f"; compiler log: {error.log_path}" if error.log_path else ""
+    return (f"the fused sequence kernel is not available: {error}{where}. phased_lstm_rnn uses "
+            "its pure-TensorFlow path (same results, slower); after fixing the cause, "
+            f"`{op_library.REBUILD_COMMAND}` builds again.")
 
 
 def fused_kernel_available():
-    """Whether `phased_lstm_rnn` runs the fused kernel (building it on first call if needed).
+    """Whether `phased_lstm_rnn` can run the fused kernel (building it on first call if needed).
 
     Returns False when PHASED_LSTM_FUSED=0 or when the kernel could not be built or loaded (a
-    warning says why, once per process). Dtypes other than float32 and float64 use the
-    pure-TensorFlow path whatever this says.
+    warning says why, once per process). Dtypes other than float32 and float64, and recurrences
+    placed on a GPU, use the pure-TensorFlow path whatever this says.
     """
     return _load() is not None
+
+
+def load_failure():
+    """The op_library.LadderError that made the kernel unavailable in this process, or None."""
+    _load()
+    return _failure
+
+
+def loaded_build():
+    """The op_library.Loaded of this process (its rung, path and attempts), or None."""
+    _load()
+    return _loaded
+
+
+def rebuild():
+    """Forgets the cached builds and failures, builds again and loads; returns (Loaded or None,
+    the LadderError or None)."""
+    _load(rebuild=True)
+    return _loaded, _failure
+
+
+def kernel_device_reason(device):
+    """Why the fused (CPU) kernel should not run at `device`, or None where it should.
+
+    Args:
+      device: the device an op of the recurrence was placed on or assigned to ("" when no
+        device scope chose one, in graph mode).
+
+    Returns:
+      None when the recurrence runs on the CPU: the device names the CPU, or names none and no
+      GPU is visible. Otherwise a reason: the kernel would run on the CPU between copies from
+      and to the GPU, so the TensorFlow path runs there.
+    """
+    spec = tf.DeviceSpec.from_string(device or "")
+    device_type = (spec.device_type or "").upper()
+    if device_type == "CPU":
+        return None
+    if not device_type and not tf.config.get_visible_devices("GPU"):
+        return None
+    return (f"the recurrence is placed on {device or 'a GPU (default placement)'} and the "
+            "fused kernel runs on the CPU only")
+
+
+def cached_description():
+    """Which path phased_lstm_rnn runs, from the cache alone: compiles and loads nothing (for
+    --help)."""
+    if disabled():
+        return f"the TensorFlow loop ({FUSED_ENV}=0 turns the fused kernel off)"
+    state, rung = op_library.cached_status(SOURCE)
+    if state == "cached":
+        return f"the fused kernel ({rung.name} build, cached)"
+    if state == "not built":
+        return ("the fused kernel, compiled on first use (about a minute; "
+                f"`{op_library.REBUILD_COMMAND}` builds it now)")
+    return ("the TensorFlow loop, slower: every build of the fused kernel failed on this machine "
+            f"(`{op_library.REBUILD_COMMAND}` says why and builds again)")
 
 
 def fused_sequence(inputs, k, c0, h0, kernel, bias, w_c_if=None, w_c_o=None):

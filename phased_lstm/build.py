@@ -1,0 +1,63 @@
+"""Builds the fused kernel again and says which path phased_lstm_rnn runs, and why.
+
+    python -m phased_lstm.build            # forget cached builds and failures, build again
+    python -m phased_lstm.build --status   # only say what the cache holds; build nothing
+
+The kernel is built on first use anyway (`phased_lstm.op_library`); a build that failed is
+remembered so that later processes do not call the compiler again. Run this after fixing the
+cause (installing a compiler, setting PHASED_LSTM_CXX), or to see what each build attempt gave.
+Exits 0 when the fused kernel is available, 1 when phased_lstm_rnn falls back to TensorFlow.
+"""
+
+import sys
+
+from absl import app, flags
+
+from phased_lstm import fused_rnn, op_library
+
+flags.DEFINE_bool("status", False, "Only report what the cache holds; compile nothing.")
+FLAGS = flags.FLAGS
+
+
+def _print_attempt(attempt):
+    flags_text = " ".join(attempt.rung.arch_flags) or "no -march"
+    line = f"  {attempt.rung.name} ({flags_text}): {attempt.outcome}"
+    if attempt.outcome in ("built", "cached"):
+        line += f" in {attempt.seconds:.0f} s: {attempt.detail}"
+    else:
+        line += f": {attempt.detail}"
+        if attempt.log_path:
+            line += f" (log: {attempt.log_path})"
+    print(line)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    print(f"CPU: {op_library.cpu_name()}; compiler: {' '.join(op_library.compiler())}; "
+          f"cache: {op_library.cache_dir()}")
+    print("builds, best first: " + "; ".join(
+        f"{rung.name} ({' '.join(rung.arch_flags) or 'no -march'})"
+        for rung in op_library.build_ladder()))
+    if FLAGS.status:
+        print("phased_lstm_rnn runs " + fused_rnn.cached_description())
+        return 0 if op_library.cached_status(fused_rnn.SOURCE)[0] != "failed" else 1
+    print(f"building {fused_rnn.SOURCE} again:")
+    loaded, failure = fused_rnn.rebuild()
+    for attempt in (loaded or failure).attempts:
+        _print_attempt(attempt)
+    if loaded is None:
+        print("phased_lstm_rnn runs its TensorFlow loop (slower): "
+              + fused_rnn.unavailable_message(failure))
+        return 1
+    if fused_rnn.disabled():
+        print(f"built, but {fused_rnn.FUSED_ENV}=0 turns the fused kernel off: phased_lstm_rnn "
+              "runs its TensorFlow loop")
+        return 1
+    print(f"phased_lstm_rnn runs the fused kernel ({loaded.rung.name} build) for float32 and "
+          "float64 cells whose recurrence runs on the CPU (on a GPU it runs its TensorFlow loop)")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(lambda argv: sys.exit(main(argv)))

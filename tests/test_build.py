@@ -1,0 +1,85 @@
+"""`python -m phased_lstm.build`: builds again, says what each build gave and which path runs.
+
+The compiler is a stand-in script: one that fails (and counts its calls), and one that "builds"
+by copying the library this test process built, so that no test here compiles.
+"""
+
+import os
+import subprocess
+import sys
+import tempfile
+
+from phased_lstm import fused_rnn, op_library, tf
+from test_fused_rnn import _require_kernel
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class BuildCommandTest(tf.test.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        folder = tempfile.TemporaryDirectory()
+        self.addCleanup(folder.cleanup)
+        self.folder = folder.name
+        self.cache = os.path.join(self.folder, "cache")
+        self.calls = os.path.join(self.folder, "calls")
+
+    def _compiler(self, body):
+        path = os.path.join(self.folder, "c++")
+        with open(path, "w") as f:
+            f.write(f"#!/bin/sh\necho x >> {self.calls}\n{body}\n")
+        os.chmod(path, 0o755)
+        return path
+
+    def _calls(self):
+        if not os.path.exists(self.calls):
+            return 0
+        with open(self.calls) as f:
+            return len(f.readlines())
+
+    def _build(self, compiler, *args):
+        env = {name: value for name, value in os.environ.items()
+               if name not in (fused_rnn.FUSED_ENV, "CXX")}
+        env.update(PHASED_LSTM_CXX=compiler, PHASED_LSTM_KERNEL_CACHE=self.cache,
+                   TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
+        return subprocess.run([sys.executable, "-m", "phased_lstm.build", *args], env=env,
+                              capture_output=True, text=True, timeout=600, cwd=self.folder)
+
+    def test_a_failing_compiler_is_called_again_and_the_fallback_said(self):
+        compiler = self._compiler("exit 1")
+        rungs = len(op_library.build_ladder())
+        first = self._build(compiler)
+        self.assertEqual(first.returncode, 1, msg=first.stderr[-2000:])
+        self.assertEqual(first.stdout.count(": failed: the compiler"), rungs, msg=first.stdout)
+        self.assertIn("phased_lstm_rnn runs its TensorFlow loop", first.stdout)
+        self.assertEqual(self._calls(), rungs)
+
+        status = self._build(compiler, "--status")  # reads the cache, compiles nothing
+        self.assertEqual(status.returncode, 1)
+        self.assertIn("every build of the fused kernel failed", status.stdout)
+        self.assertEqual(self._calls(), rungs)
+
+        again = self._build(compiler)  # forgets the remembered failures
+        self.assertEqual(again.returncode, 1)
+        self.assertEqual(self._calls(), 2 * rungs)
+
+    def test_a_working_compiler_builds_and_the_kernel_runs(self):
+        _require_kernel(self)
+        built = fused_rnn.loaded_build().path
+        compiler = self._compiler(
+            'while [ $# -gt 0 ]; do [ "$1" = -o ] && out="$2"; shift; done\n'
+            f'cp "{built}" "$out"')
+        result = self._build(compiler)
+        self.assertEqual(result.returncode, 0, msg=result.stdout + result.stderr[-2000:])
+        self.assertIn("native (-march=native): built in", result.stdout)
+        self.assertIn("phased_lstm_rnn runs the fused kernel (native build)", result.stdout)
+        self.assertEqual(self._calls(), 1)
+        status = self._build(compiler, "--status")
+        self.assertEqual(status.returncode, 0)
+        self.assertIn("the fused kernel (native build, cached)", status.stdout)
+        self.assertEqual(self._calls(), 1)
+
+
+if __name__ == "__main__":
+    tf.test.main()
