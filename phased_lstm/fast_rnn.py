@@ -93,7 +93,8 @@ def phased_lstm_rnn(cell, time, inputs, sequence_length=None, initial_state=None
         if initial_state is None:
             initial_state = cell.zero_state(batch, dtype)
         inputs = tf.transpose(inputs, [1, 0, 2])
-        if _use_fused(cell, dtype, fused):
+        # k's device: where the recurrence is placed (or assigned, in graph mode).
+        if _use_fused(dtype, fused, k.device):
             peepholes = cell.peephole_weights() if cell.use_peepholes else ()
             h_seq, c, h = fused_rnn.fused_sequence(inputs, k, *initial_state,
                                                    *cell.packed_weights(), *peepholes)
@@ -110,26 +111,60 @@ def phased_lstm_rnn(cell, time, inputs, sequence_length=None, initial_state=None
         return outputs, rnn_cell.LSTMStateTuple(c, h)
 
 
-def runs_fused_kernel(cell):
+def runs_fused_kernel(cell, device=None):
     """Whether `phased_lstm_rnn(cell, ...)` runs the fused kernel (by default, for a built cell).
 
-    True for float32 and float64 cells, with or without peepholes, where the kernel could be built
-    and loaded (`fused_kernel_available()`).
+    True for float32 and float64 cells, with or without peepholes, where the kernel could be
+    built and loaded (`fused_kernel_available()`) and the recurrence runs on the CPU.
+
+    Args:
+      cell: a PhasedLSTMCell.
+      device: where the recurrence is placed, as a device string; default what the device
+        scope in force gives new ops ("" in graph mode without one: TensorFlow's placement).
     """
-    return _use_fused(cell, cell.dtype, None)
+    return _why_not_fused(cell.dtype, None, device) is None
 
 
-def _use_fused(cell, dtype, fused):
-    """Whether the recurrence runs in the fused kernel (see phased_lstm_rnn's `fused`)."""
+def describe_path(cell, device=None):
+    """One line for logs: which path `phased_lstm_rnn(cell, ...)` runs, and why (see
+    runs_fused_kernel for the arguments)."""
+    why_not = _why_not_fused(cell.dtype, None, device)
+    if why_not is None:
+        rung = fused_rnn.loaded_build().rung
+        return (f"phased_lstm_rnn runs the fused kernel ({rung.name} build: "
+                f"{' '.join(rung.arch_flags) or 'no -march'})")
+    return f"phased_lstm_rnn runs its TensorFlow loop (slower than the fused kernel): {why_not}"
+
+
+def _current_device():
+    """The device that the current device scope gives new ops ("" where none chose one)."""
+    if tf.executing_eagerly():
+        return tf.constant(0).device  # where eager ops run now
+    # A no-op carries the device stack's choice; it is never run.
+    return tf.no_op(name="phased_lstm_device_probe").device
+
+
+def _why_not_fused(dtype, fused, device):
+    """Why the recurrence does not run in the fused kernel, or None where it does (see
+    phased_lstm_rnn's `fused`; device None: the current one)."""
     if fused is False:
-        return False
+        return "fused=False"
     dtype = tf.as_dtype(dtype)
     if dtype.base_dtype not in fused_rnn.DTYPES:
-        why_not = f"its dtype is {dtype.name}, not float32 or float64"
-    elif not fused_kernel_available():
-        why_not = "the fused kernel is not available (see the warning logged)"
-    else:
-        why_not = None
+        return f"its dtype is {dtype.name}, not float32 or float64"
+    if fused_rnn.disabled():
+        return f"{fused_rnn.FUSED_ENV}=0 turns the fused kernel off"
+    if not fused_kernel_available():
+        return fused_rnn.unavailable_message(fused_rnn.load_failure())
+    if fused is None:  # fused=True is the user's choice of the CPU kernel, wherever it runs
+        return fused_rnn.kernel_device_reason(_current_device() if device is None else device)
+    return None
+
+
+def _use_fused(dtype, fused, device):
+    """Whether the recurrence runs in the fused kernel; raises ValueError where fused=True
+    asks for it and it cannot run."""
+    why_not = _why_not_fused(dtype, fused, device)
     if fused and why_not:
         raise ValueError(f"fused=True, but the fused kernel cannot run this cell: {why_not}")
     return why_not is None

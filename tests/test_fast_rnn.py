@@ -1,10 +1,13 @@
 """phased_lstm_rnn against dynamic_rnn over the same PhasedLSTMCell, and the NumPy reference."""
 
+from unittest import mock
+
 import numpy as np
 
 import numpy_reference as ref
 from phased_lstm import PhasedLSTMCell, tf
-from phased_lstm.fast_rnn import fused_kernel_available, phased_lstm_rnn, runs_fused_kernel
+from phased_lstm.fast_rnn import (describe_path, fused_kernel_available, phased_lstm_rnn,
+                                   runs_fused_kernel)
 from tf_helpers import load_params, variable_gradients
 
 BATCH, STEPS, INPUT_SIZE, UNITS = 4, 25, 3, 5
@@ -121,6 +124,32 @@ class PhasedLSTMRnnTest(tf.test.TestCase):
             float16 = PhasedLSTMCell(UNITS, dtype=tf.float16)
             float16.build_for(INPUT_SIZE, tf.float16)
             self.assertFalse(runs_fused_kernel(float16))
+
+    def test_a_recurrence_placed_on_a_gpu_runs_the_tensorflow_loop(self):
+        def graph_ops(device, gpus, fused=None):
+            with mock.patch.object(tf.config, "get_visible_devices", return_value=gpus), \
+                    tf.Graph().as_default() as graph, tf.device(device):
+                cell = PhasedLSTMCell(UNITS)
+                phased_lstm_rnn(cell, tf.zeros([1, 5, 1]), tf.zeros([2, 5, INPUT_SIZE]),
+                                fused=fused)
+                runs = runs_fused_kernel(cell)
+                description = describe_path(cell)
+            return {op.type for op in graph.get_operations()}, runs, description
+
+        gpu = [tf.config.PhysicalDevice("/physical_device:GPU:0", "GPU")]
+        fused = fused_kernel_available()
+        # No device scope: TensorFlow places the loop on the GPU when one is visible.
+        for device, gpus, want_fused in ((None, [], fused), (None, gpu, False),
+                                         ("/cpu:0", gpu, fused), ("/gpu:0", [], False)):
+            ops, runs, description = graph_ops(device, gpus)
+            where = f"device {device}, GPUs {gpus}"
+            self.assertEqual("PhasedLSTMSequence" in ops, want_fused, msg=where)
+            self.assertEqual(runs, want_fused, msg=where)
+            self.assertEqual("fused kernel (" in description, want_fused, msg=description)
+            if fused and not want_fused:
+                self.assertIn("the fused kernel runs on the CPU only", description)
+        if fused:  # fused=True is the user's explicit choice, wherever the graph is placed
+            self.assertIn("PhasedLSTMSequence", graph_ops("/gpu:0", gpu, fused=True)[0])
 
     def test_bad_inputs(self):
         with tf.Graph().as_default():
