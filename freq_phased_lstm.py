@@ -49,7 +49,8 @@ import numpy as np
 
 from phased_lstm import PhasedLSTMCell, rnn_cell, tf
 from experiments import frequency_data, loop, over_seeds, training
-from phased_lstm.fast_rnn import phased_lstm_rnn
+from phased_lstm import fused_rnn
+from phased_lstm.fast_rnn import describe_path, phased_lstm_rnn
 
 SAMPLINGS = frequency_data.SAMPLINGS
 SAMPLING_TITLES = {"standard": "standard (1 ms)", "high_res": "high resolution (0.1 ms)",
@@ -264,6 +265,7 @@ def last_output(cell, times, values, lengths):
     if isinstance(cell, PhasedLSTMCell):
         # The whole-sequence path; past its length a sequence's gate is 0, so its state stays.
         _, state = phased_lstm_rnn(cell, times, values, sequence_length=lengths)
+        logging.info("%s.", describe_path(cell))
     else:
         inputs = tf.concat([values, times], axis=2)
         _, state = tf.compat.v1.nn.dynamic_rnn(cell, inputs, sequence_length=lengths,
@@ -602,4 +604,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    __doc__ += f"\nPhasedLSTMCell's recurrence here: {fused_rnn.cached_description()}.\n"
     app.run(main)

@@ -26,8 +26,9 @@ import numpy as np
 
 from phased_lstm import PhasedGRUCell, PhasedLSTMCell, PhasedRNNCell, rnn_cell, tf
 from experiments import loop, mnist_data, training
+from phased_lstm import fused_rnn
 from phased_lstm.event_rnn import event_driven_phased_lstm
-from phased_lstm.fast_rnn import phased_lstm_rnn, runs_fused_kernel
+from phased_lstm.fast_rnn import describe_path, phased_lstm_rnn
 
 NUM_PIXELS = 28 * 28
 NUM_CLASSES = 10
@@ -211,11 +212,10 @@ def run_rnn(cell, time, pixels):
       outputs, float32 [batch, 784, cell.output_size].
     """
     if isinstance(cell, PhasedLSTMCell):
-        # The whole-sequence path: same variables and results as dynamic_rnn, 2.9x to 3.7x as
-        # fast with the fused kernel (benchmarks/train_step.py).
+        # The whole-sequence path: same variables and results as dynamic_rnn, faster, and
+        # fastest with the fused kernel (benchmarks/train_step.py).
         outputs, _ = phased_lstm_rnn(cell, time, pixels)
-        logging.info("phased_lstm_rnn runs the %s.",
-                     "fused kernel" if runs_fused_kernel(cell) else "TensorFlow loop")
+        logging.info("%s.", describe_path(cell))
     elif isinstance(cell, PhasedRNNCell):
         # dynamic_rnn wants every input at full batch size.
         time = tf.tile(time, [tf.shape(pixels)[0], 1, 1])
@@ -387,4 +387,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    __doc__ += f"\nPhasedLSTMCell's recurrence here: {fused_rnn.cached_description()}.\n"
     app.run(main)

@@ -74,7 +74,7 @@ import time as clock
 import numpy as np
 from absl import app, flags
 
-from phased_lstm import PhasedLSTMCell, rnn_cell, tf
+from phased_lstm import PhasedLSTMCell, fused_rnn, op_library, rnn_cell, tf
 from phased_lstm.fast_rnn import phased_lstm_rnn
 
 # Subprocesses run the benchmarks as modules from the repository's root, as the user does.
@@ -266,9 +266,23 @@ def keras3_rows(backend):
 
 
 def _check_models(names):
+    """Refuses unknown models; returns names less the fused row where the kernel cannot run,
+    saying why (never silently the slower path under the fused row's name)."""
     unknown = [name for name in names if name not in MODELS]
     if unknown:
         raise app.UsageError(f"unknown models {unknown}; choose from {list(MODELS)}")
+    if FUSED in names and not fused_rnn.fused_kernel_available():
+        print(f"No row '{FUSED}': "
+              + fused_rnn.unavailable_message(fused_rnn.load_failure()), flush=True)
+        return [name for name in names if name != FUSED]
+    return names
+
+
+def _machine():
+    """The machine, for every table's heading: numbers hold only on the machine that gave them."""
+    return (f"{op_library.cpu_name()}, {os.cpu_count()} CPU cores, TensorFlow {tf.__version__}"
+            + (f", fused kernel: {fused_rnn.loaded_build().rung.name} build"
+               if fused_rnn.fused_kernel_available() else ", fused kernel: not available"))
 
 
 def time_steps(steps):
@@ -287,8 +301,7 @@ def time_steps(steps):
 
 def scaling():
     """Prints each model's median step against BasicLSTMCell's, at each of --scaling_sizes."""
-    names = FLAGS.scaling_models or SCALING_MODELS
-    _check_models(names)
+    names = _check_models(FLAGS.scaling_models or SCALING_MODELS)
     if BASELINE not in names:
         raise app.UsageError(f"--scaling_models must include {BASELINE}")
     results = []
@@ -305,7 +318,7 @@ def scaling():
         print(f"units {units}, length {length}: " + ", ".join(
             f"{name} {medians[name]:.3f} s" for name in names), flush=True)
     print(f"\nbatch {FLAGS.batch_size}, {FLAGS.repeats} interleaved steps per model after "
-          f"{FLAGS.warmup} warm-up, peepholes {FLAGS.peepholes}, {os.cpu_count()} CPU cores, "
+          f"{FLAGS.warmup} warm-up, peepholes {FLAGS.peepholes}, {_machine()}, "
           f"TensorFlow {tf.__version__}\n")
     others = [name for name in names if name != BASELINE]
     print("| units | length | BasicLSTMCell s/step | " + " | ".join(
@@ -331,8 +344,7 @@ def main(argv):
     if FLAGS.scaling:
         scaling()
         return
-    names = FLAGS.models or list(MODELS)
-    _check_models(names)
+    names = _check_models(FLAGS.models or list(MODELS))
     steps = {name: build_training_step(name) for name in names}
     if FLAGS.profile:
         for name, (session, train_op) in steps.items():
@@ -368,7 +380,7 @@ def main(argv):
                          allocated_mib=None, allocated_ratio_to_basic_lstm=None))
     print(f"\nbatch {FLAGS.batch_size}, length {FLAGS.length}, units {FLAGS.num_units}, "
           f"peepholes {FLAGS.peepholes}, {FLAGS.repeats} interleaved steps per model after "
-          f"{FLAGS.warmup} warm-up, {os.cpu_count()} CPU cores, TensorFlow {tf.__version__}\n")
+          f"{FLAGS.warmup} warm-up, {_machine()}\n")
     header = ("| model | median s/step | min | max | examples/s | vs BasicLSTMCell "
               "| peak step memory MiB | memory vs BasicLSTMCell | allocated MiB/step "
               "| allocated vs BasicLSTMCell |")
