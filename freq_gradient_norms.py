@@ -1,7 +1,7 @@
 """Gradient norms of the frequency task's models: how heavy their tail is, per variable.
 
-A diagnostic for the high-resolution runs' swings (README, "Why the high-resolution runs
-swing"). It rebuilds a run of freq_phased_lstm.py from the settings its checkpoint recorded,
+A diagnostic for the high-resolution runs' swings (docs/results_frequency.md, "Why: a
+heavy tail of gradient norms"). It rebuilds a run of freq_phased_lstm.py from the settings its checkpoint recorded,
 restores the newest usable checkpoint (or keeps fresh weights with --at_init), computes the
 loss's gradient on --batches training batches that no run trains on (the same generator, its
 own seed stream) and prints, for the global norm and for each variable's norm, the median,

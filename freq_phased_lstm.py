@@ -74,11 +74,11 @@ PAPER = {
 # --quick: values of these flags unless given on the command line; epochs per sampling.
 QUICK = {"epochs": {"standard": 60, "high_res": 5, "async": 60}, "val_size": 500}
 QUICK_NOTE = """\
---quick's epochs were chosen on the README's first, slower machine, when the fused kernel did
+--quick's epochs were chosen on the project's first, slower machine, when the fused kernel did
 not run peepholes yet: 60 epochs of standard or async and 5 of high_res took about 15 minutes
-for the Phased LSTM. Seconds per epoch in the README's latest round of runs over seeds (a faster
-2-core machine, TensorFlow pinned to one core while the other core trained too; the Phased LSTM
-on the fused kernel, the LSTM under dynamic_rnn):
+for the Phased LSTM. Seconds per epoch in the latest round of runs over seeds
+(docs/results_frequency.md; a faster 2-core AMD EPYC, TensorFlow pinned to one core while the
+other core trained too; the Phased LSTM on the fused kernel, the LSTM under dynamic_rnn):
 
     seconds per epoch    standard   high_res   async
     Phased LSTM          7.9        72         7.3
