@@ -9,11 +9,17 @@ Each model is what a Keras 3 user writes: Sequential([Input((length, 1)), recurr
 Dense(10)]), compiled with Adam 1e-3 and sparse softmax cross-entropy (jit_compile "auto":
 XLA on TensorFlow and JAX), one `train_on_batch` per step. The Phased LSTM's timestamps are the
 step index. train_step.py runs this once per backend and adds the rows to its table.
+
+On TensorFlow the PhasedLSTM runs the fused kernel where it can (phased_lstm.fused_rnn);
+"PhasedLSTM (Keras loop)" is the same layer traced with PHASED_LSTM_FUSED=0, Keras' own loop.
 """
 
+import contextlib
 import json
+import os
 import statistics
 import time as clock
+from unittest import mock
 
 import numpy as np
 from absl import app, flags
@@ -34,11 +40,21 @@ MODELS = {
     "PhasedLSTM": lambda units: PhasedLSTM(units),
     "LSTM": lambda units: keras.layers.LSTM(units),
 }
+if keras.backend.backend() == "tensorflow":
+    MODELS["PhasedLSTM (Keras loop)"] = MODELS["PhasedLSTM"]
+
+
+def _path(name):
+    """The context a model is built and traced in: the Keras loop row turns the kernel off."""
+    if name.endswith("(Keras loop)"):
+        return mock.patch.dict(os.environ, {"PHASED_LSTM_FUSED": "0"})
+    return contextlib.nullcontext()
 
 
 def build(name):
-    model = keras.Sequential([keras.Input((FLAGS.length, 1)), MODELS[name](FLAGS.num_units),
-                              keras.layers.Dense(10)])
+    with _path(name):
+        model = keras.Sequential([keras.Input((FLAGS.length, 1)), MODELS[name](FLAGS.num_units),
+                                  keras.layers.Dense(10)])
     model.compile(keras.optimizers.Adam(1e-3),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     return model
@@ -54,7 +70,8 @@ def main(argv):
     compile_s = {}
     for name, model in models.items():
         start = clock.perf_counter()
-        model.train_on_batch(pixels, labels)
+        with _path(name):  # the first step traces the model
+            model.train_on_batch(pixels, labels)
         compile_s[name] = clock.perf_counter() - start
         for _ in range(FLAGS.warmup - 1):
             model.train_on_batch(pixels, labels)

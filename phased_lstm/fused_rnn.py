@@ -28,7 +28,9 @@ import threading
 from absl import logging
 
 from phased_lstm import op_library
-from phased_lstm.legacy_tf import tf
+# Plain TensorFlow, not legacy_tf: the Keras 3 layer uses this module on the TensorFlow backend
+# and must not select tf-keras (nothing here needs the TF 1.x cells).
+import tensorflow as tf
 
 FUSED_ENV = "PHASED_LSTM_FUSED"
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels",

@@ -8,7 +8,10 @@ return_sequences, return_state, stateful, go_backwards, initial_state, masking, 
 `Bidirectional` are Keras' own; `PhasedLSTM` is `keras.layers.RNN` over that cell, taking the
 features alone (the timestamps are then the step index) or `[features, times]`. As the TF 1.x
 fast path does, `PhasedLSTM` computes the time gate for all steps before the loop (it depends on
-the times alone), so the recurrence carries neither the gate's work nor its gradient.
+the times alone), so the recurrence carries neither the gate's work nor its gradient. On the
+TensorFlow backend it runs the recurrence in the fused C++ kernel (`phased_lstm.fused_rnn`)
+where `phased_lstm_rnn` would, as `keras.layers.LSTM` picks cuDNN when it can; TensorFlow is
+imported only there, and the weights and saved files are the same on every path.
 
 The equations, initialisers, variables and guarantees are those of the TF 1.x cell
 (`phased_lstm.PhasedLSTMCell`); the time gate is the same function (`phased_lstm.gate_math`).
@@ -492,6 +495,20 @@ class PhasedLSTM(keras.layers.RNN):
 
     def build(self, sequences_shape, initial_state_shape=None):
         super().build(self._sequence_shape(sequences_shape), initial_state_shape)
+        # As keras.layers.LSTM does for cuDNN: XLA cannot compile the fused kernel (a
+        # TensorFlow custom op), so a layer that may run it asks its model not to jit_compile.
+        if self._fused_kernel_may_run():
+            self.supports_jit = False
+
+    def _fused_kernel_may_run(self):
+        """Whether call may run the fused kernel: on the TensorFlow backend, where it was built
+        and loaded, for a float32 or float64 layer that neither unrolls nor goes backwards."""
+        if keras.backend.backend() != "tensorflow" or self.unroll or self.go_backwards:
+            return False
+        if self.compute_dtype not in ("float32", "float64"):
+            return False
+        from phased_lstm import fused_rnn  # pylint: disable=import-outside-toplevel
+        return fused_rnn.fused_kernel_available()
 
     def compute_output_shape(self, sequences_shape, initial_state_shape=None):
         return super().compute_output_shape(self._sequence_shape(sequences_shape),
@@ -513,8 +530,9 @@ class PhasedLSTM(keras.layers.RNN):
             return "float64" if _backend_has_float64() else "float32"
         return dtype
 
-    def _sequences(self, inputs, training):
-        """[features, k] as one [batch, steps, input_size + units] sequence for the cell.
+    def _features_and_gate(self, inputs, training):
+        """(features [batch, steps, input_size], k [batch or 1, steps, units]), both in the
+        layer's dtype.
 
         The gate k is computed for all steps at once, the phase in the times' dtype (float64
         keeps it for large timestamps), then cast to the layer's dtype. The implicit step index
@@ -524,16 +542,13 @@ class PhasedLSTM(keras.layers.RNN):
         features = ops.cast(ops.convert_to_tensor(features), self.compute_dtype)
         _check_shapes(features.shape, None if times is None else ops.shape(times))
         time_dtype = self._time_dtype(None if times is None else ops.convert_to_tensor(times))
-        shape = ops.shape(features)
         if times is None:
-            times = ops.arange(shape[1], dtype=time_dtype)[None, :, None]
+            times = ops.arange(ops.shape(features)[1], dtype=time_dtype)[None, :, None]
         else:
             times = ops.cast(times, time_dtype)
             if len(times.shape) == 2:
                 times = times[:, :, None]
-        k = self.cell.time_gate(times, training)
-        k = ops.broadcast_to(k, (shape[0], shape[1], self.units))
-        return ops.concatenate([features, k], axis=-1)
+        return features, self.cell.time_gate(times, training)
 
     def call(self, sequences, initial_state=None, mask=None, training=False):
         """Runs the cell over the sequences.
@@ -549,8 +564,54 @@ class PhasedLSTM(keras.layers.RNN):
         """
         if isinstance(mask, (list, tuple)):
             mask = mask[0] if mask else None
-        return super().call(self._sequences(sequences, training), initial_state=initial_state,
-                            mask=mask, training=training)
+        features, k = self._features_and_gate(sequences, training)
+        if self._runs_fused_kernel(features, mask):
+            return self._fused_call(features, k, initial_state, mask)
+        # Keras' loop reads the gate beside the features at each step.
+        shape = ops.shape(features)
+        k = ops.broadcast_to(k, (shape[0], shape[1], self.units))
+        return super().call(ops.concatenate([features, k], axis=-1),
+                            initial_state=initial_state, mask=mask, training=training)
+
+    def _runs_fused_kernel(self, features, mask):
+        """Whether call runs the fused kernel: where it may (`_fused_kernel_may_run`), the
+        recurrence is on the CPU (as phased_lstm_rnn decides), the layer is not stateful, and
+        no mask comes with zero_output_for_mask."""
+        if self.stateful or (mask is not None and self.zero_output_for_mask):
+            return False
+        if not self._fused_kernel_may_run():
+            return False
+        from phased_lstm import fused_rnn  # pylint: disable=import-outside-toplevel
+        return fused_rnn.kernel_device_reason(features.device) is None
+
+    def _fused_call(self, features, k, initial_state, mask):
+        """call's result from the fused kernel (TensorFlow backend).
+
+        A mask is folded into the gate, as in phased_lstm_rnn: k = 0 at a masked step keeps
+        the state and repeats the last output, which is what Keras' loop does there.
+        """
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+        from phased_lstm import fused_rnn  # pylint: disable=import-outside-toplevel
+
+        cell = self.cell
+        if mask is not None:
+            k = k * tf.cast(mask, k.dtype)[:, :, None]
+        if initial_state is None:
+            zeros = tf.zeros([tf.shape(features)[0], self.units], self.compute_dtype)
+            initial_state = [zeros, zeros]
+        h0, c0 = (tf.cast(state, self.compute_dtype) for state in initial_state)
+        rows = cell.new_input_kernel.shape[0]  # input_size + units: the [x, h] rows
+        # The op's layout: kernel [x, h] x columns [i, f, o, j]; the peephole rows apart.
+        kernel = tf.concat([cell.mask_gates_kernel[:rows], cell.output_gate_kernel[:rows],
+                            cell.new_input_kernel], axis=1)
+        bias = tf.concat([cell.mask_gates_bias, cell.output_gate_bias, cell.new_input_bias], 0)
+        peepholes = ((cell.mask_gates_kernel[rows:], cell.output_gate_kernel[rows:])
+                     if cell.use_peepholes else ())
+        h_seq, c, h = fused_rnn.fused_sequence(
+            tf.transpose(features, [1, 0, 2]), tf.transpose(k, [1, 0, 2]), c0, h0,
+            kernel, bias, *peepholes)
+        output = tf.transpose(h_seq, [1, 0, 2]) if self.return_sequences else h
+        return [output, h, c] if self.return_state else output
 
     def get_config(self):
         config = {"units": self.units}

@@ -44,7 +44,9 @@ import time
 
 from absl import logging
 
-from phased_lstm.legacy_tf import tf
+# Plain TensorFlow, not legacy_tf: the Keras 3 layer uses this module on the TensorFlow backend
+# and must not select tf-keras (nothing here needs the TF 1.x cells).
+import tensorflow as tf
 
 try:
     import fcntl

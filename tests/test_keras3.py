@@ -572,3 +572,86 @@ def test_tf1_users_first_keep_tf_keras_and_can_use_keras3_beside_it():
         "model = keras.Sequential([keras.Input((5, 1)), Keras3PhasedLSTM(4)])\n"
         "print(model(np.ones((1, 5, 1), np.float32)).shape)\n")
     assert out.split() == ["tf_keras", "phased_lstm.keras_layer", "(1,", "4)"], out
+
+
+# The fused kernel on the TensorFlow backend (PhasedLSTM._fused_call), against Keras' own loop
+# over the same cell (PHASED_LSTM_FUSED=0 when the function is traced).
+
+def _traced_step(layer, inputs, mask=None, fused=True):
+    """(outputs, gradients of x and every weight, the traced op types) of one tf.function."""
+    from unittest import mock
+
+    x, times = (tf.constant(v) for v in inputs)
+
+    @tf.function
+    def step(x, times):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            output, h, c = layer([x, times], mask=mask, training=True)
+            loss = tf.reduce_sum(output ** 2) + tf.reduce_sum(c * 3.0) + tf.reduce_sum(h)
+        return (output, h, c), tape.gradient(loss, [x] + layer.trainable_weights)
+
+    with mock.patch.dict(os.environ, {"PHASED_LSTM_FUSED": "1" if fused else "0"}):
+        concrete = step.get_concrete_function(x, times)
+        values = tf.nest.map_structure(np.asarray, concrete(x, times))
+    return values, {op.type for op in concrete.graph.get_operations()}
+
+
+def _require_fused_kernel():
+    from test_fused_rnn import _require_kernel
+
+    class _Case:  # _require_kernel's test interface: skipTest and fail
+        skipTest = staticmethod(pytest.skip)
+        fail = staticmethod(pytest.fail)
+    _require_kernel(_Case)
+
+
+@needs_tf_backend
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("peep", [False, True])
+@pytest.mark.parametrize("masked", [False, True])
+def test_fused_kernel_matches_keras_loop(dtype, peep, masked):
+    _require_fused_kernel()
+    rng = np.random.default_rng(7)
+    inputs = (rng.normal(size=(BATCH, STEPS, INPUT_SIZE)).astype(dtype),
+              np.cumsum(rng.uniform(0.5, 3.0, size=(BATCH, STEPS)), axis=1))
+    mask = tf.constant(rng.uniform(size=(BATCH, STEPS)) > 0.3) if masked else None
+    layer = PhasedLSTM(UNITS, use_peepholes=peep, return_sequences=True, return_state=True,
+                       ratio_on=0.5, period_init_max=10.0, dtype=dtype)
+    layer(list(inputs))
+    (fused, fused_grads), fused_ops = _traced_step(layer, inputs, mask, fused=True)
+    (loop, loop_grads), loop_ops = _traced_step(layer, inputs, mask, fused=False)
+    assert "PhasedLSTMSequence" in fused_ops and "PhasedLSTMSequence" not in loop_ops
+    tolerance = dict(rtol=1e-5, atol=1e-5) if dtype == "float32" else dict(rtol=1e-10,
+                                                                            atol=1e-12)
+    for name, a, b in zip(["output", "h", "c"], fused, loop):
+        np.testing.assert_allclose(a, b, err_msg=name, **tolerance)
+    names = ["x"] + [w.name for w in layer.trainable_weights]
+    for name, a, b in zip(names, fused_grads, loop_grads):
+        np.testing.assert_allclose(a, b, err_msg=f"gradient of {name}", **tolerance)
+
+
+@needs_tf_backend
+def test_fused_kernel_runs_exactly_where_it_can():
+    from unittest import mock
+
+    _require_fused_kernel()
+    rng = np.random.default_rng(8)
+    inputs = (rng.normal(size=(BATCH, STEPS, INPUT_SIZE)).astype(np.float32),
+              np.cumsum(rng.uniform(0.5, 3.0, size=(BATCH, STEPS)), axis=1))
+    mask = tf.constant(rng.uniform(size=(BATCH, STEPS)) > 0.3)
+
+    def runs_fused(mask=None, **kwargs):
+        layer = PhasedLSTM(UNITS, return_sequences=True, return_state=True, **kwargs)
+        layer(list(inputs))
+        _, ops_seen = _traced_step(layer, inputs, mask)
+        return "PhasedLSTMSequence" in ops_seen, layer.supports_jit
+
+    assert runs_fused() == (True, False)  # XLA cannot compile the op: no jit for its model
+    assert runs_fused(mask) == (True, False)
+    assert runs_fused(go_backwards=True) == (False, True)
+    assert runs_fused(unroll=True) == (False, True)
+    assert runs_fused(mask, zero_output_for_mask=True)[0] is False
+    gpu = [tf.config.PhysicalDevice("/physical_device:GPU:0", "GPU")]
+    with mock.patch.object(tf.config, "get_visible_devices", return_value=gpu):
+        assert runs_fused()[0] is False  # the recurrence would run on the GPU: Keras' loop
