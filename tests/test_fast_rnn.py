@@ -127,8 +127,11 @@ class PhasedLSTMRnnTest(tf.test.TestCase):
             cell = PhasedLSTMCell(UNITS)
             x = tf.zeros([2, 7, 1])
             cases = [
-                ((tf.zeros([2, 7]), x), ValueError, r"time must have shape \[batch, steps, 1\]"),
-                ((tf.zeros([2, 7, 1], tf.int32), x), TypeError, r"floating.*int32"),
+                ((tf.zeros([2, 7]), x), ValueError,
+                 r"time must have shape \[batch or 1, steps, 1\] \(one timestamp per example\) "
+                 rf"or \[batch or 1, steps, {UNITS}\] \(one per unit\); got shape \(2, 7\)"),
+                ((tf.zeros([2, 7, 2]), x), ValueError, r"time must have shape"),
+                ((tf.zeros([2, 7, 1], tf.bool), x), TypeError, r"time must be numbers.*bool"),
                 ((tf.zeros([2, 7, 1]), tf.zeros([2, 7])), ValueError,
                  r"inputs must have shape \[batch, steps, input_size\]"),
                 ((tf.zeros([2, 6, 1]), x), ValueError, r"same number of steps"),

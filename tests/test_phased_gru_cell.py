@@ -307,18 +307,22 @@ class BadInputTest(tf.test.TestCase):
             inputs = (tf.zeros(time_shape, time_dtype), tf.zeros(features_shape))
             cell(inputs, cell.zero_state(2, tf.float32))
 
-    def test_time_must_be_batch_by_one(self):
-        for shape in ([2, 2], [2, 1, 1]):
-            with self.assertRaisesRegex(ValueError, r"time must have shape \[batch, 1\]"):
+    def test_time_must_be_batch_by_one_or_by_units(self):
+        for shape in ([2, 2], [2, 1, 1], [2, 4, 1]):
+            with self.assertRaisesRegex(
+                    ValueError, r"time must have shape \[batch, 1\] \(one timestamp per example\) "
+                    r"or \[batch, 4\] \(one per unit\); got shape"):
                 self._call(shape, [2, 3])
 
     def test_features_must_be_rank_two(self):
         with self.assertRaisesRegex(ValueError, r"features must have rank 2"):
             self._call([2, 1], [2, 3, 1])
 
-    def test_time_must_be_floating(self):
-        with self.assertRaisesRegex(TypeError, r"time must be a floating tensor.*int32"):
-            self._call([2, 1], [2, 3], tf.int32)
+    def test_time_must_be_numbers(self):
+        for dtype in (tf.bool, tf.string):
+            with self.assertRaisesRegex(TypeError, r"time must be numbers: a floating tensor .* "
+                                        rf"or an integer one .*; got dtype {dtype.name}"):
+                self._call([2, 1], [2, 3], dtype)
 
     def test_inputs_must_be_a_time_features_pair(self):
         with tf.Graph().as_default():
