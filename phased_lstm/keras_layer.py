@@ -22,7 +22,7 @@ import numbers
 from phased_lstm.fast_rnn import phased_lstm_rnn
 from phased_lstm.legacy_tf import rnn_cell, tf
 from phased_lstm.phased_lstm_cell import PhasedLSTMCell
-from phased_lstm.time_gate import float_time, period_bound
+from phased_lstm.time_gate import float_time, scalar_argument
 
 # legacy_tf has checked that tf_keras is installed and matches TensorFlow. Taken directly, not as
 # tf.keras, which is Keras 3 if it was touched before TF_USE_LEGACY_KERAS was set.
@@ -44,13 +44,13 @@ def _v1_initializer(initializer):
 
 
 def _config_number(name, value):
-    """A period bound as a float: a number, or a tensor of known value (the config holds it).
+    """A timing setting as a float: a number, or a tensor of known value (the config holds it).
 
     Raises:
       ValueError: for a tensor whose value is known only when run (a placeholder), which a
-        saved config could not hold, and for the bounds `period_bound` refuses.
+        saved config could not hold, and for the values `scalar_argument` refuses.
     """
-    bound = period_bound(name, value)
+    bound = scalar_argument(name, value)
     if tf.is_tensor(bound):
         raise ValueError(f"PhasedLSTM's {name} must be a number or a tensor of known value (the "
                          f"layer's config holds it); got a tensor known only when run: {bound}")
@@ -150,6 +150,7 @@ class PhasedLSTM(keras.layers.Layer):
         self.return_sequences = return_sequences
         self.return_state = return_state
         self.supports_masking = True
+        ratio_on = _config_number("ratio_on", ratio_on)
         period_init_min = _config_number("period_init_min", period_init_min)
         period_init_max = _config_number("period_init_max", period_init_max)
         self._timing = dict(

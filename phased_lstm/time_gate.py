@@ -157,14 +157,14 @@ def check_time(time, leading="batch", num_units=None):
     return time
 
 
-def period_bound(name, value):
-    """A period bound as a Python float where its value is known, else as a scalar tensor.
+def scalar_argument(name, value):
+    """A number argument as a Python float where its value is known, else as a scalar tensor.
 
-    TF 1.x's cell documented its period bounds as "float or scalar float Tensor". A number, or
-    a tensor whose value is known when the graph is built (a constant, an eager tensor), is
-    folded to a float and checked at once in Python; any other tensor (a placeholder, a
-    variable's value in a graph) is kept and checked in the graph, when the initialiser runs
-    (`exp_uniform_initializer`).
+    TF 1.x's cell documented its period bounds and open ratio as "float or scalar float
+    Tensor". A number, or a tensor whose value is known when the graph is built (a constant, an
+    eager tensor), is folded to a float, which the caller checks at once in Python; any other
+    tensor (a placeholder, a variable's value in a graph) is returned for the caller to check
+    in the graph (the period bounds: `exp_uniform_initializer`) or to refuse.
 
     Args:
       name: the argument's name, for the messages.
@@ -175,7 +175,8 @@ def period_bound(name, value):
 
     Raises:
       TypeError: for a tensor that does not hold real numbers (bool, string, complex).
-      ValueError: for a tensor that is not a scalar, or a NaN or infinite number.
+      ValueError: for a tensor whose static shape is not [] (a placeholder needs shape []), or
+        a NaN or infinite number.
     """
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         check_finite_number(name, value)
@@ -184,12 +185,14 @@ def period_bound(name, value):
     if not (tensor.dtype.is_floating or tensor.dtype.is_integer):
         raise TypeError(f"{name} must be a number or a scalar float tensor; got dtype "
                         f"{tensor.dtype.name}")
-    if tensor.shape.rank not in (None, 0):
-        raise ValueError(f"{name} must be a number or a scalar tensor; got shape {tensor.shape}")
+    # A static scalar: a shape check in the graph would race its consumers (log, fill).
+    if tensor.shape.rank != 0:
+        raise ValueError(f"{name} must be a number or a scalar tensor (shape []); got shape "
+                         f"{tensor.shape}")
     static = tf.get_static_value(tensor)
     if static is None:
         return tensor
-    return period_bound(name, float(static))
+    return scalar_argument(name, float(static))
 
 
 def _as_float64(bound):
@@ -204,16 +207,13 @@ def _checked_log_bounds(low, high, names):
     `exp_uniform_initializer` makes in Python for numbers, made when the initialiser runs.
 
     Raises:
-      tf.errors.InvalidArgumentError: when run, for a bound that is not a finite scalar,
-        low <= 0 or high < low.
+      tf.errors.InvalidArgumentError: when run, for a bound that is not finite, low <= 0 or
+        high < low.
     """
     (low_name, high_name), low, high = names, _as_float64(low), _as_float64(high)
-    checks = []
-    for name, bound in ((low_name, low), (high_name, high)):
-        if bound.shape.rank is None:
-            checks.append(tf.debugging.assert_rank(bound, 0, message=f"{name} must be a scalar"))
-        checks.append(tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(bound)),
-                                          [f"{name} must be a finite number; got", bound]))
+    checks = [tf.debugging.Assert(tf.math.is_finite(bound),
+                                  [f"{name} must be a finite number; got", bound])
+              for name, bound in ((low_name, low), (high_name, high))]
     with tf.control_dependencies(checks):
         checks = [tf.debugging.assert_positive(low, message=f"{low_name} must be > 0"),
                   tf.debugging.assert_greater_equal(
@@ -236,12 +236,12 @@ def exp_uniform_initializer(low, high, names=("low", "high")):
 
     Raises:
       ValueError: for a NaN or infinite bound, low <= 0 or high < low, where the bounds are
-        numbers or tensors of known value (see `period_bound`).
+        numbers or tensors of known value (see `scalar_argument`).
       TypeError: for a tensor bound that does not hold real numbers.
       tf.errors.InvalidArgumentError: when the initialiser runs, for the same faults in bounds
         whose value was unknown when the graph was built (placeholders, say).
     """
-    low, high = period_bound(names[0], low), period_bound(names[1], high)
+    low, high = scalar_argument(names[0], low), scalar_argument(names[1], high)
     known = isinstance(low, float) and isinstance(high, float)
     if known and not 0 < low <= high:
         raise ValueError(f"exp_uniform_initializer needs 0 < {names[0]} <= {names[1]}; got "
@@ -259,6 +259,30 @@ def exp_uniform_initializer(low, high, names=("low", "high")):
     return initializer
 
 
+def ratio_on_initializer(ratio_on):
+    """Initialiser filling the open ratios with `ratio_on`, a float or a scalar tensor.
+
+    A float is a constant (checked in (0, 1] by `TimeGate`); a tensor whose value is known only
+    when run is checked then.
+
+    Raises:
+      tf.errors.InvalidArgumentError: when the initialiser runs, for a tensor ratio_on outside
+        (0, 1] (NaN included).
+    """
+    if not tf.is_tensor(ratio_on):
+        return tf.compat.v1.constant_initializer(ratio_on)
+
+    def initializer(shape, dtype=tf.float32, partition_info=None):
+        del partition_info
+        value = _as_float64(ratio_on)
+        in_range = tf.debugging.Assert((value > 0.0) & (value <= 1.0),
+                                       ["ratio_on must be in (0, 1]; got", value])
+        with tf.control_dependencies([in_range]):
+            return tf.fill(shape, tf.cast(value, dtype))
+
+    return initializer
+
+
 class TimeGate:
     """Timing parameters of a phased layer and the gate k they define.
 
@@ -266,7 +290,8 @@ class TimeGate:
       num_units: number of units, each with its own period, phase and open ratio.
       leak: alpha, the slope of the closed gate: a Python float >= 0 or a scalar float tensor
         (e.g. a placeholder fed 0 at evaluation, as the paper does).
-      ratio_on: initial open ratio r_on, in (0, 1].
+      ratio_on: initial open ratio r_on, in (0, 1]: a number or a scalar tensor, as TF 1.x
+        documented (one known only when run is checked when its initialiser runs).
       trainable_ratio_on: whether r_on is learned.
       period_init_min, period_init_max: the default period initialiser draws
         exp(U(ln period_init_min, ln period_init_max)). Numbers or scalar tensors, as TF 1.x
@@ -285,8 +310,8 @@ class TimeGate:
     Raises:
       ValueError: for a NaN or infinite number, ratio_on outside (0, 1], period_init_min <= 0,
         period_init_max < period_init_min, a negative Python leak, an unknown mod_gradient, or
-        a period bound that is a tensor but not a scalar.
-      TypeError: for a period bound that is a tensor of other than real numbers.
+        a period bound or ratio_on that is a tensor but not a scalar.
+      TypeError: for a period bound or ratio_on that is a tensor of other than real numbers.
     """
 
     def __init__(self, num_units, leak, ratio_on, trainable_ratio_on, period_init_min,
@@ -294,14 +319,14 @@ class TimeGate:
                  phase_initializer, ratio_on_initializer, mod_gradient="tf1",
                  period_constraint=None, phase_constraint=None, ratio_on_constraint=None):
         check_mod_gradient(mod_gradient)
-        for name, value in (("ratio_on", ratio_on), ("leak", leak)):
-            check_finite_number(name, value)
-        if not 0.0 < ratio_on <= 1.0:
-            raise ValueError(f"ratio_on must be in (0, 1]; got {ratio_on}")
+        check_finite_number("leak", leak)
         # Floats, or tensors whose value is known only when run: those are checked in the
-        # graph, by the period initialiser.
-        period_init_min = period_bound("period_init_min", period_init_min)
-        period_init_max = period_bound("period_init_max", period_init_max)
+        # graph, by their variable's initialiser.
+        ratio_on = scalar_argument("ratio_on", ratio_on)
+        if isinstance(ratio_on, float) and not 0.0 < ratio_on <= 1.0:
+            raise ValueError(f"ratio_on must be in (0, 1]; got {ratio_on}")
+        period_init_min = scalar_argument("period_init_min", period_init_min)
+        period_init_max = scalar_argument("period_init_max", period_init_max)
         if isinstance(period_init_min, float) and not period_init_min > 0.0:
             raise ValueError(f"period_init_min must be > 0; got {period_init_min}")
         if (isinstance(period_init_min, float) and isinstance(period_init_max, float)
@@ -363,8 +388,7 @@ class TimeGate:
             trainable=self._trainable_phase, constraint=self._constraint("phase"))
         self.ratio_on = add_weight(
             "ratio_on", shape=shape, dtype=dtype,
-            initializer=(self._ratio_on_initializer
-                         or tf.compat.v1.constant_initializer(self._ratio_on)),
+            initializer=self._ratio_on_initializer or ratio_on_initializer(self._ratio_on),
             trainable=self._trainable_ratio_on,
             constraint=self._constraint("ratio_on", valid_ratio_on))
 

@@ -499,11 +499,12 @@ class BadInputTest(tf.test.TestCase):
         steps = tf.range(STEPS)[None, :]
         self.assertAllClose(layer([x, tf.tile(steps, [2, 1])]), layer(x), atol=1e-7)
 
-    def test_period_bounds_may_be_tensors_of_known_value(self):
+    def test_timing_arguments_may_be_tensors_of_known_value(self):
         layer = PhasedLSTM(UNITS, period_init_min=tf.constant(2.0),
-                           period_init_max=tf.constant(8, tf.int64))
+                           period_init_max=tf.constant(8, tf.int64), ratio_on=tf.constant(0.25))
         config = layer.get_config()
-        self.assertEqual((config["period_init_min"], config["period_init_max"]), (2.0, 8.0))
+        self.assertEqual((config["period_init_min"], config["period_init_max"],
+                          config["ratio_on"]), (2.0, 8.0, 0.25))
         layer.build(tf.TensorShape([None, STEPS, INPUT_SIZE]))
         self.assertAllInRange(layer.cell.time_gate.period, 2.0, 8.0 * (1 + 1e-6))
         with tf.Graph().as_default():  # a config cannot hold a value known only when run

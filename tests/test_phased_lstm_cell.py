@@ -420,33 +420,45 @@ class TF1InputsTest(tf.test.TestCase):
                 load_params(sess, cell, params)
                 return sess.run(result)
 
-    def test_period_bounds_may_be_scalar_tensors_in_a_graph(self):
-        # TF 1.x's docstring: "float or scalar float Tensor". A constant is checked at once; a
-        # placeholder when the initialiser runs.
+    def test_timing_arguments_may_be_scalar_tensors_in_a_graph(self):
+        # TF 1.x's docstring: period_init_min, period_init_max and ratio_on are each a "float or
+        # scalar float Tensor". A constant is checked at once; a placeholder when the
+        # initialisers run.
         with tf.Graph().as_default():
             tf.compat.v1.set_random_seed(1)
             low = tf.compat.v1.placeholder_with_default(tf.constant(5.0), [])
+            ratio_on = tf.compat.v1.placeholder_with_default(tf.constant(0.2), [])
             cells = [PhasedLSTMCell(500, period_init_min=tf.constant(2.0),
-                                    period_init_max=tf.constant(4.0)),
-                     PhasedLSTMCell(500, period_init_min=low, period_init_max=tf.constant(9.0))]
+                                    period_init_max=tf.constant(4.0),
+                                    ratio_on=tf.constant(0.3)),
+                     PhasedLSTMCell(500, period_init_min=low, period_init_max=tf.constant(9.0),
+                                    ratio_on=ratio_on)]
             for i, cell in enumerate(cells):
                 tf.compat.v1.nn.dynamic_rnn(cell, (tf.zeros([1, 2, 1]), tf.zeros([1, 2, 1])),
                                             dtype=tf.float32, scope=f"rnn{i}")
-            periods = [cell.time_gate.period for cell in cells]
+            timing = [(cell.time_gate.period, cell.time_gate.ratio_on) for cell in cells]
             init = tf.compat.v1.global_variables_initializer()
             with tf.compat.v1.Session() as sess:
                 sess.run(init)
-                constant, fed = sess.run(periods)
-                sess.run(init, {low: 3.0})
-                lower = sess.run(periods[1])
+                (constant, constant_ratio), (fed, fed_ratio) = sess.run(timing)
+                sess.run(init, {low: 3.0, ratio_on: 0.05})
+                lower, lower_ratio = sess.run(timing[1])
                 with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
                                             "period_init_max must be >= period_init_min"):
                     sess.run(init, {low: 10.0})
+                with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                            r"ratio_on must be in \(0, 1\]"):
+                    sess.run(init, {ratio_on: 0.0})
             with self.assertRaisesRegex(ValueError, "period_init_min must be > 0; got 0.0"):
                 PhasedLSTMCell(4, period_init_min=tf.constant(0.0))
+            with self.assertRaisesRegex(ValueError, r"ratio_on must be in \(0, 1\]; got 2.0"):
+                PhasedLSTMCell(4, ratio_on=tf.constant(2.0))
         self.assertAllInRange(constant, 2.0, 4.0 * (1 + 1e-6))
         self.assertAllInRange(fed, 5.0, 9.0 * (1 + 1e-6))
         self.assertLess(lower.min(), 5.0)  # the fed bound, not the default, was used
+        self.assertAllClose(constant_ratio, np.full(500, 0.3))
+        self.assertAllClose(fed_ratio, np.full(500, 0.2))
+        self.assertAllClose(lower_ratio, np.full(500, 0.05))
 
 
 class BadInputTest(tf.test.TestCase):

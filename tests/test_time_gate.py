@@ -198,27 +198,30 @@ class IntegerAndPerUnitTimeTest(tf.test.TestCase):
             time_gate.check_time(tf.zeros([2, 3, 2]), "batch, steps", 4)
 
 
-class TensorPeriodBoundsTest(tf.test.TestCase):
-    """TF 1.x documented period_init_min/max as "float or scalar float Tensor"."""
+class TensorArgumentsTest(tf.test.TestCase):
+    """TF 1.x documented period_init_min/max and ratio_on as "float or scalar float Tensor"."""
 
     def test_tensors_of_known_value_are_folded_and_checked_at_once(self):
         with tf.Graph().as_default():
-            self.assertEqual(time_gate.period_bound("b", tf.constant(2.5)), 2.5)
-            self.assertEqual(time_gate.period_bound("b", tf.constant(3, tf.int64)), 3.0)
-            self.assertEqual(time_gate.period_bound("b", np.float32(4.0)), 4.0)
+            self.assertEqual(time_gate.scalar_argument("b", tf.constant(2.5)), 2.5)
+            self.assertEqual(time_gate.scalar_argument("b", tf.constant(3, tf.int64)), 3.0)
+            self.assertEqual(time_gate.scalar_argument("b", np.float32(4.0)), 4.0)
             with self.assertRaisesRegex(ValueError, "b must be a finite number; got nan"):
-                time_gate.period_bound("b", tf.constant(np.nan))
-            with self.assertRaisesRegex(ValueError, r"b must be a number or a scalar tensor; "
-                                        r"got shape \(2,\)"):
-                time_gate.period_bound("b", tf.constant([1.0, 2.0]))
+                time_gate.scalar_argument("b", tf.constant(np.nan))
+            with self.assertRaisesRegex(ValueError, r"b must be a number or a scalar tensor "
+                                        r"\(shape \[\]\); got shape \(2,\)"):
+                time_gate.scalar_argument("b", tf.constant([1.0, 2.0]))
+            with self.assertRaisesRegex(ValueError, r"scalar tensor \(shape \[\]\); got shape "
+                                        r"<unknown>"):
+                time_gate.scalar_argument("b", tf.compat.v1.placeholder(tf.float32))
             with self.assertRaisesRegex(TypeError, "b must be a number or a scalar float "
                                         "tensor; got dtype string"):
-                time_gate.period_bound("b", tf.constant("1"))
+                time_gate.scalar_argument("b", tf.constant("1"))
             with self.assertRaisesRegex(TypeError, "got dtype bool"):
-                time_gate.period_bound("b", True)
+                time_gate.scalar_argument("b", True)
             placeholder = tf.compat.v1.placeholder(tf.float32, [])
-            self.assertIs(time_gate.period_bound("b", placeholder), placeholder)
-        self.assertEqual(time_gate.period_bound("b", tf.constant(7.0)), 7.0)  # eager
+            self.assertIs(time_gate.scalar_argument("b", placeholder), placeholder)
+        self.assertEqual(time_gate.scalar_argument("b", tf.constant(7.0)), 7.0)  # eager
 
     def _draw(self, low, high, feed, dtype=tf.float64):
         initializer = exp_uniform_initializer(low, high, ("period_init_min", "period_init_max"))
@@ -230,7 +233,7 @@ class TensorPeriodBoundsTest(tf.test.TestCase):
         with tf.Graph().as_default():
             tf.compat.v1.set_random_seed(0)
             low = tf.compat.v1.placeholder(tf.float32, [])
-            high = tf.compat.v1.placeholder(tf.float64)  # rank unknown until fed
+            high = tf.compat.v1.placeholder(tf.float64, [])
             values = self._draw(low, high, {low: 2.0, high: 50.0})
             mixed = self._draw(low, 8.0, {low: 3.0}, tf.float32)
         self.assertBetween(values.min(), 2.0, 2.2)
@@ -246,12 +249,11 @@ class TensorPeriodBoundsTest(tf.test.TestCase):
                  ({"low": -1.0, "high": 5.0}, "period_init_min must be > 0"),
                  ({"low": 6.0, "high": 5.0}, "period_init_max must be >= period_init_min"),
                  ({"low": np.nan, "high": 5.0}, "period_init_min must be a finite number"),
-                 ({"low": 1.0, "high": np.inf}, "period_init_max must be a finite number"),
-                 ({"low": 1.0, "high": [5.0, 6.0]}, "period_init_max must be a scalar")]
+                 ({"low": 1.0, "high": np.inf}, "period_init_max must be a finite number")]
         for feed, message in cases:
             with tf.Graph().as_default():
                 low = tf.compat.v1.placeholder(tf.float32, [])
-                high = tf.compat.v1.placeholder(tf.float32)
+                high = tf.compat.v1.placeholder(tf.float32, [])
                 with self.assertRaisesRegex(tf.errors.InvalidArgumentError, message):
                     self._draw(low, high, {low: feed["low"], high: feed["high"]})
 
@@ -266,3 +268,25 @@ class TensorPeriodBoundsTest(tf.test.TestCase):
                                         r"\(10.0\); got 5.0"):
                 TimeGate(UNITS, 0.001, 0.1, True, tf.constant(10.0), tf.constant(5.0), True,
                          True, None, None, None)
+
+    def _ratio_on(self, ratio_on, feed=None):
+        """The ratio_on variable a TimeGate made with `ratio_on` starts at."""
+        gate = TimeGate(UNITS, 0.001, ratio_on, True, 1.0, 1000.0, True, True, None, None, None)
+        gate.build(lambda name, shape, dtype, initializer, **kwargs: tf.Variable(
+            initializer(shape, dtype), name=name), tf.float32)
+        with tf.compat.v1.Session() as sess:
+            return sess.run(gate.ratio_on.initial_value, feed)
+
+    def test_ratio_on_may_be_a_scalar_tensor(self):
+        with tf.Graph().as_default():
+            self.assertAllClose(self._ratio_on(tf.constant(0.25, tf.float64)),
+                                np.full(UNITS, 0.25))
+            with self.assertRaisesRegex(ValueError, r"ratio_on must be in \(0, 1\]; got 1.5"):
+                TimeGate(UNITS, 0.001, tf.constant(1.5), True, 1.0, 1000.0, True, True, None,
+                         None, None)
+            fed = tf.compat.v1.placeholder(tf.float32, [])
+            self.assertAllClose(self._ratio_on(fed, {fed: 0.05}), np.full(UNITS, 0.05))
+            for value in (0.0, -0.5, 1.5, np.nan):
+                with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                            r"ratio_on must be in \(0, 1\]; got"):
+                    self._ratio_on(fed, {fed: value})
