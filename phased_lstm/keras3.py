@@ -105,11 +105,12 @@ class PhasedLSTMCell(keras.layers.Layer):
 
         rnn = keras.layers.RNN(PhasedLSTMCell(32))        # inputs [batch, steps, input_size + 1]
 
-    One timestamp per step, shared by the units: for one per unit, give `PhasedLSTM`
-    times [batch, steps, units]. The time keeps its dtype: run the RNN over a float64 sequence (features and times) and the
-    phase is computed in float64 (timestamps far beyond float32's 2**24), the rest in the cell's
-    dtype. `PhasedLSTM` takes `[features, times]` and does better: it computes the gate for all
-    steps before the loop and runs its own cell over [features, k] (`time_gate`).
+    One timestamp per step, shared by the units: for one per unit, give `PhasedLSTM` times
+    [batch, steps, units]. The time keeps its dtype: run the RNN over a float64 sequence
+    (features and times) and the phase is computed in float64 (timestamps far beyond float32's
+    2**24), the rest in the cell's dtype. `PhasedLSTM` takes `[features, times]` and does
+    better: it computes the gate for all steps before the loop and runs its own cell over
+    [features, k] (`time_gate`).
 
     Weights (one-to-one with the TF 1.x cell's variables, `TF1_VARIABLE_NAMES`; see
     `get_tf1_weights` and `set_tf1_weights`): `mask_gates_kernel`
@@ -408,11 +409,12 @@ class PhasedLSTM(keras.layers.RNN):
       - features [batch, steps, input_size]: the timestamp of step n is n (0, 1, 2, ...), as in
         the Keras seed (fferroni/PhasedLSTM-Keras); or
       - a list [features, times], times [batch, steps, 1] or [batch, steps]: one timestamp per
-        example and step; or [batch, steps, units]: one per unit. float64 times keep the phase of timestamps beyond 2**24 (on JAX only
-        with `jax.config.update("jax_enable_x64", True)`; without it JAX has no float64 and the
-        times are float32). Integer times are taken as float64 where the backend has it.
-        `fit`, `evaluate` and `predict` cast float64 NumPy arrays to float32: pass float64
-        backend tensors, or a tf.data.Dataset on TensorFlow.
+        example and step; or [batch, steps, units]: one per unit. float64 times keep the phase
+        of timestamps beyond 2**24 (on JAX only with `jax.config.update("jax_enable_x64",
+        True)`; without it JAX has no float64 and the times are float32). Integer times are
+        taken as float64 where the backend has it. `fit`, `evaluate` and `predict` cast float64
+        NumPy arrays to float32: pass float64 backend tensors, or a tf.data.Dataset on
+        TensorFlow.
 
     Masking (a `Masking` layer, `mask_zero` embeddings, or `mask` [batch, steps]): a masked step
     leaves the state unchanged, as in every Keras RNN. With `go_backwards` (and in
