@@ -31,7 +31,7 @@ def open_units(cell, time, sequence_length=None, steps=None):
 
     Args:
       cell: a built PhasedLSTMCell.
-      time: [batch or 1, steps, 1] timestamps.
+      time: [batch or 1, steps, 1 or units] timestamps.
       sequence_length: optional int [batch]: no unit is open for an example past its length.
       steps: number of steps, needed only with sequence_length.
 
@@ -82,7 +82,9 @@ def event_driven_phased_lstm(cell, time, inputs, initial_state=None, sequence_le
 
     Args:
       cell: a PhasedLSTMCell without peepholes (built here if needed, as phased_lstm_rnn does).
-      time: [batch, steps, 1] or [1, steps, 1] timestamps, float32 or float64.
+      time: [batch, steps, 1] or [1, steps, 1] timestamps, or [batch or 1, steps, num_units]
+        (one per unit: the open sets are then per unit and example as well); float32, float64
+        or integers (taken as float64).
       inputs: [batch, steps, input_size].
       initial_state: optional LSTMStateTuple(c, h), each [batch, num_units]; default zeros.
       sequence_length: optional int [batch]; the state is carried unchanged past it.
@@ -93,7 +95,7 @@ def event_driven_phased_lstm(cell, time, inputs, initial_state=None, sequence_le
       LSTMStateTuple(c, h) after the last step, or (outputs, state) with return_sequences.
 
     Raises:
-      TypeError: if cell is not a PhasedLSTMCell, or time is not floating point.
+      TypeError: if cell is not a PhasedLSTMCell, or time holds neither floats nor integers.
       ValueError: if the cell has peepholes, or time or inputs have the wrong shapes.
     """
     if not isinstance(cell, PhasedLSTMCell):
@@ -104,8 +106,7 @@ def event_driven_phased_lstm(cell, time, inputs, initial_state=None, sequence_le
             "event-driven inference needs a cell without peepholes: TF 1.x's full-matrix "
             "peepholes make every output gate read every unit's candidate state; evaluate this "
             "cell with phased_lstm_rnn and leak 0 instead")
-    time, inputs = tf.convert_to_tensor(time), tf.convert_to_tensor(inputs)
-    check_sequence_inputs(time, inputs)
+    time, inputs = check_sequence_inputs(time, inputs, cell.output_size)
     with tf.compat.v1.variable_scope("rnn"):
         cell.build_for(inputs.shape[-1], inputs.dtype)
         batch, steps = tf.shape(inputs)[0], tf.shape(inputs)[1]

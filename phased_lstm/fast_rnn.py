@@ -28,13 +28,25 @@ from phased_lstm.phased_lstm_cell import PhasedLSTMCell
 from phased_lstm.time_gate import check_time
 
 
-def check_sequence_inputs(time, inputs):
-    """Raises TypeError or ValueError unless time is [batch or 1, steps, 1] floating point and
-    inputs [batch, steps, input_size] with a known input_size."""
-    expected_time = "[batch, steps, 1] (or [1, steps, 1] when the batch shares its timestamps)"
-    check_time(time, expected_time)
-    if time.shape.rank not in (None, 3):
-        raise ValueError(f"time must have shape {expected_time}; got shape {time.shape}")
+def check_sequence_inputs(time, inputs, num_units):
+    """Checks a sequence path's inputs; returns (time, inputs) as tensors.
+
+    Args:
+      time: [batch, steps, 1], [batch, steps, num_units] (one timestamp per unit), or either
+        with a batch of 1 when the batch shares its timestamps; floating or integer (taken as
+        float64).
+      inputs: [batch, steps, input_size] with a known input_size.
+      num_units: the cell's units.
+
+    Returns:
+      (time as a floating tensor, inputs as a tensor).
+
+    Raises:
+      TypeError: if time holds neither floating point nor integer numbers.
+      ValueError: for other shapes, or a different number of steps.
+    """
+    time = check_time(time, "batch or 1, steps", num_units)
+    inputs = tf.convert_to_tensor(inputs)
     if inputs.shape.rank not in (None, 3):
         raise ValueError(
             f"inputs must have shape [batch, steps, input_size]; got shape {inputs.shape}")
@@ -45,6 +57,7 @@ def check_sequence_inputs(time, inputs):
             raise ValueError(
                 f"time and inputs must have the same number of steps; got time {time.shape} "
                 f"and inputs {inputs.shape}")
+    return time, inputs
 
 
 def phased_lstm_rnn(cell, time, inputs, sequence_length=None, initial_state=None, scope=None,
@@ -54,8 +67,9 @@ def phased_lstm_rnn(cell, time, inputs, sequence_length=None, initial_state=None
     Args:
       cell: a PhasedLSTMCell. Built here if it is not yet, under the variable scope `scope`
         (default "rnn", as dynamic_rnn), so that variable names match dynamic_rnn's.
-      time: timestamps [batch, steps, 1], or [1, steps, 1] shared by the whole batch; float32,
-        or float64 for large timestamps.
+      time: timestamps [batch, steps, 1], or [1, steps, 1] shared by the whole batch; or
+        [batch or 1, steps, num_units], one per unit. float32, float64 for large timestamps, or
+        integers (taken as float64).
       inputs: features [batch, steps, input_size].
       sequence_length: optional int [batch]; steps past it leave the state unchanged and
         output zeros.
@@ -70,15 +84,13 @@ def phased_lstm_rnn(cell, time, inputs, sequence_length=None, initial_state=None
       (outputs [batch, steps, num_units], LSTMStateTuple(c, h) at each example's last step).
 
     Raises:
-      TypeError: if cell is not a PhasedLSTMCell or time is not floating point.
+      TypeError: if cell is not a PhasedLSTMCell or time holds neither floats nor integers.
       ValueError: if time or inputs do not have the shapes above, or fused is True where the
         fused kernel cannot run.
     """
     if not isinstance(cell, PhasedLSTMCell):
         raise TypeError(f"phased_lstm_rnn runs a PhasedLSTMCell; got {type(cell).__name__}")
-    time = tf.convert_to_tensor(time)
-    inputs = tf.convert_to_tensor(inputs)
-    check_sequence_inputs(time, inputs)
+    time, inputs = check_sequence_inputs(time, inputs, cell.output_size)
     with tf.compat.v1.variable_scope(scope or "rnn"):
         batch = tf.shape(inputs)[0]
         cell.build_for(inputs.shape[-1], inputs.dtype)  # dynamic_rnn's variable names

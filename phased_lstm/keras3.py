@@ -108,10 +108,12 @@ class PhasedLSTMCell(keras.layers.Layer):
 
         rnn = keras.layers.RNN(PhasedLSTMCell(32))        # inputs [batch, steps, input_size + 1]
 
-    The time keeps its dtype: run the RNN over a float64 sequence (features and times) and the
-    phase is computed in float64 (timestamps far beyond float32's 2**24), the rest in the cell's
-    dtype. `PhasedLSTM` takes `[features, times]` and does better: it computes the gate for all
-    steps before the loop and runs its own cell over [features, k] (`time_gate`).
+    One timestamp per step, shared by the units: for one per unit, give `PhasedLSTM` times
+    [batch, steps, units]. The time keeps its dtype: run the RNN over a float64 sequence
+    (features and times) and the phase is computed in float64 (timestamps far beyond float32's
+    2**24), the rest in the cell's dtype. `PhasedLSTM` takes `[features, times]` and does
+    better: it computes the gate for all steps before the loop and runs its own cell over
+    [features, k] (`time_gate`).
 
     Weights (one-to-one with the TF 1.x cell's variables, `TF1_VARIABLE_NAMES`; see
     `get_tf1_weights` and `set_tf1_weights`): `mask_gates_kernel`
@@ -382,19 +384,20 @@ def _split(inputs):
     return inputs, None
 
 
-def _check_shapes(features_shape, times_shape):
+def _check_shapes(features_shape, times_shape, units):
     features_shape = tuple(features_shape)
     if len(features_shape) != 3 or features_shape[-1] is None:
         raise ValueError("PhasedLSTM's features must have shape [batch, steps, input_size] with "
                          f"a known input_size; got shape {features_shape}")
     if times_shape is not None:
         times_shape = tuple(times_shape)
-        if (len(times_shape) not in (2, 3) or (len(times_shape) == 3 and times_shape[-1] != 1)
+        if (len(times_shape) not in (2, 3)
+                or (len(times_shape) == 3 and times_shape[-1] not in (1, units))
                 or any(a is not None and b is not None and a != b
                        for a, b in zip(times_shape[:2], features_shape[:2]))):
             raise ValueError("PhasedLSTM's times must have shape [batch, steps, 1] or "
-                             f"[batch, steps], matching features {features_shape}; got shape "
-                             f"{times_shape}")
+                             f"[batch, steps], or [batch, steps, {units}] (one per unit), "
+                             f"matching features {features_shape}; got shape {times_shape}")
     return features_shape
 
 
@@ -409,11 +412,12 @@ class PhasedLSTM(keras.layers.RNN):
       - features [batch, steps, input_size]: the timestamp of step n is n (0, 1, 2, ...), as in
         the Keras seed (fferroni/PhasedLSTM-Keras); or
       - a list [features, times], times [batch, steps, 1] or [batch, steps]: one timestamp per
-        example and step. float64 times keep the phase of timestamps beyond 2**24 (on JAX only
-        with `jax.config.update("jax_enable_x64", True)`; without it JAX has no float64 and the
-        times are float32). Integer times are taken as float64 where the backend has it.
-        `fit`, `evaluate` and `predict` cast float64 NumPy arrays to float32: pass float64
-        backend tensors, or a tf.data.Dataset on TensorFlow.
+        example and step; or [batch, steps, units]: one per unit. float64 times keep the phase
+        of timestamps beyond 2**24 (on JAX only with `jax.config.update("jax_enable_x64",
+        True)`; without it JAX has no float64 and the times are float32). Integer times are
+        taken as float64 where the backend has it. `fit`, `evaluate` and `predict` cast float64
+        NumPy arrays to float32: pass float64 backend tensors, or a tf.data.Dataset on
+        TensorFlow.
 
     Masking (a `Masking` layer, `mask_zero` embeddings, or `mask` [batch, steps]): a masked step
     leaves the state unchanged, as in every Keras RNN. With `go_backwards` (and in
@@ -490,7 +494,7 @@ class PhasedLSTM(keras.layers.RNN):
     def _sequence_shape(self, sequences_shape):
         """The shape of the sequence the RNN runs over: features, then the gate k."""
         features_shape = _check_shapes(*(None if s is None else tuple(s)
-                                         for s in _split(sequences_shape)))
+                                         for s in _split(sequences_shape)), self.units)
         return features_shape[:2] + (features_shape[2] + self.units,)
 
     def build(self, sequences_shape, initial_state_shape=None):
@@ -540,7 +544,7 @@ class PhasedLSTM(keras.layers.RNN):
         """
         features, times = _split(inputs)
         features = ops.cast(ops.convert_to_tensor(features), self.compute_dtype)
-        _check_shapes(features.shape, None if times is None else ops.shape(times))
+        _check_shapes(features.shape, None if times is None else ops.shape(times), self.units)
         time_dtype = self._time_dtype(None if times is None else ops.convert_to_tensor(times))
         if times is None:
             times = ops.arange(ops.shape(features)[1], dtype=time_dtype)[None, :, None]

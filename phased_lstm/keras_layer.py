@@ -22,6 +22,7 @@ import numbers
 from phased_lstm.fast_rnn import phased_lstm_rnn
 from phased_lstm.legacy_tf import rnn_cell, tf
 from phased_lstm.phased_lstm_cell import PhasedLSTMCell
+from phased_lstm.time_gate import float_time, scalar_argument
 
 # legacy_tf has checked that tf_keras is installed and matches TensorFlow. Taken directly, not as
 # tf.keras, which is Keras 3 if it was touched before TF_USE_LEGACY_KERAS was set.
@@ -42,6 +43,20 @@ def _v1_initializer(initializer):
     return initialize
 
 
+def _config_number(name, value):
+    """A timing setting as a float: a number, or a tensor of known value (the config holds it).
+
+    Raises:
+      ValueError: for a tensor whose value is known only when run (a placeholder), which a
+        saved config could not hold, and for the values `scalar_argument` refuses.
+    """
+    bound = scalar_argument(name, value)
+    if tf.is_tensor(bound):
+        raise ValueError(f"PhasedLSTM's {name} must be a number or a tensor of known value (the "
+                         f"layer's config holds it); got a tensor known only when run: {bound}")
+    return bound
+
+
 @keras.utils.register_keras_serializable(package="phased_lstm")
 class PhasedLSTM(keras.layers.Layer):
     """Phased LSTM layer (Neil, Pfeiffer, Liu, NIPS 2016) for tf.keras, over a `PhasedLSTMCell`.
@@ -55,9 +70,10 @@ class PhasedLSTM(keras.layers.Layer):
       - features [batch, steps, input_size]: the timestamp of step n is n (0, 1, 2, ...), as in
         the Keras seed; or
       - a list [features, times] with times [batch, steps, 1] or [batch, steps], one timestamp
-        per example and step (float32; float64 keeps the phase of timestamps beyond 2**24;
-        integer times are taken as float64). Keras' `fit`, `evaluate` and `predict` cast
-        float64 NumPy arrays to float32: give them float64 tensors or a tf.data.Dataset.
+        per example and step, or [batch, steps, units], one per unit (float32; float64 keeps
+        the phase of timestamps beyond 2**24; integer times are taken as float64). Keras'
+        `fit`, `evaluate` and `predict` cast float64 NumPy arrays to float32: give them float64
+        tensors or a tf.data.Dataset.
 
     Masking (a `Masking` layer, `mask_zero` embeddings, or `mask=` [batch, steps] of bools): a
     masked step leaves the state unchanged, as `sequence_length` does for `dynamic_rnn`, and its
@@ -134,6 +150,9 @@ class PhasedLSTM(keras.layers.Layer):
         self.return_sequences = return_sequences
         self.return_state = return_state
         self.supports_masking = True
+        ratio_on = _config_number("ratio_on", ratio_on)
+        period_init_min = _config_number("period_init_min", period_init_min)
+        period_init_max = _config_number("period_init_max", period_init_max)
         self._timing = dict(
             ratio_on=ratio_on, trainable_ratio_on=trainable_ratio_on,
             period_init_min=period_init_min, period_init_max=period_init_max,
@@ -186,11 +205,13 @@ class PhasedLSTM(keras.layers.Layer):
                              f"with a known input_size; got shape {features_shape}")
         if times_shape is not None:
             times_shape = tf.TensorShape(times_shape)
-            if (times_shape.rank not in (2, 3) or (times_shape.rank == 3 and times_shape[-1] != 1)
+            if (times_shape.rank not in (2, 3)
+                    or (times_shape.rank == 3 and times_shape[-1] not in (1, self.units))
                     or not times_shape[:2].is_compatible_with(features_shape[:2])):
                 raise ValueError(
                     "PhasedLSTM's times must have shape [batch, steps, 1] or [batch, steps], "
-                    f"matching features {features_shape}; got shape {times_shape}")
+                    f"or [batch, steps, {self.units}] (one per unit), matching features "
+                    f"{features_shape}; got shape {times_shape}")
         return features_shape
 
     def build(self, input_shape):
@@ -213,14 +234,10 @@ class PhasedLSTM(keras.layers.Layer):
         super().build(input_shape)
 
     def _times(self, features, times):
-        """Timestamps [batch or 1, steps, 1] in their own floating dtype."""
+        """Timestamps [batch or 1, steps, 1 or units] in their own floating dtype."""
         if times is None:  # the step index, shared by the batch
             return tf.range(tf.shape(features)[1], dtype=tf.float32)[None, :, None]
-        times = tf.convert_to_tensor(times)
-        if times.dtype.is_integer:  # exact as float64 up to 2**53
-            times = tf.cast(times, tf.float64)
-        elif not times.dtype.is_floating:
-            raise TypeError(f"PhasedLSTM's times must be numbers; got dtype {times.dtype.name}")
+        times = float_time(times, "PhasedLSTM's times")  # integers: float64, exact to 2**53
         return times[:, :, None] if times.shape.rank == 2 else times
 
     def _leak(self, training):
@@ -267,7 +284,7 @@ class PhasedLSTM(keras.layers.Layer):
     def _run_keras_loop(self, features, times, mask, leak):
         """tf-keras's RNN loop over the cell's own step; returns (output, c, h)."""
         shape = tf.shape(features)
-        times = tf.broadcast_to(times, tf.stack([shape[0], shape[1], 1]))
+        times = tf.broadcast_to(times, tf.stack([shape[0], shape[1], tf.shape(times)[2]]))
         initial_state = list(self.cell.zero_state(shape[0], features.dtype))
 
         def step(step_inputs, states):

@@ -26,13 +26,18 @@ class PhasedMultiRNNCell(rnn_cell.MultiRNNCell):
         """One step of every layer.
 
         Args:
-          inputs: (time [batch, 1], features [batch, input_size]).
+          inputs: (time [batch, 1], features [batch, input_size]); the time may be
+            [batch, num_units] where every phased layer has num_units units.
           state: tuple of the layers' states.
 
         Returns:
           (output of the top layer, tuple of the layers' new states).
         """
-        time, layer_input = check_phased_inputs(inputs, type(self).__name__)
+        # Per-unit time [batch, n] can serve only layers that all have n units; each phased
+        # layer checks its own time again.
+        sizes = {cell.output_size for cell in self._cells if isinstance(cell, PhasedRNNCell)}
+        time, layer_input = check_phased_inputs(inputs, type(self).__name__,
+                                                sizes.pop() if len(sizes) == 1 else None)
         new_states = []
         for i, cell in enumerate(self._cells):
             with tf.compat.v1.variable_scope(f"cell_{i}"):

@@ -6,28 +6,27 @@ from phased_lstm.legacy_tf import LayerRNNCell, tf
 from phased_lstm.time_gate import TimeGate, check_time
 
 
-def check_phased_inputs(inputs, name):
+def check_phased_inputs(inputs, name, num_units=None):
     """Unpacks and checks a phased cell's input tuple.
 
     Args:
-      inputs: a tuple (time [batch, 1], features [batch, input_size]).
+      inputs: a tuple (time [batch, 1] or [batch, num_units], features [batch, input_size]).
       name: the cell's class name, for the messages.
+      num_units: the cell's units, for per-unit time; None: time must be [batch, 1].
 
     Returns:
-      (time, features) as tensors.
+      (time, features) as tensors; integer time cast to float64 (see `float_time`).
 
     Raises:
-      TypeError: if inputs is not a pair, or time is not floating point.
-      ValueError: if time is not [batch, 1] or features is not rank 2.
+      TypeError: if inputs is not a pair, or time holds neither floats nor integers.
+      ValueError: if time is not [batch, 1] (or [batch, num_units]) or features is not rank 2.
     """
     if not isinstance(inputs, (tuple, list)) or len(inputs) != 2:
         raise TypeError(
             f"{name} expects inputs as a tuple (time [batch, 1], features [batch, input_size]); "
             f"got {type(inputs).__name__}")
-    time, features = (tf.convert_to_tensor(t) for t in inputs)
-    check_time(time, "[batch, 1] (one timestamp per example)")
-    if time.shape.rank not in (None, 2):
-        raise ValueError(f"time must have shape [batch, 1]; got shape {time.shape}")
+    time = check_time(inputs[0], "batch", num_units)
+    features = tf.convert_to_tensor(inputs[1])
     if features.shape.rank not in (None, 2):
         raise ValueError(
             f"features must have rank 2, [batch, input_size]; got shape {features.shape}")
@@ -36,6 +35,9 @@ def check_phased_inputs(inputs, name):
 
 class PhasedRNNCell(LayerRNNCell):
     """An RNNCell whose input is (time [batch, 1], features [batch, input_size]).
+
+    The time may also be [batch, num_units], one timestamp per unit, as TF 1.x's cell took it,
+    and integer (it is then cast to float64: `time_gate.float_time`).
 
     Owns the time gate (`self.time_gate`, a `TimeGate` made from the timing arguments, which
     subclasses build in `build`) and checks the inputs before anything is built. It takes the
@@ -63,7 +65,7 @@ class PhasedRNNCell(LayerRNNCell):
         self.time_gate = TimeGate(num_units, **timing)
 
     def __call__(self, inputs, state, scope=None, *args, **kwargs):
-        time, features = check_phased_inputs(inputs, type(self).__name__)
+        time, features = check_phased_inputs(inputs, type(self).__name__, self._num_units)
         self._take_dtype(features.dtype)
         return super().__call__((time, features), state, scope, *args, **kwargs)
 

@@ -96,50 +96,191 @@ def check_finite_time(time):
         return tf.identity(time)
 
 
-def exp_uniform_initializer(low, high):
+def float_time(time, name="time"):
+    """Returns the timestamps as a floating tensor: integer timestamps are cast to float64.
+
+    TF 1.x's cell took integer time by casting the period and phase to the time's integer
+    dtype: truncated timing, and no gradient to them. Casting the time instead keeps both.
+    float64 holds every integer up to 2**53 exactly (every int32, and int64 timestamps up to
+    that), where float32 stops at 2**24 (4.7 hours of milliseconds); the gate is computed in
+    the time's dtype and only then cast to the cell's, so this costs the gate alone.
+
+    Args:
+      time: the timestamps: a tensor, or anything convertible to one.
+      name: what to call them in the message.
+
+    Returns:
+      time, float32 or float64 (floating time keeps its dtype).
+
+    Raises:
+      TypeError: if time holds neither floating point nor integer numbers (bool, string).
+    """
+    time = tf.convert_to_tensor(time)
+    if time.dtype.is_integer:
+        return tf.cast(time, tf.float64)
+    if not time.dtype.is_floating:
+        raise TypeError(
+            f"{name} must be numbers: a floating tensor (float32, or float64 for large "
+            f"timestamps) or an integer one (taken as float64); got dtype {time.dtype.name}")
+    return time
+
+
+def check_time(time, leading="batch", num_units=None):
+    """Returns the timestamps as a floating tensor, after checking their shape.
+
+    The time of a step is [batch, 1], one timestamp per example, or [batch, num_units], one per
+    unit (TF 1.x's cell broadcast any time against its [num_units] phase and period; these
+    are the two shapes that give one timestamp to each unit of each example).
+
+    Args:
+      time: the timestamps (see `float_time` for the dtypes taken).
+      leading: the dimensions before the last, for the message: "batch" for one step,
+        "batch, steps" for sequences. The time's rank must be their number plus one.
+      num_units: the units of the cell the time is for, or None where per-unit time is not
+        taken (only [..., 1]).
+
+    Returns:
+      time as a floating tensor (integers cast to float64).
+
+    Raises:
+      TypeError: if time holds neither floating point nor integer numbers.
+      ValueError: if its rank or last dimension does not match.
+    """
+    time = float_time(time)
+    expected = f"[{leading}, 1] (one timestamp per example)"
+    if num_units is not None and num_units != 1:
+        expected += f" or [{leading}, {num_units}] (one per unit)"
+    rank = leading.count(",") + 2
+    if time.shape.rank is not None and (time.shape.rank != rank
+                                        or time.shape[-1] not in (1, num_units, None)):
+        raise ValueError(f"time must have shape {expected}; got shape {time.shape}")
+    return time
+
+
+def scalar_argument(name, value):
+    """A number argument as a Python float where its value is known, else as a scalar tensor.
+
+    TF 1.x's cell documented its period bounds and open ratio as "float or scalar float
+    Tensor". A number, or a tensor whose value is known when the graph is built (a constant, an
+    eager tensor), is folded to a float, which the caller checks at once in Python; any other
+    tensor (a placeholder, a variable's value in a graph) is returned for the caller to check
+    in the graph (the period bounds: `exp_uniform_initializer`) or to refuse.
+
+    Args:
+      name: the argument's name, for the messages.
+      value: a real number, or a scalar tensor of real numbers (or anything convertible to one).
+
+    Returns:
+      A Python float, or a scalar tensor (the unknown-value case).
+
+    Raises:
+      TypeError: for a tensor that does not hold real numbers (bool, string, complex).
+      ValueError: for a tensor whose static shape is not [] (a placeholder needs shape []), or
+        a NaN or infinite number.
+    """
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        check_finite_number(name, value)
+        return float(value)
+    tensor = tf.convert_to_tensor(value)
+    if not (tensor.dtype.is_floating or tensor.dtype.is_integer):
+        raise TypeError(f"{name} must be a number or a scalar float tensor; got dtype "
+                        f"{tensor.dtype.name}")
+    # A static scalar: a shape check in the graph would race its consumers (log, fill).
+    if tensor.shape.rank != 0:
+        raise ValueError(f"{name} must be a number or a scalar tensor (shape []); got shape "
+                         f"{tensor.shape}")
+    static = tf.get_static_value(tensor)
+    if static is None:
+        return tensor
+    return scalar_argument(name, float(static))
+
+
+def _as_float64(bound):
+    # A Python float converted directly: tf.cast would first make it a float32 tensor.
+    return tf.cast(bound, tf.float64) if tf.is_tensor(bound) else tf.constant(bound, tf.float64)
+
+
+def _checked_log_bounds(low, high, names):
+    """(ln low, ln high) as float64 tensors, behind in-graph checks of the bounds.
+
+    For bounds whose value is known only when the graph runs: the checks that
+    `exp_uniform_initializer` makes in Python for numbers, made when the initialiser runs.
+
+    Raises:
+      tf.errors.InvalidArgumentError: when run, for a bound that is not finite, low <= 0 or
+        high < low.
+    """
+    (low_name, high_name), low, high = names, _as_float64(low), _as_float64(high)
+    checks = [tf.debugging.Assert(tf.math.is_finite(bound),
+                                  [f"{name} must be a finite number; got", bound])
+              for name, bound in ((low_name, low), (high_name, high))]
+    with tf.control_dependencies(checks):
+        checks = [tf.debugging.assert_positive(low, message=f"{low_name} must be > 0"),
+                  tf.debugging.assert_greater_equal(
+                      high, low, message=f"{high_name} must be >= {low_name}")]
+    with tf.control_dependencies(checks):
+        return tf.math.log(low), tf.math.log(high)
+
+
+def exp_uniform_initializer(low, high, names=("low", "high")):
     """Initialiser drawing exp(U(ln low, ln high)): log-uniform on [low, high].
 
     Args:
-      low: smallest value, > 0.
-      high: largest value, >= low.
+      low: smallest value, > 0: a number or a scalar tensor.
+      high: largest value, >= low: a number or a scalar tensor.
+      names: the two bounds' names in the messages (e.g. the cell's "period_init_min" and
+        "period_init_max").
 
     Returns:
       An initialiser callable `(shape, dtype=None, partition_info=None) -> Tensor`.
 
     Raises:
-      ValueError: for a NaN or infinite bound, low <= 0 or high < low.
+      ValueError: for a NaN or infinite bound, low <= 0 or high < low, where the bounds are
+        numbers or tensors of known value (see `scalar_argument`).
+      TypeError: for a tensor bound that does not hold real numbers.
+      tf.errors.InvalidArgumentError: when the initialiser runs, for the same faults in bounds
+        whose value was unknown when the graph was built (placeholders, say).
     """
-    check_finite_number("low", low)
-    check_finite_number("high", high)
-    if not 0 < low <= high:
-        raise ValueError(f"exp_uniform_initializer needs 0 < low <= high; got {low}, {high}")
-    log_low, log_high = math.log(low), math.log(high)
+    low, high = scalar_argument(names[0], low), scalar_argument(names[1], high)
+    known = isinstance(low, float) and isinstance(high, float)
+    if known and not 0 < low <= high:
+        raise ValueError(f"exp_uniform_initializer needs 0 < {names[0]} <= {names[1]}; got "
+                         f"{low}, {high}")
 
     def initializer(shape, dtype=tf.float32, partition_info=None):
         del partition_info  # unused; part of the TF 1.x initialiser signature
+        if known:  # Python floats, which random.uniform converts to dtype exactly
+            log_low, log_high = math.log(low), math.log(high)
+        else:
+            log_low, log_high = (tf.cast(bound, dtype)
+                                 for bound in _checked_log_bounds(low, high, names))
         return tf.exp(tf.random.uniform(shape, log_low, log_high, dtype=dtype))
 
     return initializer
 
 
-def check_time(time, expected="[batch, 1]"):
-    """Raises if `time` is not a floating tensor whose last dimension is 1.
+def ratio_on_initializer(ratio_on):
+    """Initialiser filling the open ratios with `ratio_on`, a float or a scalar tensor.
 
-    Args:
-      time: the timestamps.
-      expected: the shape to name in the message, e.g. "[batch, 1]" for one step.
+    A float is a constant (checked in (0, 1] by `TimeGate`); a tensor whose value is known only
+    when run is checked then.
 
     Raises:
-      TypeError: if time is not floating point.
-      ValueError: if time's last dimension is not 1.
+      tf.errors.InvalidArgumentError: when the initialiser runs, for a tensor ratio_on outside
+        (0, 1] (NaN included).
     """
-    if not time.dtype.is_floating:
-        raise TypeError(
-            f"time must be a floating tensor (float32, or float64 for large timestamps); "
-            f"got dtype {time.dtype.name}"
-        )
-    if time.shape.rank is not None and (time.shape.rank < 2 or time.shape[-1] not in (1, None)):
-        raise ValueError(f"time must have shape {expected}; got shape {time.shape}")
+    if not tf.is_tensor(ratio_on):
+        return tf.compat.v1.constant_initializer(ratio_on)
+
+    def initializer(shape, dtype=tf.float32, partition_info=None):
+        del partition_info
+        value = _as_float64(ratio_on)
+        in_range = tf.debugging.Assert((value > 0.0) & (value <= 1.0),
+                                       ["ratio_on must be in (0, 1]; got", value])
+        with tf.control_dependencies([in_range]):
+            return tf.fill(shape, tf.cast(value, dtype))
+
+    return initializer
 
 
 class TimeGate:
@@ -149,10 +290,13 @@ class TimeGate:
       num_units: number of units, each with its own period, phase and open ratio.
       leak: alpha, the slope of the closed gate: a Python float >= 0 or a scalar float tensor
         (e.g. a placeholder fed 0 at evaluation, as the paper does).
-      ratio_on: initial open ratio r_on, in (0, 1].
+      ratio_on: initial open ratio r_on, in (0, 1]: a number or a scalar tensor, as TF 1.x
+        documented (one known only when run is checked when its initialiser runs).
       trainable_ratio_on: whether r_on is learned.
       period_init_min, period_init_max: the default period initialiser draws
-        exp(U(ln period_init_min, ln period_init_max)).
+        exp(U(ln period_init_min, ln period_init_max)). Numbers or scalar tensors, as TF 1.x
+        allowed: a tensor whose value is unknown until run (a placeholder) is checked when the
+        initialiser runs (see `exp_uniform_initializer`).
       trainable_period, trainable_phase: whether tau and s are learned.
       period_initializer: overrides the default period initialiser.
       phase_initializer: overrides the default phase initialiser, U(0, initial period).
@@ -165,7 +309,9 @@ class TimeGate:
 
     Raises:
       ValueError: for a NaN or infinite number, ratio_on outside (0, 1], period_init_min <= 0,
-        period_init_max < period_init_min, a negative Python leak, or an unknown mod_gradient.
+        period_init_max < period_init_min, a negative Python leak, an unknown mod_gradient, or
+        a period bound or ratio_on that is a tensor but not a scalar.
+      TypeError: for a period bound or ratio_on that is a tensor of other than real numbers.
     """
 
     def __init__(self, num_units, leak, ratio_on, trainable_ratio_on, period_init_min,
@@ -173,14 +319,18 @@ class TimeGate:
                  phase_initializer, ratio_on_initializer, mod_gradient="tf1",
                  period_constraint=None, phase_constraint=None, ratio_on_constraint=None):
         check_mod_gradient(mod_gradient)
-        for name, value in (("ratio_on", ratio_on), ("period_init_min", period_init_min),
-                            ("period_init_max", period_init_max), ("leak", leak)):
-            check_finite_number(name, value)
-        if not 0.0 < ratio_on <= 1.0:
+        check_finite_number("leak", leak)
+        # Floats, or tensors whose value is known only when run: those are checked in the
+        # graph, by their variable's initialiser.
+        ratio_on = scalar_argument("ratio_on", ratio_on)
+        if isinstance(ratio_on, float) and not 0.0 < ratio_on <= 1.0:
             raise ValueError(f"ratio_on must be in (0, 1]; got {ratio_on}")
-        if not period_init_min > 0.0:
+        period_init_min = scalar_argument("period_init_min", period_init_min)
+        period_init_max = scalar_argument("period_init_max", period_init_max)
+        if isinstance(period_init_min, float) and not period_init_min > 0.0:
             raise ValueError(f"period_init_min must be > 0; got {period_init_min}")
-        if not period_init_max >= period_init_min:
+        if (isinstance(period_init_min, float) and isinstance(period_init_max, float)
+                and not period_init_max >= period_init_min):
             raise ValueError(
                 f"period_init_max must be >= period_init_min ({period_init_min}); "
                 f"got {period_init_max}"
@@ -195,7 +345,7 @@ class TimeGate:
         self._trainable_period = trainable_period
         self._trainable_phase = trainable_phase
         self._period_initializer = period_initializer or exp_uniform_initializer(
-            period_init_min, period_init_max)
+            period_init_min, period_init_max, ("period_init_min", "period_init_max"))
         self._phase_initializer = phase_initializer
         self._ratio_on_initializer = ratio_on_initializer
         self._constraints = {"period": period_constraint, "phase": phase_constraint,
@@ -238,8 +388,7 @@ class TimeGate:
             trainable=self._trainable_phase, constraint=self._constraint("phase"))
         self.ratio_on = add_weight(
             "ratio_on", shape=shape, dtype=dtype,
-            initializer=(self._ratio_on_initializer
-                         or tf.compat.v1.constant_initializer(self._ratio_on)),
+            initializer=self._ratio_on_initializer or ratio_on_initializer(self._ratio_on),
             trainable=self._trainable_ratio_on,
             constraint=self._constraint("ratio_on", valid_ratio_on))
 
@@ -247,8 +396,9 @@ class TimeGate:
         """Computes the gate.
 
         Args:
-          time: timestamps [..., 1], float32 or float64. The phase is computed in this dtype,
-            so float64 keeps it exact for timestamps far beyond float32's 2**24.
+          time: timestamps [..., 1], or [..., num_units] (one per unit); float32 or float64
+            (integers are taken as float64). The phase is computed in this dtype, so float64
+            keeps it exact for timestamps far beyond float32's 2**24.
           dtype: dtype of the returned gate (the cell's).
           leak: overrides the gate's leak (e.g. 0 for event-driven inference).
 
@@ -259,7 +409,7 @@ class TimeGate:
           tf.errors.InvalidArgumentError: when run, for a NaN or infinite timestamp (which would
             make every later output NaN).
         """
-        time = check_finite_time(time)
+        time = check_finite_time(float_time(time))
         leak = self.leak if leak is None else leak
         return gate_math.time_gate(TF_OPS, time, self.period, self.phase, self.ratio_on, leak,
                                    dtype, self.mod_gradient)

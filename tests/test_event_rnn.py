@@ -12,10 +12,10 @@ from tf_helpers import load_params
 class EventDrivenTest(tf.test.TestCase):
 
     def _sparse_and_dense(self, params, units, times, x, sequence_length=None, state=None,
-                          **cell_kwargs):
+                          time_dtype=tf.float32, **cell_kwargs):
         with tf.Graph().as_default():
             cell = PhasedLSTMCell(units, leak=0.0, **cell_kwargs)
-            time_t, x_t = tf.constant(times, tf.float32), tf.constant(x, tf.float32)
+            time_t, x_t = tf.constant(times, time_dtype), tf.constant(x, tf.float32)
             if state is not None:
                 state = tf.compat.v1.nn.rnn_cell.LSTMStateTuple(
                     *(tf.constant(s, tf.float32) for s in state))
@@ -51,6 +51,41 @@ class EventDrivenTest(tf.test.TestCase):
         dense, sparse, _ = self._sparse_and_dense(params, units, per_sample, x,
                                                   sequence_length=[40, 3, 17, 1, 39, 40])
         self._assert_equal_paths(dense, sparse)
+
+    def test_integer_and_per_unit_time(self):
+        # TF 1.x's cell took both. Per unit, each unit opens at its own times: the open set of a
+        # step is still the units open for some example, and the result still exact.
+        rng = np.random.default_rng(2)
+        batch, steps, units = 5, 40, 8
+        params = ref.random_phased_lstm_params(rng, 2, units, False)
+        params["ratio_on"] = np.full(units, 0.2)
+        x = rng.normal(size=(batch, steps, 2))
+        times = ref.random_times(rng, batch, steps)
+        cases = [(np.round(times * 3), tf.int32),
+                 (times + rng.uniform(0, 20, (1, 1, units)), tf.float64),
+                 (np.arange(steps)[None, :, None] + rng.uniform(0, 20, (1, 1, units)),
+                  tf.float64)]  # per unit, shared by the batch
+        for case_times, dtype in cases:
+            dense, sparse, counts = self._sparse_and_dense(params, units, case_times, x,
+                                                           sequence_length=[40, 3, 17, 1, 39],
+                                                           time_dtype=dtype)
+            self._assert_equal_paths(dense, sparse)
+            self.assertLess(counts.mean(), units)
+        want, _ = ref.run_sequence(ref.phased_lstm_step, params, cases[1][0], x,
+                                   (np.zeros((batch, units)),) * 2, [40, 3, 17, 1, 39],
+                                   use_peepholes=False, leak=0.0)
+        dense, sparse, _ = self._sparse_and_dense(params, units, cases[1][0], x,
+                                                  sequence_length=[40, 3, 17, 1, 39],
+                                                  time_dtype=tf.float64)
+        self.assertAllClose(sparse[0], want, atol=2e-5)
+
+    def test_time_of_another_last_dimension_is_refused(self):
+        with tf.Graph().as_default():
+            cell = PhasedLSTMCell(4)
+            with self.assertRaisesRegex(ValueError, r"\[batch or 1, steps, 1\] \(one timestamp "
+                                        r"per example\) or \[batch or 1, steps, 4\] \(one per "
+                                        r"unit\); got shape \(2, 3, 3\)"):
+                event_driven_phased_lstm(cell, tf.zeros([2, 3, 3]), tf.zeros([2, 3, 1]))
 
     def test_mnist_shaped_model_with_mnist_initialisation(self):
         rng = np.random.default_rng(1)

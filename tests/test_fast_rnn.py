@@ -16,8 +16,11 @@ BATCH, STEPS, INPUT_SIZE, UNITS = 4, 25, 3, 5
 class PhasedLSTMRnnTest(tf.test.TestCase):
 
     def _both_paths(self, peep, times, x, sequence_length=None, time_dtype=tf.float32,
-                    initial_state=None):
-        """Outputs, final states and gradients of every variable and the inputs, both ways."""
+                    initial_state=None, fused=None):
+        """Outputs, final states and gradients of every variable and the inputs, both ways.
+
+        `fused` is phased_lstm_rnn's: None runs the fused kernel where it is available.
+        """
         rng = np.random.default_rng(0)
         params = ref.random_phased_lstm_params(rng, INPUT_SIZE, UNITS, peep)
         weights = rng.normal(size=(BATCH, x.shape[1], UNITS))
@@ -31,7 +34,7 @@ class PhasedLSTMRnnTest(tf.test.TestCase):
                     *(tf.constant(s, tf.float32) for s in initial_state))
                 if fast:
                     outputs, (c, h) = phased_lstm_rnn(cell, time_t, x_t, sequence_length,
-                                                      initial_state=state)
+                                                      initial_state=state, fused=fused)
                     self.assertEqual(outputs.shape.as_list(), [BATCH, x.shape[1], UNITS])
                 else:
                     outputs, (c, h) = tf.compat.v1.nn.dynamic_rnn(
@@ -86,6 +89,36 @@ class PhasedLSTMRnnTest(tf.test.TestCase):
                 sess.run(tf.compat.v1.global_variables_initializer())
                 once, tiled = sess.run((once, tiled))
         self.assertAllClose(once, tiled, atol=1e-7)
+
+    def test_integer_and_per_unit_time_match_dynamic_rnn_on_both_recurrences(self):
+        # TF 1.x's cell ran on integer time and on time [batch, num_units]; the fast path takes
+        # both, with and without the fused kernel (which takes the gate k computed from them).
+        rng = np.random.default_rng(4)
+        times = ref.random_times(rng, BATCH, STEPS)
+        x = rng.normal(size=(BATCH, STEPS, INPUT_SIZE))
+        cases = [(np.round(times * 3), tf.int32), (np.round(times * 3), tf.int64),
+                 (times + rng.uniform(0, 10, (1, 1, UNITS)), tf.float64)]
+        for fused in (None, False):
+            for case_times, time_dtype in cases:
+                for peep in (False, True):
+                    results, _ = self._both_paths(peep, case_times, x, [STEPS, 11, 1, 20],
+                                                  time_dtype=time_dtype, fused=fused)
+                    self._assert_same(results)
+
+    def test_per_unit_time_shared_by_the_batch(self):
+        rng = np.random.default_rng(5)
+        x = rng.normal(size=(BATCH, STEPS, INPUT_SIZE)).astype(np.float32)
+        shared = (np.arange(STEPS, dtype=np.float32)[None, :, None]
+                  + rng.uniform(0, 10, (1, 1, UNITS)).astype(np.float32))  # [1, steps, units]
+        with tf.Graph().as_default():
+            cell = PhasedLSTMCell(UNITS, period_init_max=30.0, ratio_on=0.3)
+            outputs = [phased_lstm_rnn(cell, t, x, fused=fused)[0]
+                       for t in (shared, np.tile(shared, (BATCH, 1, 1))) for fused in (None, False)]
+            with tf.compat.v1.Session() as sess:
+                sess.run(tf.compat.v1.global_variables_initializer())
+                outputs = sess.run(outputs)
+        for got in outputs[1:]:
+            self.assertAllClose(got, outputs[0], atol=1e-6)
 
     def test_gradients_follow_tf1_rule_and_exact_on_request(self):
         # Every variable's and the inputs' gradients against the NumPy reference's finite
@@ -156,8 +189,11 @@ class PhasedLSTMRnnTest(tf.test.TestCase):
             cell = PhasedLSTMCell(UNITS)
             x = tf.zeros([2, 7, 1])
             cases = [
-                ((tf.zeros([2, 7]), x), ValueError, r"time must have shape \[batch, steps, 1\]"),
-                ((tf.zeros([2, 7, 1], tf.int32), x), TypeError, r"floating.*int32"),
+                ((tf.zeros([2, 7]), x), ValueError,
+                 r"time must have shape \[batch or 1, steps, 1\] \(one timestamp per example\) "
+                 rf"or \[batch or 1, steps, {UNITS}\] \(one per unit\); got shape \(2, 7\)"),
+                ((tf.zeros([2, 7, 2]), x), ValueError, r"time must have shape"),
+                ((tf.zeros([2, 7, 1], tf.bool), x), TypeError, r"time must be numbers.*bool"),
                 ((tf.zeros([2, 7, 1]), tf.zeros([2, 7])), ValueError,
                  r"inputs must have shape \[batch, steps, input_size\]"),
                 ((tf.zeros([2, 6, 1]), x), ValueError, r"same number of steps"),

@@ -249,6 +249,17 @@ def test_implicit_times_are_the_step_index():
         ops.convert_to_numpy(layer([x, index.astype(np.int32)])), implicit, atol=1e-7)
 
 
+def test_times_per_unit():
+    # [batch, steps, units], one timestamp per unit, as TF 1.x's cell took them.
+    rng = np.random.default_rng(14)
+    layer, params = _built_layer(14, return_sequences=True)
+    x = rng.normal(size=(BATCH, STEPS, INPUT_SIZE)).astype(np.float32)
+    times = ref.random_times(rng, BATCH, STEPS) + rng.uniform(0, 10, (1, 1, UNITS))
+    got = ops.convert_to_numpy(layer([x, times.astype(np.float32)]))
+    np.testing.assert_allclose(got, _numpy_run(params, times.astype(np.float32), x)[0],
+                               atol=2e-5)
+
+
 def test_masked_steps_leave_the_state_unchanged():
     rng = np.random.default_rng(7)
     layer, params = _built_layer(7, return_sequences=True, return_state=True)
@@ -387,7 +398,7 @@ def test_bad_constructor_arguments(kwargs, message):
     ([np.zeros((2, STEPS, 2), np.float32), np.zeros((2, STEPS - 1, 1), np.float32)],
      ValueError, r"times must have shape"),
     ([np.zeros((2, STEPS, 2), np.float32), np.zeros((2, STEPS, 2), np.float32)],
-     ValueError, r"times must have shape"),
+     ValueError, rf"times must have shape .* or \[batch, steps, {UNITS}\] \(one per unit\)"),
     ([np.zeros((2, STEPS, 2), np.float32), np.zeros((2, STEPS, 1), bool)],
      TypeError, r"times must be numbers; got dtype bool"),
     ([np.zeros((2, STEPS, 2), np.float32)] * 3, ValueError, r"got a list of 3 inputs"),

@@ -74,6 +74,22 @@ class PhasedLSTMLayerTest(tf.test.TestCase):
                     self.assertAllClose(h, want_h, atol=2e-5, rtol=1e-5)
                     self.assertAllClose(c, want_c, atol=2e-5, rtol=1e-5)
 
+    def test_times_per_unit_on_the_fast_path_and_the_keras_loop(self):
+        # [batch, steps, units]: one timestamp per unit, as TF 1.x's cell took them.
+        rng = np.random.default_rng(10)
+        layer, params = _built_layer(rng)
+        times, x = _inputs(rng)
+        per_unit = times + rng.uniform(0, 10, (1, 1, UNITS))
+        want_outputs, want_c, want_h = _reference(params, per_unit, x, False)
+        for outputs, h, c in _eager_and_traced(layer, [x, per_unit]):
+            self.assertAllClose(outputs, want_outputs, atol=2e-5, rtol=1e-5)
+            self.assertAllClose(c, want_c, atol=2e-5, rtol=1e-5)
+        mask = rng.uniform(size=(BATCH, STEPS)) < 0.7
+        mask[:, 0] = True
+        want_outputs, _, _ = _reference(params, per_unit, x, False, mask=mask)
+        for outputs, _, _ in _eager_and_traced(layer, [x, per_unit], mask=tf.constant(mask)):
+            self.assertAllClose(outputs, want_outputs, atol=2e-5, rtol=1e-5)
+
     def test_implicit_time_is_the_step_index(self):
         rng = np.random.default_rng(1)
         layer, params = _built_layer(rng)
@@ -468,7 +484,8 @@ class BadInputTest(tf.test.TestCase):
         cases = [
             (tf.zeros([2, STEPS]), ValueError, r"features must have shape \[batch, steps, input"),
             ([x, tf.zeros([2, STEPS - 1, 1])], ValueError, r"times must have shape"),
-            ([x, tf.zeros([2, STEPS, 2])], ValueError, r"times must have shape"),
+            ([x, tf.zeros([2, STEPS, 2])], ValueError,
+             rf"times must have shape .* or \[batch, steps, {UNITS}\] \(one per unit\)"),
             ([x, tf.zeros([2, STEPS, 1], tf.bool)], TypeError, r"times must be numbers.*bool"),
             ([x, tf.zeros([2, STEPS]), x], ValueError, r"got a list of 3 inputs"),
         ]
@@ -481,6 +498,19 @@ class BadInputTest(tf.test.TestCase):
         layer = PhasedLSTM(UNITS)
         steps = tf.range(STEPS)[None, :]
         self.assertAllClose(layer([x, tf.tile(steps, [2, 1])]), layer(x), atol=1e-7)
+
+    def test_timing_arguments_may_be_tensors_of_known_value(self):
+        layer = PhasedLSTM(UNITS, period_init_min=tf.constant(2.0),
+                           period_init_max=tf.constant(8, tf.int64), ratio_on=tf.constant(0.25))
+        config = layer.get_config()
+        self.assertEqual((config["period_init_min"], config["period_init_max"],
+                          config["ratio_on"]), (2.0, 8.0, 0.25))
+        layer.build(tf.TensorShape([None, STEPS, INPUT_SIZE]))
+        self.assertAllInRange(layer.cell.time_gate.period, 2.0, 8.0 * (1 + 1e-6))
+        with tf.Graph().as_default():  # a config cannot hold a value known only when run
+            with self.assertRaisesRegex(ValueError, r"period_init_max must be a number or a "
+                                        r"tensor of known value .*known only when run"):
+                PhasedLSTM(UNITS, period_init_max=tf.compat.v1.placeholder(tf.float32, []))
 
     def test_bad_constructor_arguments(self):
         cases = [

@@ -120,17 +120,22 @@ class PhasedGRUCellTest(tf.test.TestCase):
             self.assertAllClose(h[b], h_alone[0], atol=1e-6)
             self.assertAllEqual(outputs[b, length:], np.zeros_like(outputs[b, length:]))
 
-    def _gradients_against_reference(self, mod_gradient):
-        """Every variable's gradient under dynamic_rnn against the NumPy reference's."""
+    def _gradients_against_reference(self, mod_gradient, time_dtype=tf.float64):
+        """Every variable's gradient under dynamic_rnn against the NumPy reference's.
+
+        With an integer time_dtype the timestamps are whole numbers fed as integers.
+        """
         rng = np.random.default_rng(5)
         steps = 12
         params = gru_ref.random_phased_gru_params(rng, INPUT_SIZE, UNITS)
         times, x = _inputs(rng, steps=steps)
+        if time_dtype.is_integer:
+            times = np.round(times * 3)
         weights = rng.normal(size=(BATCH, steps, UNITS))
         with tf.Graph().as_default():
             cell = PhasedGRUCell(UNITS, dtype=tf.float64, mod_gradient=mod_gradient)
             outputs, h = tf.compat.v1.nn.dynamic_rnn(
-                cell, (tf.constant(times), tf.constant(x)), dtype=tf.float64)
+                cell, (tf.constant(times, time_dtype), tf.constant(x)), dtype=tf.float64)
             loss = tf.reduce_sum(outputs * weights) + tf.reduce_sum(h * h)
             variables = gru_variables(cell)
             self.assertLen(variables, len(gru_ref.GRU_PARAM_NAMES))
@@ -155,6 +160,36 @@ class PhasedGRUCellTest(tf.test.TestCase):
         self.assertGreater(np.abs(tf1["period"] - exact["period"]).max(),
                            np.abs(tf1["period"]).max())
         self.assertEqual(PhasedGRUCell(4).time_gate.mod_gradient, "tf1")
+
+    def test_integer_time_matches_the_reference_with_its_gradients(self):
+        # TF 1.x-style integer time, cast to float64: exact timing, and the timing variables
+        # keep their gradients.
+        self._gradients_against_reference("tf1", time_dtype=tf.int32)
+
+    def test_time_per_unit_matches_the_reference(self):
+        rng = np.random.default_rng(9)
+        params = gru_ref.random_phased_gru_params(rng, INPUT_SIZE, UNITS)
+        times, x = _inputs(rng)
+        per_unit = times + rng.uniform(0, 10, (1, 1, UNITS))
+        outputs, h = self._run_dynamic(params, per_unit, x, time_dtype=tf.float64)
+        want_outputs, (want_h,) = _reference(params, per_unit, x)
+        self.assertAllClose(outputs, want_outputs, atol=2e-5, rtol=1e-5)
+        self.assertAllClose(h, want_h, atol=2e-5, rtol=1e-5)
+        self.assertGreater(np.abs(outputs - _reference(params, times, x)[0]).max(), 1e-3)
+
+    def test_period_bounds_may_be_scalar_tensors_in_a_graph(self):
+        with tf.Graph().as_default():
+            low = tf.compat.v1.placeholder(tf.float32, [])
+            cell = PhasedGRUCell(300, period_init_min=low, period_init_max=tf.constant(6.0))
+            tf.compat.v1.nn.dynamic_rnn(cell, (tf.zeros([1, 2, 1]), tf.zeros([1, 2, 1])),
+                                        dtype=tf.float32)
+            with tf.compat.v1.Session() as sess:
+                sess.run(tf.compat.v1.global_variables_initializer(), {low: 4.0})
+                period = sess.run(cell.time_gate.period)
+                with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                            "period_init_min must be > 0"):
+                    sess.run(tf.compat.v1.global_variables_initializer(), {low: 0.0})
+        self.assertAllInRange(period, 4.0 * (1 - 1e-6), 6.0 * (1 + 1e-6))
 
     def test_variable_names_shapes_and_initial_biases(self):
         with tf.Graph().as_default():
@@ -307,18 +342,22 @@ class BadInputTest(tf.test.TestCase):
             inputs = (tf.zeros(time_shape, time_dtype), tf.zeros(features_shape))
             cell(inputs, cell.zero_state(2, tf.float32))
 
-    def test_time_must_be_batch_by_one(self):
-        for shape in ([2, 2], [2, 1, 1]):
-            with self.assertRaisesRegex(ValueError, r"time must have shape \[batch, 1\]"):
+    def test_time_must_be_batch_by_one_or_by_units(self):
+        for shape in ([2, 2], [2, 1, 1], [2, 4, 1]):
+            with self.assertRaisesRegex(
+                    ValueError, r"time must have shape \[batch, 1\] \(one timestamp per example\) "
+                    r"or \[batch, 4\] \(one per unit\); got shape"):
                 self._call(shape, [2, 3])
 
     def test_features_must_be_rank_two(self):
         with self.assertRaisesRegex(ValueError, r"features must have rank 2"):
             self._call([2, 1], [2, 3, 1])
 
-    def test_time_must_be_floating(self):
-        with self.assertRaisesRegex(TypeError, r"time must be a floating tensor.*int32"):
-            self._call([2, 1], [2, 3], tf.int32)
+    def test_time_must_be_numbers(self):
+        for dtype in (tf.bool, tf.string):
+            with self.assertRaisesRegex(TypeError, r"time must be numbers: a floating tensor .* "
+                                        rf"or an integer one .*; got dtype {dtype.name}"):
+                self._call([2, 1], [2, 3], dtype)
 
     def test_inputs_must_be_a_time_features_pair(self):
         with tf.Graph().as_default():

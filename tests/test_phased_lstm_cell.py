@@ -102,18 +102,23 @@ class PhasedLSTMCellTest(tf.test.TestCase):
             self.assertAllClose(h[b], h_alone[0], atol=1e-6)
             self.assertAllEqual(outputs[b, length:], np.zeros_like(outputs[b, length:]))
 
-    def _gradients_against_reference(self, use_peepholes, mod_gradient):
-        """Every variable's gradient under dynamic_rnn against the NumPy reference's."""
+    def _gradients_against_reference(self, use_peepholes, mod_gradient, time_dtype=tf.float64):
+        """Every variable's gradient under dynamic_rnn against the NumPy reference's.
+
+        With an integer time_dtype the timestamps are whole numbers fed as integers.
+        """
         rng = np.random.default_rng(5)
         steps = 12
         params = ref.random_phased_lstm_params(rng, INPUT_SIZE, UNITS, use_peepholes)
         times, x = _inputs(rng, steps=steps)
+        if time_dtype.is_integer:
+            times = np.round(times * 3)
         weights = rng.normal(size=(BATCH, steps, UNITS))
         with tf.Graph().as_default():
             cell = PhasedLSTMCell(UNITS, use_peepholes=use_peepholes, dtype=tf.float64,
                                   mod_gradient=mod_gradient)
             outputs, (c, _) = tf.compat.v1.nn.dynamic_rnn(
-                cell, (tf.constant(times), tf.constant(x)), dtype=tf.float64)
+                cell, (tf.constant(times, time_dtype), tf.constant(x)), dtype=tf.float64)
             loss = tf.reduce_sum(outputs * weights) + tf.reduce_sum(c)
             analytic = variable_gradients(cell, loss, params)
         zeros = np.zeros((BATCH, UNITS))
@@ -137,6 +142,13 @@ class PhasedLSTMCellTest(tf.test.TestCase):
             self.assertGreater(np.abs(tf1["period"] - exact["period"]).max(),
                                10 * np.abs(tf1["period"]).max())
         self.assertEqual(PhasedLSTMCell(4).time_gate.mod_gradient, "tf1")
+
+    def test_integer_time_matches_the_reference_with_its_gradients(self):
+        # Cast to float64, integer time keeps the timing exact and its gradients (TF 1.x
+        # truncated the period and phase to integers and cut their gradients).
+        for dtype in (tf.int32, tf.int64):
+            for peep in (False, True):
+                self._gradients_against_reference(peep, "tf1", time_dtype=dtype)
 
     def test_variable_names_and_shapes_are_those_of_tf1(self):
         for peep, gate_rows in ((False, INPUT_SIZE + UNITS), (True, INPUT_SIZE + 2 * UNITS)):
@@ -352,6 +364,103 @@ class PhasedLSTMCellTest(tf.test.TestCase):
         self.assertLess(last, 0.5 * first)
 
 
+class TF1InputsTest(tf.test.TestCase):
+    """Inputs TF 1.x's cell ran on: integer time, time per unit, tensor period bounds."""
+
+    def test_integer_time_as_a_seq2seq_script_feeds_it(self):
+        # The issue's call, eagerly: tf.range as the time, as TF 1.x ran it.
+        cell = PhasedLSTMCell(4, period_init_max=3.0, ratio_on=0.5)
+        state = cell.zero_state(3, tf.float32)
+        features = tf.ones([3, 2])
+        output, (c, h) = cell((tf.expand_dims(tf.range(1, 4), 1), features), state)
+        want, _ = cell((tf.constant([[1.0], [2.0], [3.0]], tf.float64), features), state)
+        self.assertEqual(output.dtype, tf.float32)
+        self.assertAllEqual(output, want)
+        self.assertGreater(np.abs(output).max(), 1e-3)
+
+    def test_integer_time_under_static_rnn_and_the_multi_cell(self):
+        rng = np.random.default_rng(12)
+        params = ref.random_phased_lstm_params(rng, INPUT_SIZE, UNITS, False)
+        times, x = _inputs(rng, steps=6)
+        times = np.round(times * 3)
+        want = _reference(params, times, x, False)[0]
+        with tf.Graph().as_default():
+            cell = PhasedLSTMCell(UNITS)
+            steps = [(tf.constant(times[:, s], tf.int32), tf.constant(x[:, s], tf.float32))
+                     for s in range(6)]
+            outputs, _ = tf.compat.v1.nn.static_rnn(cell, steps, dtype=tf.float32)
+            with tf.compat.v1.Session() as sess:
+                sess.run(tf.compat.v1.global_variables_initializer())
+                load_params(sess, cell, params)
+                outputs = sess.run(outputs)
+        self.assertAllClose(np.stack(outputs, axis=1), want, atol=2e-5, rtol=1e-5)
+
+    def test_time_per_unit_matches_the_reference(self):
+        rng = np.random.default_rng(13)
+        for peep in (False, True):
+            params = ref.random_phased_lstm_params(rng, INPUT_SIZE, UNITS, peep)
+            times, x = _inputs(rng)
+            per_unit = times + rng.uniform(0, 10, (1, 1, UNITS))  # each unit its own offset
+            outputs, (c, h) = self._run(params, per_unit, x, peep)
+            want_outputs, (want_c, want_h) = _reference(params, per_unit, x, peep)
+            self.assertAllClose(outputs, want_outputs, atol=2e-5, rtol=1e-5)
+            self.assertAllClose(c, want_c, atol=2e-5, rtol=1e-5)
+            # Not what one timestamp per example gives: the offsets matter.
+            self.assertGreater(np.abs(outputs - _reference(params, times, x, peep)[0]).max(),
+                               1e-3)
+
+    def _run(self, params, times, x, peep):
+        with tf.Graph().as_default():
+            cell = PhasedLSTMCell(UNITS, use_peepholes=peep)
+            result = tf.compat.v1.nn.dynamic_rnn(
+                cell, (tf.constant(times, tf.float64), tf.constant(x, tf.float32)),
+                dtype=tf.float32)
+            with tf.compat.v1.Session() as sess:
+                sess.run(tf.compat.v1.global_variables_initializer())
+                load_params(sess, cell, params)
+                return sess.run(result)
+
+    def test_timing_arguments_may_be_scalar_tensors_in_a_graph(self):
+        # TF 1.x's docstring: period_init_min, period_init_max and ratio_on are each a "float or
+        # scalar float Tensor". A constant is checked at once; a placeholder when the
+        # initialisers run.
+        with tf.Graph().as_default():
+            tf.compat.v1.set_random_seed(1)
+            low = tf.compat.v1.placeholder_with_default(tf.constant(5.0), [])
+            ratio_on = tf.compat.v1.placeholder_with_default(tf.constant(0.2), [])
+            cells = [PhasedLSTMCell(500, period_init_min=tf.constant(2.0),
+                                    period_init_max=tf.constant(4.0),
+                                    ratio_on=tf.constant(0.3)),
+                     PhasedLSTMCell(500, period_init_min=low, period_init_max=tf.constant(9.0),
+                                    ratio_on=ratio_on)]
+            for i, cell in enumerate(cells):
+                tf.compat.v1.nn.dynamic_rnn(cell, (tf.zeros([1, 2, 1]), tf.zeros([1, 2, 1])),
+                                            dtype=tf.float32, scope=f"rnn{i}")
+            timing = [(cell.time_gate.period, cell.time_gate.ratio_on) for cell in cells]
+            init = tf.compat.v1.global_variables_initializer()
+            with tf.compat.v1.Session() as sess:
+                sess.run(init)
+                (constant, constant_ratio), (fed, fed_ratio) = sess.run(timing)
+                sess.run(init, {low: 3.0, ratio_on: 0.05})
+                lower, lower_ratio = sess.run(timing[1])
+                with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                            "period_init_max must be >= period_init_min"):
+                    sess.run(init, {low: 10.0})
+                with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                            r"ratio_on must be in \(0, 1\]"):
+                    sess.run(init, {ratio_on: 0.0})
+            with self.assertRaisesRegex(ValueError, "period_init_min must be > 0; got 0.0"):
+                PhasedLSTMCell(4, period_init_min=tf.constant(0.0))
+            with self.assertRaisesRegex(ValueError, r"ratio_on must be in \(0, 1\]; got 2.0"):
+                PhasedLSTMCell(4, ratio_on=tf.constant(2.0))
+        self.assertAllInRange(constant, 2.0, 4.0 * (1 + 1e-6))
+        self.assertAllInRange(fed, 5.0, 9.0 * (1 + 1e-6))
+        self.assertLess(lower.min(), 5.0)  # the fed bound, not the default, was used
+        self.assertAllClose(constant_ratio, np.full(500, 0.3))
+        self.assertAllClose(fed_ratio, np.full(500, 0.2))
+        self.assertAllClose(lower_ratio, np.full(500, 0.05))
+
+
 class BadInputTest(tf.test.TestCase):
 
     def _call(self, time_shape, features_shape, time_dtype=tf.float32):
@@ -360,18 +469,22 @@ class BadInputTest(tf.test.TestCase):
             inputs = (tf.zeros(time_shape, time_dtype), tf.zeros(features_shape))
             cell(inputs, cell.zero_state(2, tf.float32))
 
-    def test_time_must_be_batch_by_one(self):
-        for shape in ([2, 2], [2, 1, 1]):
-            with self.assertRaisesRegex(ValueError, r"time must have shape \[batch, 1\]"):
+    def test_time_must_be_batch_by_one_or_by_units(self):
+        for shape in ([2, 2], [2, 1, 1], [2, 4, 1]):
+            with self.assertRaisesRegex(
+                    ValueError, r"time must have shape \[batch, 1\] \(one timestamp per example\) "
+                    r"or \[batch, 4\] \(one per unit\); got shape"):
                 self._call(shape, [2, 3])
 
     def test_features_must_be_rank_two(self):
         with self.assertRaisesRegex(ValueError, r"features must have rank 2"):
             self._call([2, 1], [2, 3, 1])
 
-    def test_time_must_be_floating(self):
-        with self.assertRaisesRegex(TypeError, r"time must be a floating tensor.*int32"):
-            self._call([2, 1], [2, 3], tf.int32)
+    def test_time_must_be_numbers(self):
+        for dtype in (tf.bool, tf.string):
+            with self.assertRaisesRegex(TypeError, r"time must be numbers: a floating tensor .* "
+                                        rf"or an integer one .*; got dtype {dtype.name}"):
+                self._call([2, 1], [2, 3], dtype)
 
     def test_inputs_must_be_a_time_features_pair(self):
         with tf.Graph().as_default():
