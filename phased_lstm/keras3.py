@@ -2,8 +2,8 @@
 
     from phased_lstm.keras3 import PhasedLSTM, PhasedLSTMCell
 
-Written with `keras.layers` and `keras.ops` only; it imports neither TensorFlow nor tf-keras, and
-sets no environment variable. `PhasedLSTMCell` is a cell that `keras.layers.RNN` runs, so
+Written with `keras.layers` and `keras.ops` only; it never imports tf-keras, imports TensorFlow
+only on the TensorFlow backend (for the fused kernel), and sets no environment variable. `PhasedLSTMCell` is a cell that `keras.layers.RNN` runs, so
 return_sequences, return_state, stateful, go_backwards, initial_state, masking, unroll and
 `Bidirectional` are Keras' own; `PhasedLSTM` is `keras.layers.RNN` over that cell, taking the
 features alone (the timestamps are then the step index) or `[features, times]`. As the TF 1.x
