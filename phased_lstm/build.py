@@ -40,6 +40,9 @@ def main(argv):
         f"{rung.name} ({' '.join(rung.arch_flags) or 'no -march'})"
         for rung in op_library.build_ladder()))
     if FLAGS.status:
+        for rung, failure in op_library.remembered_failures(fused_rnn.SOURCE):
+            print(f"  {rung.name}: failed before: {failure.get('reason')} "
+                  f"(log: {failure.get('log')})")
         print("phased_lstm_rnn runs " + fused_rnn.cached_description())
         return 0 if op_library.cached_status(fused_rnn.SOURCE)[0] != "failed" else 1
     print(f"building {fused_rnn.SOURCE} again:")

@@ -21,7 +21,7 @@ the state unchanged, exactly what dynamic_rnn's copy-through does.
 The function uses the cell's own variables, so one checkpoint serves both paths.
 """
 
-from phased_lstm import fused_rnn
+from phased_lstm import fused_rnn, op_library
 from phased_lstm.fused_rnn import fused_kernel_available
 from phased_lstm.legacy_tf import rnn_cell, tf
 from phased_lstm.phased_lstm_cell import PhasedLSTMCell
@@ -166,8 +166,9 @@ def _why_not_fused(dtype, fused, device):
         return f"its dtype is {dtype.name}, not float32 or float64"
     if fused_rnn.disabled():
         return f"{fused_rnn.FUSED_ENV}=0 turns the fused kernel off"
-    if not fused_kernel_available():
-        return fused_rnn.unavailable_message(fused_rnn.load_failure())
+    if not fused_kernel_available():  # the warning logged then says why in full
+        return ("the fused kernel could not be built here (see the warning logged; "
+                f"`{op_library.REBUILD_COMMAND} --status` says why)")
     if fused is None:  # fused=True is the user's choice of the CPU kernel, wherever it runs
         return fused_rnn.kernel_device_reason(_current_device() if device is None else device)
     return None

@@ -376,6 +376,17 @@ def _try_rung(source, rung, files, no_compiler):
     return Attempt(rung, outcome, files.library, files.log, time.monotonic() - start), module
 
 
+def remembered_failures(source, ladder=None):
+    """[(rung, {"reason", "log", ...})] for the rungs whose failure is remembered in the cache."""
+    folder = cache_dir()
+    found = []
+    for rung in build_ladder() if ladder is None else ladder:
+        failure = _read_failure(_Files.of(folder, source, rung))
+        if failure is not None:
+            found.append((rung, failure))
+    return found
+
+
 def cached_status(source, ladder=None):
     """What `load` would find in the cache, without compiling or loading anything.
 

@@ -58,6 +58,7 @@ class BuildCommandTest(tf.test.TestCase):
         status = self._build(compiler, "--status")  # reads the cache, compiles nothing
         self.assertEqual(status.returncode, 1)
         self.assertIn("every build of the fused kernel failed", status.stdout)
+        self.assertEqual(status.stdout.count("failed before: the compiler"), rungs)
         self.assertEqual(self._calls(), rungs)
 
         again = self._build(compiler)  # forgets the remembered failures
