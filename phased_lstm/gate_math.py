@@ -14,6 +14,9 @@ module imports no framework: an `ops` namespace is anything with `cast`, `maximu
 (Neil, Pfeiffer, Liu, "Phased LSTM", NIPS 2016, https://arxiv.org/abs/1610.09513.)
 """
 
+import math
+import numbers
+
 MIN_PERIOD = 1e-3
 MIN_RATIO_ON = 1e-3
 
@@ -30,6 +33,36 @@ def check_mod_gradient(mod_gradient):
     if mod_gradient not in MOD_GRADIENTS:
         raise ValueError(f"mod_gradient must be one of {MOD_GRADIENTS}; got {mod_gradient!r}")
     return mod_gradient
+
+
+def check_timing(leak=None, ratio_on=None, period_init_min=None, period_init_max=None,
+                 inference_leak=None):
+    """Refuses timing arguments that are numbers out of their range: one check for every cell.
+
+    Arguments that are None, or tensors (checked where their value is known), pass.
+
+    Raises:
+      ValueError: for a NaN or infinite number, a negative leak or inference_leak, ratio_on
+        outside (0, 1], period_init_min <= 0, or period_init_max < period_init_min.
+    """
+    named = {"leak": leak, "inference_leak": inference_leak, "ratio_on": ratio_on,
+             "period_init_min": period_init_min, "period_init_max": period_init_max}
+    number = {name: isinstance(value, numbers.Real) and not isinstance(value, bool)
+              for name, value in named.items()}
+    for name, value in named.items():
+        if number[name] and not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number; got {value}")
+    for name in ("leak", "inference_leak"):
+        if number[name] and not named[name] >= 0.0:
+            raise ValueError(f"{name} must be >= 0; got {named[name]}")
+    if number["ratio_on"] and not 0.0 < ratio_on <= 1.0:
+        raise ValueError(f"ratio_on must be in (0, 1]; got {ratio_on}")
+    if number["period_init_min"] and not period_init_min > 0.0:
+        raise ValueError(f"period_init_min must be > 0; got {period_init_min}")
+    if (number["period_init_min"] and number["period_init_max"]
+            and not period_init_max >= period_init_min):
+        raise ValueError(f"period_init_max must be >= period_init_min ({period_init_min}); "
+                         f"got {period_init_max}")
 
 
 def valid_period(ops, period):

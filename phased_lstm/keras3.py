@@ -84,10 +84,12 @@ class _Valid(keras.constraints.Constraint):
 
 
 def _check_leak(name, value, allow_none=False):
+    """The leak as a float: a number (None where allowed), checked as the TF 1.x cells do."""
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not (isinstance(value, numbers.Real) and value >= 0):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be a number >= 0; got {value!r}")
+    gate_math.check_timing(**{name: value})  # finite, and >= 0
     return float(value)
 
 
@@ -171,17 +173,17 @@ class PhasedLSTMCell(keras.layers.Layer):
         super().__init__(**kwargs)
         if isinstance(units, bool) or not (isinstance(units, numbers.Integral) and units >= 1):
             raise ValueError(f"units must be an integer >= 1; got {units!r}")
-        if not (isinstance(ratio_on, numbers.Real) and 0.0 < ratio_on <= 1.0):
-            raise ValueError(f"ratio_on must be in (0, 1]; got {ratio_on}")
-        if not period_init_min > 0.0:
-            raise ValueError(f"period_init_min must be > 0; got {period_init_min}")
-        if not period_init_max >= period_init_min:
-            raise ValueError(f"period_init_max must be >= period_init_min ({period_init_min}); "
-                             f"got {period_init_max}")
-        self.units = int(units)
-        self.use_peepholes = bool(use_peepholes)
+        for name, value in (("ratio_on", ratio_on), ("period_init_min", period_init_min),
+                            ("period_init_max", period_init_max)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise ValueError(f"{name} must be a number; got {value!r}")
         self.leak = _check_leak("leak", leak)
         self.inference_leak = _check_leak("inference_leak", inference_leak, allow_none=True)
+        # The same ranges as the TF 1.x cells (NaN and infinities refused too).
+        gate_math.check_timing(ratio_on=ratio_on, period_init_min=period_init_min,
+                               period_init_max=period_init_max)
+        self.units = int(units)
+        self.use_peepholes = bool(use_peepholes)
         self.ratio_on_init = float(ratio_on)
         self.trainable_ratio_on = trainable_ratio_on
         self.trainable_period = trainable_period

@@ -319,24 +319,13 @@ class TimeGate:
                  phase_initializer, ratio_on_initializer, mod_gradient="tf1",
                  period_constraint=None, phase_constraint=None, ratio_on_constraint=None):
         check_mod_gradient(mod_gradient)
-        check_finite_number("leak", leak)
         # Floats, or tensors whose value is known only when run: those are checked in the
         # graph, by their variable's initialiser.
         ratio_on = scalar_argument("ratio_on", ratio_on)
-        if isinstance(ratio_on, float) and not 0.0 < ratio_on <= 1.0:
-            raise ValueError(f"ratio_on must be in (0, 1]; got {ratio_on}")
         period_init_min = scalar_argument("period_init_min", period_init_min)
         period_init_max = scalar_argument("period_init_max", period_init_max)
-        if isinstance(period_init_min, float) and not period_init_min > 0.0:
-            raise ValueError(f"period_init_min must be > 0; got {period_init_min}")
-        if (isinstance(period_init_min, float) and isinstance(period_init_max, float)
-                and not period_init_max >= period_init_min):
-            raise ValueError(
-                f"period_init_max must be >= period_init_min ({period_init_min}); "
-                f"got {period_init_max}"
-            )
-        if isinstance(leak, numbers.Real) and not leak >= 0.0:
-            raise ValueError(f"leak must be >= 0; got {leak}")
+        gate_math.check_timing(leak=leak, ratio_on=ratio_on, period_init_min=period_init_min,
+                               period_init_max=period_init_max)
         self.num_units = num_units
         self.leak = leak
         self.mod_gradient = mod_gradient
