@@ -272,8 +272,9 @@ def _check_models(names):
     if unknown:
         raise app.UsageError(f"unknown models {unknown}; choose from {list(MODELS)}")
     if FUSED in names and not fused_rnn.fused_kernel_available():
-        print(f"No row '{FUSED}': "
-              + fused_rnn.unavailable_message(fused_rnn.load_failure()), flush=True)
+        why = (f"{fused_rnn.FUSED_ENV}=0 turns the fused kernel off" if fused_rnn.disabled()
+               else fused_rnn.unavailable_message(fused_rnn.load_failure()))
+        print(f"No row '{FUSED}': {why}", flush=True)
         return [name for name in names if name != FUSED]
     return names
 
@@ -282,7 +283,9 @@ def _machine():
     """The machine, for every table's heading: numbers hold only on the machine that gave them."""
     return (f"{op_library.cpu_name()}, {os.cpu_count()} CPU cores, TensorFlow {tf.__version__}"
             + (f", fused kernel: {fused_rnn.loaded_build().rung.name} build"
-               if fused_rnn.fused_kernel_available() else ", fused kernel: not available"))
+               if fused_rnn.fused_kernel_available() else
+               f", fused kernel: off ({fused_rnn.FUSED_ENV}=0)" if fused_rnn.disabled()
+               else ", fused kernel: not available"))
 
 
 def time_steps(steps):

@@ -6,7 +6,9 @@
 The kernel is built on first use anyway (`phased_lstm.op_library`); a build that failed is
 remembered so that later processes do not call the compiler again. Run this after fixing the
 cause (installing a compiler, setting PHASED_LSTM_CXX), or to see what each build attempt gave.
-Exits 0 when the fused kernel is available, 1 when phased_lstm_rnn falls back to TensorFlow.
+Exits 0 when the fused kernel is available, 1 when phased_lstm_rnn falls back to TensorFlow;
+with --status, 1 when every build failed before or PHASED_LSTM_FUSED=0, else 0 (built, or to
+be built on first use).
 """
 
 import sys
@@ -44,7 +46,8 @@ def main(argv):
             print(f"  {rung.name}: failed before: {failure.get('reason')} "
                   f"(log: {failure.get('log')})")
         print("phased_lstm_rnn runs " + fused_rnn.cached_description())
-        return 0 if op_library.cached_status(fused_rnn.SOURCE)[0] != "failed" else 1
+        failed = op_library.cached_status(fused_rnn.SOURCE)[0] == "failed"
+        return 1 if failed or fused_rnn.disabled() else 0
     print(f"building {fused_rnn.SOURCE} again:")
     loaded, failure = fused_rnn.rebuild()
     for attempt in (loaded or failure).attempts:

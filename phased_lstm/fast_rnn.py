@@ -151,7 +151,10 @@ def describe_path(cell, device=None):
 def _current_device():
     """The device that the current device scope gives new ops ("" where none chose one)."""
     if tf.executing_eagerly():
-        return tf.constant(0).device  # where eager ops run now
+        return tf.constant(0.0).device  # where eager float ops run now (int32 stays on the CPU)
+    graph = tf.compat.v1.get_default_graph()
+    if graph.finalized:  # no probe can be added: TensorFlow's placement decides
+        return ""
     # A no-op carries the device stack's choice; it is never run.
     return tf.no_op(name="phased_lstm_device_probe").device
 

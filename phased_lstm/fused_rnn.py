@@ -39,7 +39,7 @@ DTYPES = (tf.float32, tf.float64)
 
 _lock = threading.Lock()
 _loaded = None  # the op_library.Loaded once loading succeeded
-_failure = None  # the op_library.LadderError once it failed
+_failure = None  # why it failed (see load_failure), once it did
 
 
 def disabled():
@@ -65,7 +65,7 @@ def _load(rebuild=False):
                 logging.info("Phased LSTM: the fused sequence kernel is available to "
                              "phased_lstm_rnn (%s build, %s).", _loaded.rung.name,
                              " ".join(_loaded.rung.arch_flags) or "no -march")
-            except op_library.LadderError as error:
+            except (op_library.BuildError, OSError) as error:  # OSError: the cache's lock
                 _failure = error
                 logging.warning("Phased LSTM: %s", unavailable_message(error))
     return _loaded.module if _loaded is not None else None
@@ -73,7 +73,8 @@ def _load(rebuild=False):
 
 def unavailable_message(error):
     """One line: why the kernel is unavailable, what runs instead, and how to retry."""
-    where = f"; compiler log: {error.log_path}" if error.log_path else ""
+    log_path = getattr(error, "log_path", None)
+    where = f"; compiler log: {log_path}" if log_path else ""
     return (f"the fused sequence kernel is not available: {error}{where}. phased_lstm_rnn uses "
             "its pure-TensorFlow path (same results, slower); after fixing the cause, "
             f"`{op_library.REBUILD_COMMAND}` builds again.")
@@ -90,7 +91,8 @@ def fused_kernel_available():
 
 
 def load_failure():
-    """The op_library.LadderError that made the kernel unavailable in this process, or None."""
+    """Why the kernel is unavailable in this process (an op_library.LadderError, or the OSError
+    of a cache that could not be used), or None."""
     _load()
     return _failure
 

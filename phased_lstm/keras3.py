@@ -488,6 +488,12 @@ class PhasedLSTM(keras.layers.RNN):
         super().__init__(cell, return_sequences=return_sequences, return_state=return_state,
                          go_backwards=go_backwards, stateful=stateful, unroll=unroll,
                          zero_output_for_mask=zero_output_for_mask, **kwargs)
+        # As keras.layers.LSTM does for cuDNN: XLA cannot compile the fused kernel (a
+        # TensorFlow custom op), so a layer that may run it asks its model not to jit_compile.
+        # Decided here, before any model is compiled (on a CPU-only machine Keras does not
+        # jit_compile by default anyway).
+        if self._fused_kernel_wanted():
+            self.supports_jit = False
 
     @property
     def units(self):
@@ -501,17 +507,21 @@ class PhasedLSTM(keras.layers.RNN):
 
     def build(self, sequences_shape, initial_state_shape=None):
         super().build(self._sequence_shape(sequences_shape), initial_state_shape)
-        # As keras.layers.LSTM does for cuDNN: XLA cannot compile the fused kernel (a
-        # TensorFlow custom op), so a layer that may run it asks its model not to jit_compile.
-        if self._fused_kernel_may_run():
-            self.supports_jit = False
 
-    def _fused_kernel_may_run(self):
-        """Whether call may run the fused kernel: on the TensorFlow backend, where it was built
-        and loaded, for a float32 or float64 layer that neither unrolls nor goes backwards."""
+    def _fused_kernel_wanted(self):
+        """Whether call would take the fused kernel if it builds: the TensorFlow backend, the
+        CPU (no GPU visible), a float32 or float64 layer that neither unrolls nor goes
+        backwards, and PHASED_LSTM_FUSED not 0. Decided without building the kernel."""
         if keras.backend.backend() != "tensorflow" or self.unroll or self.go_backwards:
             return False
         if self.compute_dtype not in ("float32", "float64"):
+            return False
+        from phased_lstm import fused_rnn  # pylint: disable=import-outside-toplevel
+        return not fused_rnn.disabled() and fused_rnn.kernel_device_reason("") is None
+
+    def _fused_kernel_may_run(self):
+        """_fused_kernel_wanted, and the kernel was built and loaded."""
+        if not self._fused_kernel_wanted():
             return False
         from phased_lstm import fused_rnn  # pylint: disable=import-outside-toplevel
         return fused_rnn.fused_kernel_available()
@@ -571,7 +581,7 @@ class PhasedLSTM(keras.layers.RNN):
         if isinstance(mask, (list, tuple)):
             mask = mask[0] if mask else None
         features, k = self._features_and_gate(sequences, training)
-        if self._runs_fused_kernel(features, mask):
+        if self._runs_fused_kernel(features, mask, initial_state):
             return self._fused_call(features, k, initial_state, mask)
         # Keras' loop reads the gate beside the features at each step.
         shape = ops.shape(features)
@@ -579,11 +589,14 @@ class PhasedLSTM(keras.layers.RNN):
         return super().call(ops.concatenate([features, k], axis=-1),
                             initial_state=initial_state, mask=mask, training=training)
 
-    def _runs_fused_kernel(self, features, mask):
+    def _runs_fused_kernel(self, features, mask, initial_state):
         """Whether call runs the fused kernel: where it may (`_fused_kernel_may_run`), the
         recurrence is on the CPU (as phased_lstm_rnn decides), the layer is not stateful, and
-        no mask comes with zero_output_for_mask."""
-        if self.stateful or (mask is not None and self.zero_output_for_mask):
+        a mask comes with neither zero_output_for_mask nor an initial state (Keras' loop then
+        outputs zeros, not the initial h, at the masked steps before an example's first)."""
+        if self.stateful:
+            return False
+        if mask is not None and (self.zero_output_for_mask or initial_state is not None):
             return False
         if not self._fused_kernel_may_run():
             return False
@@ -594,14 +607,18 @@ class PhasedLSTM(keras.layers.RNN):
         """call's result from the fused kernel (TensorFlow backend).
 
         A mask is folded into the gate, as in phased_lstm_rnn: k = 0 at a masked step keeps
-        the state and repeats the last output, which is what Keras' loop does there.
+        the state and repeats the last output, which is what Keras' loop does there (from a
+        zero state). Masked steps' features and gates are zeroed first, so that NaN padding
+        cannot reach the state.
         """
         import tensorflow as tf  # pylint: disable=import-outside-toplevel
         from phased_lstm import fused_rnn  # pylint: disable=import-outside-toplevel
 
         cell = self.cell
         if mask is not None:
-            k = k * tf.cast(mask, k.dtype)[:, :, None]
+            live = tf.cast(mask, tf.bool)[:, :, None]
+            features = tf.where(live, features, tf.zeros_like(features))
+            k = tf.where(live, k, tf.zeros_like(k))
         if initial_state is None:
             zeros = tf.zeros([tf.shape(features)[0], self.units], self.compute_dtype)
             initial_state = [zeros, zeros]
@@ -617,7 +634,7 @@ class PhasedLSTM(keras.layers.RNN):
             tf.transpose(features, [1, 0, 2]), tf.transpose(k, [1, 0, 2]), c0, h0,
             kernel, bias, *peepholes)
         output = tf.transpose(h_seq, [1, 0, 2]) if self.return_sequences else h
-        return [output, h, c] if self.return_state else output
+        return (output, h, c) if self.return_state else output  # as RNN.call
 
     def get_config(self):
         config = {"units": self.units}

@@ -59,6 +59,7 @@ CXX_ENV = "PHASED_LSTM_CXX"
 COMMON_FLAGS = ("-O3", "-fPIC", "-shared", "-fvisibility=hidden", "-w")
 BUILD_TIMEOUT_S = 600
 REBUILD_COMMAND = "python -m phased_lstm.build"
+NO_COMPILER = "could not run the compiler"
 
 # /proc/cpuinfo flag: the g++/clang flag that turns it off. The newest x86 extensions, which a
 # compiler or a header may support only partly (rung 2 of the ladder).
@@ -72,11 +73,17 @@ X86_64_LEVELS = (
 
 
 class BuildError(RuntimeError):
-    """The library could not be compiled or loaded; `log_path` holds the compiler's output."""
+    """The library could not be compiled or loaded; `log_path` holds the compiler's output.
 
-    def __init__(self, message, log_path=None):
+    `lasting` says whether the same build would fail again (a compiler error, no compiler, a
+    library that does not load), so that it is remembered; a timeout, a compiler killed by a
+    signal or a full disk are not.
+    """
+
+    def __init__(self, message, log_path=None, lasting=True):
         super().__init__(message)
         self.log_path = log_path
+        self.lasting = lasting
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,14 +150,16 @@ def compiler():
 
 
 def _compiler_identity():
-    """The compiler's command and the file it runs (path, size, time): a new compiler at the
-    same command is another key, found without running it."""
+    """The compiler's command and the files its words run (path, size, time): a new compiler at
+    the same command ("g++", or "ccache g++") is another key, found without running it."""
     command = compiler()
-    executable = shutil.which(command[0]) if command else None
-    if executable is None:
-        return command, None
-    stat = os.stat(executable)
-    return command, (os.path.realpath(executable), stat.st_size, stat.st_mtime_ns)
+    files = []
+    for word in command:
+        executable = shutil.which(word)
+        if executable is not None:
+            stat = os.stat(executable)
+            files.append((os.path.realpath(executable), stat.st_size, stat.st_mtime_ns))
+    return command, files
 
 
 def _cpu_info():
@@ -271,12 +280,18 @@ def _read_failure(files):
 
 
 def _remember_failure(files, rung, reason, log_path):
+    """Records the rung's failure for later processes; a cache that cannot take it is logged,
+    not raised (the build failed either way)."""
     record = {"rung": rung.name, "flags": list(rung.arch_flags), "reason": reason,
               "log": log_path, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    fd, partial = tempfile.mkstemp(dir=os.path.dirname(files.failure), suffix=".partial")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=1)
-    os.replace(partial, files.failure)
+    try:
+        fd, partial = tempfile.mkstemp(dir=os.path.dirname(files.failure), suffix=".partial")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(record, f, indent=1)
+        os.replace(partial, files.failure)
+    except OSError as error:
+        logging.warning("Phased LSTM: could not record the failed %s build in %s: %s",
+                        rung.name, files.failure, error)
 
 
 def _forget(files):
@@ -302,13 +317,17 @@ def _compile(source, rung, files):
             try:
                 result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
                                         timeout=BUILD_TIMEOUT_S, check=False)
-            except (OSError, subprocess.TimeoutExpired) as error:
+            except (FileNotFoundError, PermissionError) as error:  # no compiler to run
                 log.write(f"\n{error}\n")
-                raise BuildError(f"could not run the compiler {command[0]!r}: {error}",
-                                 files.log) from error
+                raise BuildError(f"{NO_COMPILER} {command[0]!r}: {error}", files.log) from error
+            except (OSError, subprocess.TimeoutExpired) as error:  # may pass: not remembered
+                log.write(f"\n{error}\n")
+                raise BuildError(f"the compiler {command[0]!r} did not finish: {error}",
+                                 files.log, lasting=False) from error
         if result.returncode != 0:
+            # A negative status is a signal (killed for memory, say): it may pass.
             raise BuildError(f"the compiler {command[0]!r} failed (exit status "
-                             f"{result.returncode})", files.log)
+                             f"{result.returncode})", files.log, lasting=result.returncode > 0)
         os.replace(partial, files.library)
     finally:
         if os.path.exists(partial):
@@ -319,11 +338,12 @@ def load(source, rebuild=False, ladder=None):
     """Loads the library built from `source`: the first rung of the ladder that builds and loads.
 
     A rung found in the cache is loaded without compiling; a rung that failed before (in any
-    process) is skipped without calling the compiler; a rung that fails now is remembered.
+    process) is skipped without calling the compiler; a rung that fails now is remembered,
+    unless the failure may pass (`BuildError.lasting`).
 
     Args:
       source: path of the C++ source of the op library.
-      rebuild: forget every cached library and remembered failure of this source first.
+      rebuild: forget every rung's cached library and remembered failure first.
       ladder: the rungs to try; default `build_ladder()`.
 
     Returns:
@@ -334,18 +354,22 @@ def load(source, rebuild=False, ladder=None):
       LadderError: if no rung builds and loads; its `attempts` say why each did not.
     """
     folder = _writable_cache_dir()
+    ladder = build_ladder() if ladder is None else ladder
+    if rebuild:
+        for rung in ladder:
+            files = _Files.of(folder, source, rung)
+            with _lock(files.lock):
+                _forget(files)
     attempts = []
     no_compiler = None  # why the compiler could not be run, once it could not
-    for rung in build_ladder() if ladder is None else ladder:
+    for rung in ladder:
         files = _Files.of(folder, source, rung)
         with _lock(files.lock):
-            if rebuild:
-                _forget(files)
             attempt, module = _try_rung(source, rung, files, no_compiler)
         attempts.append(attempt)
         if module is not None:
             return Loaded(module, rung, files.library, tuple(attempts))
-        if attempt.detail.startswith("could not run the compiler"):
+        if attempt.detail.startswith(NO_COMPILER):
             no_compiler = attempt.detail  # no other rung can do better
     raise LadderError(attempts)
 
@@ -361,15 +385,23 @@ def _try_rung(source, rung, files, no_compiler):
         if outcome == "built":
             if no_compiler:
                 raise BuildError(no_compiler, None)
-            _compile(source, rung, files)
-        module = tf.load_op_library(files.library)
-    except (BuildError, tf.errors.OpError, OSError) as error:
-        reason = str(error) if isinstance(error, BuildError) else (
-            f"could not load {files.library}: {error}")
-        log_path = getattr(error, "log_path", None)
+            try:
+                _compile(source, rung, files)
+            except OSError as error:  # the cache's files, not the compiler: may pass
+                raise BuildError(f"could not write the build's files in "
+                                 f"{os.path.dirname(files.library)}: {error}",
+                                 lasting=False) from error
+        try:
+            module = tf.load_op_library(files.library)
+        except (tf.errors.OpError, OSError) as error:
+            raise BuildError(f"could not load {files.library}: {error}", files.log) from error
+    except BuildError as error:
+        reason = str(error)
+        log_path = error.log_path
         if log_path is None and os.path.exists(files.log):
             log_path = files.log
-        _remember_failure(files, rung, reason, log_path)
+        if error.lasting:
+            _remember_failure(files, rung, reason, log_path)
         logging.info("Phased LSTM: the %s build of %s failed (%s; log: %s).", rung.name,
                      os.path.basename(source), reason, log_path)
         return Attempt(rung, "failed", reason, log_path, time.monotonic() - start), None

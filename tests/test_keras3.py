@@ -588,7 +588,7 @@ def test_tf1_users_first_keep_tf_keras_and_can_use_keras3_beside_it():
 # The fused kernel on the TensorFlow backend (PhasedLSTM._fused_call), against Keras' own loop
 # over the same cell (PHASED_LSTM_FUSED=0 when the function is traced).
 
-def _traced_step(layer, inputs, mask=None, fused=True):
+def _traced_step(layer, inputs, mask=None, fused=True, initial_state=None):
     """(outputs, gradients of x and every weight, the traced op types) of one tf.function."""
     from unittest import mock
 
@@ -598,7 +598,8 @@ def _traced_step(layer, inputs, mask=None, fused=True):
     def step(x, times):
         with tf.GradientTape() as tape:
             tape.watch(x)
-            output, h, c = layer([x, times], mask=mask, training=True)
+            output, h, c = layer([x, times], mask=mask, training=True,
+                                 initial_state=initial_state)
             loss = tf.reduce_sum(output ** 2) + tf.reduce_sum(c * 3.0) + tf.reduce_sum(h)
         return (output, h, c), tape.gradient(loss, [x] + layer.trainable_weights)
 
@@ -626,7 +627,12 @@ def test_fused_kernel_matches_keras_loop(dtype, peep, masked):
     rng = np.random.default_rng(7)
     inputs = (rng.normal(size=(BATCH, STEPS, INPUT_SIZE)).astype(dtype),
               np.cumsum(rng.uniform(0.5, 3.0, size=(BATCH, STEPS)), axis=1))
-    mask = tf.constant(rng.uniform(size=(BATCH, STEPS)) > 0.3) if masked else None
+    mask = None
+    if masked:
+        live = rng.uniform(size=(BATCH, STEPS)) > 0.3
+        live[0] = False  # an example with no step at all
+        mask = tf.constant(live)
+        inputs[0][~live] = 1e3  # padding that must not reach the state
     layer = PhasedLSTM(UNITS, use_peepholes=peep, return_sequences=True, return_state=True,
                        ratio_on=0.5, period_init_max=10.0, dtype=dtype)
     layer(list(inputs))
@@ -640,6 +646,12 @@ def test_fused_kernel_matches_keras_loop(dtype, peep, masked):
     names = ["x"] + [w.name for w in layer.trainable_weights]
     for name, a, b in zip(names, fused_grads, loop_grads):
         np.testing.assert_allclose(a, b, err_msg=f"gradient of {name}", **tolerance)
+    if masked:  # NaN padding: Keras' loop computes the cell on it (NaN gradients), the kernel not
+        inputs[0][~live] = np.nan
+        (nan_padded, nan_grads), _ = _traced_step(layer, inputs, mask, fused=True)
+        for name, a, b in zip(["output", "h", "c"] + names, [*nan_padded, *nan_grads],
+                              [*fused, *fused_grads]):
+            np.testing.assert_allclose(a, b, err_msg=f"NaN padding: {name}", **tolerance)
 
 
 @needs_tf_backend
@@ -652,10 +664,10 @@ def test_fused_kernel_runs_exactly_where_it_can():
               np.cumsum(rng.uniform(0.5, 3.0, size=(BATCH, STEPS)), axis=1))
     mask = tf.constant(rng.uniform(size=(BATCH, STEPS)) > 0.3)
 
-    def runs_fused(mask=None, **kwargs):
+    def runs_fused(mask=None, initial_state=None, **kwargs):
         layer = PhasedLSTM(UNITS, return_sequences=True, return_state=True, **kwargs)
         layer(list(inputs))
-        _, ops_seen = _traced_step(layer, inputs, mask)
+        _, ops_seen = _traced_step(layer, inputs, mask, initial_state=initial_state)
         return "PhasedLSTMSequence" in ops_seen, layer.supports_jit
 
     assert runs_fused() == (True, False)  # XLA cannot compile the op: no jit for its model
@@ -663,6 +675,9 @@ def test_fused_kernel_runs_exactly_where_it_can():
     assert runs_fused(go_backwards=True) == (False, True)
     assert runs_fused(unroll=True) == (False, True)
     assert runs_fused(mask, zero_output_for_mask=True)[0] is False
+    state = [tf.ones([BATCH, UNITS])] * 2
+    assert runs_fused(initial_state=state)[0] is True
+    assert runs_fused(mask, initial_state=state)[0] is False  # Keras' outputs before the first
     gpu = [tf.config.PhysicalDevice("/physical_device:GPU:0", "GPU")]
     with mock.patch.object(tf.config, "get_visible_devices", return_value=gpu):
         assert runs_fused()[0] is False  # the recurrence would run on the GPU: Keras' loop
