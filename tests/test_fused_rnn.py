@@ -10,9 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import textwrap
-from unittest import mock
 
 import numpy as np
 
@@ -20,6 +18,7 @@ import numpy_reference as ref
 from phased_lstm import PhasedLSTMCell, fused_rnn, op_library, tf
 from phased_lstm.fast_rnn import fused_kernel_available, phased_lstm_rnn
 from tf_helpers import load_params
+from file_helpers import temp_dir, write
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LSTMStateTuple = tf.compat.v1.nn.rnn_cell.LSTMStateTuple
@@ -27,18 +26,6 @@ LSTMStateTuple = tf.compat.v1.nn.rnn_cell.LSTMStateTuple
 # (batch, steps, input_size, units): odd sizes, a batch split between two threads (37), one
 # that is not (3), a single step, and more inputs than units.
 SHAPES = [(37, 19, 3, 5), (3, 1, 1, 4), (9, 23, 7, 2)]
-
-
-def _tempdir(test):
-    folder = tempfile.TemporaryDirectory()
-    test.addCleanup(folder.cleanup)
-    return folder.name
-
-
-def _write(path, text):
-    with open(path, "w") as f:
-        f.write(text)
-    return path
 
 
 def _require_kernel(test):
@@ -362,7 +349,7 @@ def _run_fallback_script(test, **environment):
 class FallbackTest(tf.test.TestCase):
 
     def test_failed_build_warns_once_and_runs_the_pure_path(self):
-        cache = _tempdir(self)
+        cache = temp_dir(self)
         warnings = _run_fallback_script(self, PHASED_LSTM_CXX="/nonexistent/c++",
                                         PHASED_LSTM_KERNEL_CACHE=cache)
         self.assertLen(warnings, 1)
@@ -375,10 +362,10 @@ class FallbackTest(tf.test.TestCase):
         self.assertFalse([name for name in os.listdir(cache) if name.endswith(".so")])
 
     def test_a_failed_build_is_remembered_by_the_next_process(self):
-        cache, bin_dir = _tempdir(self), _tempdir(self)
+        cache, bin_dir = temp_dir(self), temp_dir(self)
         calls = os.path.join(bin_dir, "calls")
         # A compiler that runs and fails, as one meeting a broken header would; it counts calls.
-        stub = _write(os.path.join(bin_dir, "c++"), f"#!/bin/sh\necho x >> {calls}\nexit 1\n")
+        stub = write(os.path.join(bin_dir, "c++"), f"#!/bin/sh\necho x >> {calls}\nexit 1\n")
         os.chmod(stub, 0o755)
         environment = dict(PHASED_LSTM_CXX=stub, PHASED_LSTM_KERNEL_CACHE=cache)
 
@@ -398,7 +385,7 @@ class FallbackTest(tf.test.TestCase):
             self.assertLen(f.readlines(), tried)  # the compiler was not called again
 
     def test_environment_variable_forces_the_pure_path_without_building(self):
-        cache = _tempdir(self)
+        cache = temp_dir(self)
         warnings = _run_fallback_script(self, PHASED_LSTM_FUSED="0",
                                         PHASED_LSTM_KERNEL_CACHE=cache,
                                         PHASED_LSTM_CXX="/nonexistent/c++")

@@ -10,10 +10,10 @@ import os
 import platform
 import shutil
 import subprocess
-import tempfile
 from unittest import mock
 
 from phased_lstm import fused_rnn, op_library, tf
+from file_helpers import temp_dir, write
 
 # x86-64 targets that TensorFlow's wheels run on, from the psABI levels to recent server CPUs.
 # Each must parse at the first rung of its ladder (-march=<target> standing for -march=native),
@@ -26,18 +26,6 @@ PARSE_TARGETS = {
 }
 # The /proc/cpuinfo flags that decide the ladder's second rung: what Sapphire Rapids has.
 SAPPHIRE_RAPIDS_NEWEST = set(op_library.NEWEST_EXTENSIONS)
-
-
-def _tempdir(test):
-    folder = tempfile.TemporaryDirectory()
-    test.addCleanup(folder.cleanup)
-    return folder.name
-
-
-def _write(path, text):
-    with open(path, "w") as f:
-        f.write(text)
-    return path
 
 
 class BuildLadderTest(tf.test.TestCase):
@@ -60,7 +48,7 @@ class BuildLadderTest(tf.test.TestCase):
         self.assertEqual(names, ["native", "portable"])
 
     def test_each_rung_has_its_own_key(self):
-        source = _write(os.path.join(_tempdir(self), "op.cc"), "// one")
+        source = write(os.path.join(temp_dir(self), "op.cc"), "// one")
         ladder = op_library.build_ladder(cpu_flags=SAPPHIRE_RAPIDS_NEWEST, machine="x86_64")
         keys = {op_library.library_key(source, rung) for rung in ladder}
         self.assertLen(keys, len(ladder))
@@ -71,8 +59,8 @@ class BuildCacheTest(tf.test.TestCase):
 
     def setUp(self):
         super().setUp()
-        self.cache = _tempdir(self)
-        self.source = _write(os.path.join(_tempdir(self), "op.cc"), "// source")
+        self.cache = temp_dir(self)
+        self.source = write(os.path.join(temp_dir(self), "op.cc"), "// source")
         self.calls = []
         self.fails = lambda command: False  # which compiler commands fail
         patches = [
@@ -199,23 +187,23 @@ class BuildCacheTest(tf.test.TestCase):
         rung = self.ladder[0]
         key = op_library.library_key(self.source, rung)
         self.assertEqual(op_library.library_key(self.source, rung), key)
-        _write(self.source, "// two")
+        write(self.source, "// two")
         changed_source = op_library.library_key(self.source, rung)
         with mock.patch.dict(os.environ, {op_library.CXX_ENV: "clang++"}):
             changed_compiler = op_library.library_key(self.source, rung)
         self.assertLen({key, changed_source, changed_compiler}, 3)
 
     def test_a_new_compiler_at_the_same_command_is_another_key(self):
-        compiler = _write(os.path.join(_tempdir(self), "c++"), "#!/bin/sh\nexit 1\n")
+        compiler = write(os.path.join(temp_dir(self), "c++"), "#!/bin/sh\nexit 1\n")
         os.chmod(compiler, 0o755)
         with mock.patch.dict(os.environ, {op_library.CXX_ENV: compiler}):
             before = op_library.library_key(self.source, self.ladder[0])
-            _write(compiler, "#!/bin/sh\n# upgraded\nexit 0\n")
+            write(compiler, "#!/bin/sh\n# upgraded\nexit 0\n")
             after = op_library.library_key(self.source, self.ladder[0])
         self.assertNotEqual(before, after)
 
     def test_unwritable_cache_builds_in_a_temporary_folder(self):
-        blocker = _write(os.path.join(_tempdir(self), "not_a_folder"), "")
+        blocker = write(os.path.join(temp_dir(self), "not_a_folder"), "")
         with mock.patch.dict(os.environ, {op_library.CACHE_DIR_ENV: blocker}):
             built = self._load().path
         self.assertTrue(os.path.isfile(built))
