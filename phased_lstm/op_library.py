@@ -12,11 +12,12 @@ tried down a ladder of instruction sets until one compiles and loads (`build_lad
 5. `portable`: the compiler's default target.
 
 Each rung is cached under its own key, a hash of everything its binary depends on: the source,
-TensorFlow's version and flags, the compiler (its command and the file it runs), the rung's
+TensorFlow's version and flags, the compiler (its command and the files it runs), the rung's
 flags, and the CPU. A rung that fails, to compile or to load, is remembered under its key (a
 `.failed` file beside the logs), so that later processes skip it without calling the compiler:
-where every rung failed once, later processes go straight to the TensorFlow path.
-`python -m phased_lstm.build` forgets them and builds again.
+where every rung failed once, later processes go straight to the TensorFlow path. Failures that
+may pass (a timeout, a compiler killed by a signal, a cache that cannot be written) are not
+remembered. `python -m phased_lstm.build` forgets them and builds again.
 
 Environment:
   PHASED_LSTM_KERNEL_CACHE: the cache folder; default `$XDG_CACHE_HOME/phased_lstm/kernels`,
