@@ -146,8 +146,11 @@ def replicas(backend, environ):
     if backend == "tensorflow":
         import tensorflow as tf  # pylint: disable=import-outside-toplevel
         if cluster is not None:
-            strategy = tf.distribute.MultiWorkerMirroredStrategy()
             workers, index = cluster
+            # Said first: the strategy waits here, without a word, until every worker is up.
+            print(f"TF_CONFIG: worker {index} of {workers}; waiting for the others to "
+                  "connect.", flush=True)
+            strategy = tf.distribute.MultiWorkerMirroredStrategy()
             return Replicas(strategy, strategy.num_replicas_in_sync, workers, index,
                             f"MultiWorkerMirroredStrategy, {workers} workers (this one: "
                             f"{index}), {strategy.num_replicas_in_sync} replicas")
