@@ -15,6 +15,7 @@ first at each batch, added by wrapping experiments.keras_run.make_callbacks in t
 """
 
 import concurrent.futures
+import importlib.util
 import json
 import os
 import socket
@@ -169,8 +170,13 @@ def alone_run(base, data_dir, grace_s=15):
     return types.SimpleNamespace(still_running=still_running, out=out, save_dir=f"{base}/alone")
 
 
+HAS_JAX = importlib.util.find_spec("jax") is not None
+
+
 def jax_runs(base, data_dir):
     results = {}
+    if not HAS_JAX:
+        return results
     for devices in (2, 1):
         save_dir = f"{base}/jax{devices}"
         results[devices] = types.SimpleNamespace(save_dir=save_dir, proc=run(
@@ -343,6 +349,7 @@ def test_one_worker_alone_waits_for_its_peer(runs):
     assert not os.path.exists(os.path.join(alone.save_dir, "PhasedLSTM"))
 
 
+@pytest.mark.skipif(not HAS_JAX, reason="JAX is not installed (the jax extra)")
 def test_jax_data_parallel_on_two_devices_trains_as_one(runs):
     for devices, case in runs.jax.items():
         check_ok(case.proc)
