@@ -211,20 +211,6 @@ def fit_data(config, backend, train, test):
     return {"x": train_data, "validation_data": test_data}
 
 
-class EpochSeconds:
-    """Adds each epoch's duration to its logs (so to log.csv and TensorBoard as epoch_seconds)."""
-
-    def __new__(cls, keras):
-        class _EpochSeconds(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                self.start = time.perf_counter()
-
-            def on_epoch_end(self, epoch, logs=None):
-                if logs is not None:
-                    logs["epoch_seconds"] = time.perf_counter() - self.start
-        return _EpochSeconds()
-
-
 def train_model(config, backend, replicas, run, name, train, test):
     """Trains (or resumes) one model in its run folder and writes its results.
 
@@ -241,7 +227,6 @@ def train_model(config, backend, replicas, run, name, train, test):
     model.summary()
     callbacks = keras_run.make_callbacks(keras, run, keras_run.divergence_advice(
         run, config.learning_rate))
-    callbacks.insert(1, EpochSeconds(keras))  # after the divergence check, before the log
     start = time.time()
     model.fit(**fit_data(config, backend, train, test), epochs=config.epochs,
               callbacks=callbacks, verbose=2)

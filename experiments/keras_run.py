@@ -27,6 +27,7 @@ import json
 import math
 import os
 import shutil
+import time
 
 import numpy as np
 
@@ -338,6 +339,23 @@ def _stop_on_non_finite(keras):
     return StopOnNonFinite
 
 
+def _epoch_seconds(keras):
+    """A callback class for this Keras that adds each epoch's duration to its logs, so that
+    CSVLogger and TensorBoard record it as `epoch_seconds`."""
+
+    class EpochSeconds(keras.callbacks.Callback):
+        """Times each epoch (training and the test-set evaluation)."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is not None:
+                logs["epoch_seconds"] = time.perf_counter() - self.start
+
+    return EpochSeconds
+
+
 def divergence_advice(run, learning_rate):
     """What a diverged run keeps and what to try, for the Diverged message."""
     return (f"Nothing of that epoch was logged or saved: {run.backup_dir} keeps the last "
@@ -351,10 +369,11 @@ def divergence_advice(run, learning_rate):
 def make_callbacks(keras, run, advice, monitor="val_accuracy"):
     """The run's callbacks, in the order they must run at each epoch's end.
 
-    The divergence check first (nothing non-finite gets logged or saved), the CSV log, TensorBoard
-    and the best model next, BackupAndRestore last: a kill between the log's row and the backup
-    makes the resumed run train that epoch again and log it twice, and read_csv_log keeps the
-    later row; the other order would lose the row.
+    The divergence check first (nothing non-finite gets logged or saved), the epoch's duration
+    (added to the logs), the CSV log, TensorBoard and the best model next, BackupAndRestore
+    last: a kill between the log's row and the backup makes the resumed run train that epoch
+    again and log it twice, and read_csv_log keeps the later row; the other order would lose
+    the row.
 
     Args:
       keras: the Keras module (tf.keras or keras).
@@ -370,6 +389,7 @@ def make_callbacks(keras, run, advice, monitor="val_accuracy"):
         backup_args["double_checkpoint"] = True  # Keras 3: a kill mid-save keeps the previous.
     return [
         _stop_on_non_finite(keras)(advice),
+        _epoch_seconds(keras)(),
         keras.callbacks.CSVLogger(run.path(CSV_LOG), append=True),
         keras.callbacks.TensorBoard(run.path(TENSORBOARD_DIR), write_graph=False),
         keras.callbacks.ModelCheckpoint(run.path(BEST_MODEL), monitor=monitor, mode="max",
