@@ -21,10 +21,11 @@ there), the CSV log and TensorBoard events of every epoch (`tensorboard --logdir
 the best model (best.keras), the last one (model.keras) and results.json. A finished run run
 again trains nothing. A NaN or infinite loss stops the run with exit status 3.
 
-Replicas: with TF_CONFIG set (TensorFlow backend), the processes of the cluster train together
-under MultiWorkerMirroredStrategy, each started with the same command; without it, several local
-GPUs train under MirroredStrategy, and on JAX several local devices under
-keras.distribution.DataParallel. --batch_size is the global batch, split across the replicas.
+Replicas: with TF_CONFIG set (tf-keras; Keras 3's fit fails under this strategy), the processes
+of the cluster train together under MultiWorkerMirroredStrategy, each started with the same
+command; without it, several local GPUs train under MirroredStrategy, and on JAX several local
+devices under keras.distribution.DataParallel. --batch_size is the global batch, split across
+the replicas.
 """
 
 import dataclasses
@@ -275,7 +276,7 @@ def run(config, environ):
     """
     backend = backend_of(config.keras)
     # First: MultiWorkerMirroredStrategy must exist before other TensorFlow work.
-    replicas = keras_run.replicas(backend, environ)
+    replicas = keras_run.replicas(backend, environ, keras_3=config.keras == "3")
     save_dir = training.check_writable_dir(
         config.save_dir or os.path.join("runs", f"keras_{config.keras}_{backend}"),
         "run folder", "--save_dir")

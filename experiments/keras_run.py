@@ -118,7 +118,7 @@ def parse_tf_config(text):
     return len(chiefs) + len(workers), place
 
 
-def replicas(backend, environ):
+def replicas(backend, environ, keras_3=False):
     """Chooses how to spread training, from the environment and the local devices.
 
     TensorFlow backend: TF_CONFIG -> MultiWorkerMirroredStrategy (which waits for every worker of
@@ -131,12 +131,14 @@ def replicas(backend, environ):
     Args:
       backend: "tensorflow", "jax" or "torch".
       environ: the environment (os.environ).
+      keras_3: whether Keras 3 trains (else tf-keras).
 
     Returns:
       A Replicas.
 
     Raises:
-      training.RunError: TF_CONFIG is bad, or set for another backend than TensorFlow.
+      training.RunError: TF_CONFIG is bad, set for another backend than TensorFlow, or set for
+        Keras 3.
     """
     cluster = parse_tf_config(environ.get("TF_CONFIG", ""))
     if cluster is not None and backend != "tensorflow":
@@ -144,6 +146,13 @@ def replicas(backend, environ):
             f"TF_CONFIG is set, but the Keras backend is {backend}: multi-worker training runs "
             "on TensorFlow (KERAS_BACKEND=tensorflow). Unset TF_CONFIG to train on this "
             "machine's devices.")
+    if cluster is not None and keras_3:
+        # Keras 3.15's fit fails under MultiWorkerMirroredStrategy ("Attempt to convert a
+        # value (PerReplica...)", keras-team/keras#20585), for keras.layers.LSTM too.
+        raise training.RunError(
+            "TF_CONFIG is set, but Keras 3 cannot train under MultiWorkerMirroredStrategy (its "
+            "fit fails on the distributed batches: keras-team/keras#20585). Train the workers "
+            "with tf-keras (--keras tf_keras), or unset TF_CONFIG.")
     if backend == "tensorflow":
         import tensorflow as tf  # pylint: disable=import-outside-toplevel
         if cluster is not None:

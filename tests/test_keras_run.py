@@ -46,6 +46,11 @@ def test_tf_config_on_another_backend_is_refused():
         keras_run.replicas("jax", {"TF_CONFIG": cluster()})
 
 
+def test_tf_config_for_keras_3_is_refused():  # its fit fails under the strategy (Keras 3.15)
+    with pytest.raises(training.RunError, match="--keras tf_keras"):
+        keras_run.replicas("tensorflow", {"TF_CONFIG": cluster()}, keras_3=True)
+
+
 def test_without_tf_config_one_cpu_is_one_replica():
     replicas = keras_run.replicas("tensorflow", {})
     assert (replicas.strategy, replicas.count, replicas.is_chief) == (None, 1, True)
