@@ -8,7 +8,8 @@ process). One module-scoped fixture starts every run, two at a time, and the tes
 - `diverged`: NaN weights injected in the middle of epoch 2, then the same command again.
 - `workers`: two processes from one TF_CONFIG on 127.0.0.1, one epoch; `alone`: one worker of a
   two-worker TF_CONFIG, started without its peer and killed after a while.
-- `jax`: --keras 3 on JAX with two host devices (keras.distribution.DataParallel), and one.
+- `jax`: --keras 3 on JAX with two host devices (keras.distribution.DataParallel), and one;
+  `killed_jax`: as `killed`, with --keras 3 on JAX.
 
 The faults are injected into the real script through `fault_command`: a callback that Keras runs
 first at each batch, added by wrapping experiments.keras_run.make_callbacks in the subprocess.
@@ -40,6 +41,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # One process against two workers (or two JAX devices) with the same global batch: the same
 # batches, the gradients summed in another order. Measured: equal to the printed digits.
 REPLICA_RTOL = 1e-5
+HAS_JAX = importlib.util.find_spec("jax") is not None
 
 FAULT = """
 from experiments import keras_run as _keras_run
@@ -113,13 +115,20 @@ def reference_runs(base, data_dir):
                                  save_dir=f"{base}/reference")
 
 
-def killed_runs(base, data_dir):
-    args = [f"--save_dir={base}/killed", f"--data_dir={data_dir}", "--models=PhasedLSTM",
-            f"--epochs={EPOCHS}", *SMALL]
-    killed = run(fault_command(KILL, 1, 3, *args))
-    log_after_kill = keras_run.read_csv_log(f"{base}/killed/PhasedLSTM/log.csv")
+def killed_runs(base, data_dir, name="killed", extra=(), env=None):
+    args = [f"--save_dir={base}/{name}", f"--data_dir={data_dir}", "--models=PhasedLSTM",
+            f"--epochs={EPOCHS}", *SMALL, *extra]
+    killed = run(fault_command(KILL, 1, 3, *args), env=env)
+    log_after_kill = keras_run.read_csv_log(f"{base}/{name}/PhasedLSTM/log.csv")
     return types.SimpleNamespace(killed=killed, log_after_kill=log_after_kill,
-                                 resumed=run(command(*args)), save_dir=f"{base}/killed")
+                                 resumed=run(command(*args), env=env), save_dir=f"{base}/{name}")
+
+
+def killed_jax_runs(base, data_dir):
+    """The same kill with the Keras 3 layer on JAX (Keras 3's own BackupAndRestore)."""
+    if not HAS_JAX:
+        return None
+    return killed_runs(base, data_dir, "killed_jax", ["--keras=3"], {"KERAS_BACKEND": "jax"})
 
 
 def diverged_runs(base, data_dir):
@@ -170,9 +179,6 @@ def alone_run(base, data_dir, grace_s=15):
     return types.SimpleNamespace(still_running=still_running, out=out, save_dir=f"{base}/alone")
 
 
-HAS_JAX = importlib.util.find_spec("jax") is not None
-
-
 def jax_runs(base, data_dir):
     results = {}
     if not HAS_JAX:
@@ -192,7 +198,8 @@ def runs(tmp_path_factory):
     base = str(tmp_path_factory.mktemp("keras_runs"))
     data_dir = fake_mnist.write_fake_mnist(os.path.join(base, "data"))
     jobs = {"reference": reference_runs, "killed": killed_runs, "diverged": diverged_runs,
-            "workers": worker_runs, "alone": alone_run, "jax": jax_runs}
+            "workers": worker_runs, "alone": alone_run, "jax": jax_runs,
+            "killed_jax": killed_jax_runs}
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         futures = {name: pool.submit(job, base, data_dir) for name, job in jobs.items()}
         return types.SimpleNamespace(**{name: f.result() for name, f in futures.items()})
@@ -279,6 +286,19 @@ def test_the_same_command_resumes_at_epoch_2(runs):
     assert "Epoch 2/3" in resumed.stdout and "Epoch 3/3" in resumed.stdout
     np.testing.assert_array_equal(log_of(runs.killed.save_dir)["epoch"], range(EPOCHS))
     assert results_of(runs.killed.save_dir)["epochs"] == EPOCHS
+
+
+@pytest.mark.skipif(not HAS_JAX, reason="JAX is not installed (the jax extra)")
+def test_keras_3_on_jax_resumes_at_epoch_2_too(runs):
+    case = runs.killed_jax
+    assert case.killed.returncode == -9, case.killed.stderr[-3000:]
+    assert "Epoch 2/3" in case.killed.stdout and "Epoch 3/3" not in case.killed.stdout
+    np.testing.assert_array_equal(case.log_after_kill["epoch"], [0])
+    check_ok(case.resumed)
+    assert "Keras 3 on jax" in case.resumed.stdout
+    assert "Epoch 1/3" not in case.resumed.stdout and "Epoch 2/3" in case.resumed.stdout
+    np.testing.assert_array_equal(log_of(case.save_dir)["epoch"], range(EPOCHS))
+    assert results_of(case.save_dir)["epochs"] == EPOCHS
 
 
 def test_the_resumed_run_ends_like_the_uninterrupted_one(runs):
