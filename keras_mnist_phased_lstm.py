@@ -97,7 +97,6 @@ flags.register_multi_flags_validator(
     "--period_init_max must be >= --period_init_min.")
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Config:
     """The command's settings, read from the flags once (Config.from_flags)."""

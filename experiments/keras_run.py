@@ -20,6 +20,7 @@ before any work, nothing is deleted without --fresh, a run that diverges stops w
 loop.EXIT_DIVERGED and keeps the last good backup and best model.
 """
 
+import contextlib
 import dataclasses
 import glob
 import inspect
@@ -79,7 +80,6 @@ class Replicas:
 
     def scope(self):
         """The context to build and compile the model in."""
-        import contextlib  # pylint: disable=import-outside-toplevel
         return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
 
 
@@ -486,9 +486,10 @@ def plot_curves(logs, path, title):
     logs = {name: log for name, log in logs.items() if log["epoch"].size}
     if not logs:
         return []
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=import-outside-toplevel
-    from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
-    from matplotlib.ticker import MaxNLocator  # pylint: disable=import-outside-toplevel
+    # Imported here: only plotting needs matplotlib. Figure + Agg canvas, not pyplot.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     figure = Figure(figsize=(12, 5), layout="constrained")
     FigureCanvasAgg(figure)

@@ -21,7 +21,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 import types
 
@@ -252,7 +251,7 @@ def test_a_run_leaves_its_logs_models_curves_and_results(runs):
 
 
 def test_tensorboard_events_hold_the_epoch_metrics(runs):
-    from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=import-outside-toplevel
+    from tensorboard.backend.event_processing import event_accumulator
     folder = os.path.join(runs.reference.save_dir, "PhasedLSTM", keras_run.TENSORBOARD_DIR)
     events = event_accumulator.EventAccumulator(os.path.join(folder, "validation"))
     events.Reload()
