@@ -243,7 +243,8 @@ def _memory_of(name):
 def keras3_rows(backend):
     """Rows of keras3_train_step.py run with KERAS_BACKEND=backend (None if not installed).
 
-    Its two models (PhasedLSTM and keras.layers.LSTM, both Keras 3) are timed interleaved in
+    Its models (PhasedLSTM and keras.layers.LSTM, both Keras 3; on TensorFlow also PhasedLSTM
+    in Keras' loop, without the fused kernel) are timed interleaved in
     their own process; this process's models ran before it, so ratios across the two are less
     exact than those within one.
     """
@@ -261,6 +262,7 @@ def keras3_rows(backend):
                             cwd=REPOSITORY_ROOT)
     report = json.loads(result.stdout.strip().splitlines()[-1])
     names = {"PhasedLSTM": f"PhasedLSTM (Keras 3, {backend})",
+             "PhasedLSTM (Keras loop)": f"PhasedLSTM (Keras 3, {backend}, Keras' loop)",
              "LSTM": f"keras.layers.LSTM (Keras 3, {backend})"}
     return [dict(row, model=names[row["model"]], backend=backend) for row in report["rows"]]
 
