@@ -22,7 +22,7 @@ import re
 from absl import app, flags
 import numpy as np
 
-from experiments import keras_run, over_seeds, training
+from experiments import keras_run, over_seeds
 
 __all__ = ["collect", "summarize", "markdown_table", "plot"]
 
@@ -30,7 +30,8 @@ __all__ = ["collect", "summarize", "markdown_table", "plot"]
 def collect(root):
     """{model: {seed: log}} of the runs under root (logs as keras_run.read_csv_log gives)."""
     runs = {}
-    for path in sorted(glob.glob(os.path.join(root, "seed*", "*", keras_run.CSV_LOG))):
+    pattern = os.path.join(glob.escape(root), "seed*", "*", keras_run.CSV_LOG)
+    for path in sorted(glob.glob(pattern)):
         model_dir = os.path.dirname(path)
         match = re.fullmatch(r"seed(\d+)", os.path.basename(os.path.dirname(model_dir)))
         if match:
@@ -56,10 +57,6 @@ def summarize(runs, epochs):
     } for model, logs in runs.items()}
 
 
-def _cell(stat):
-    return "" if stat is None else f"{stat[0]:.3f} ± {stat[1]:.3f} ({stat[2]})"
-
-
 def markdown_table(summary, epochs):
     """The summary as a Markdown table, one row per model."""
     header = (["model", "seeds"] + [f"training accuracy after {e}" for e in epochs]
@@ -67,20 +64,15 @@ def markdown_table(summary, epochs):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for model, row in summary.items():
         cells = ([model, ", ".join(map(str, row["seeds"]))]
-                 + [_cell(row["train"][e]) for e in epochs]
-                 + [_cell(row["test"][e]) for e in epochs])
+                 + [over_seeds.format_stat(row["train"][e]) for e in epochs]
+                 + [over_seeds.format_stat(row["test"][e]) for e in epochs])
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n\nmean ± std (number of seeds that reached the epoch)\n"
 
 
 def plot(runs, path, title):
     """Each model's training (dashed) and test (solid) accuracy per epoch: mean, ± std band."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(9, 5.5), layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.subplots()
+    figure, axes = over_seeds.new_axes()
     for i, (model, logs) in enumerate(runs.items()):
         last = max(int(log["epoch"].max()) + 1 for log in logs.values() if log["epoch"].size)
         epochs = np.arange(1, last + 1)
@@ -92,10 +84,7 @@ def plot(runs, path, title):
             axes.plot(epochs, mean, style, color=f"C{i % 10}", marker="o", ms=3,
                       label=f"{model}, {what} ({len(logs)} seeds)")
             axes.fill_between(epochs, mean - std, mean + std, color=f"C{i % 10}", alpha=0.15)
-    axes.set(title=title, xlabel="epoch", ylabel="accuracy", ylim=(0, 1.02))
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize="small", loc="lower right")
-    training.write_atomically(path, lambda f: figure.savefig(f, format="png", dpi=110), mode="wb")
+    over_seeds.finish_figure(figure, axes, path, title, "epoch")
 
 
 FLAGS = flags.FLAGS

@@ -25,7 +25,8 @@ import numpy as np
 
 from experiments import training
 
-__all__ = ["collect", "mean_std", "summarize", "markdown_table", "plot"]
+__all__ = ["collect", "mean_std", "format_stat", "summarize", "markdown_table", "plot",
+           "new_axes", "finish_figure"]
 
 # Training accuracy at step s: the mean over the batches (s - TRAIN_WINDOW, s].
 TRAIN_WINDOW = 100
@@ -97,11 +98,30 @@ def summarize(runs, steps):
     return summary
 
 
-def _cell(stat):
+def format_stat(stat):
+    """A mean_std result as a table cell, "mean ± std (n)"; "" for None."""
     if stat is None:
         return ""
     mean, std, n = stat
     return f"{mean:.3f} ± {std:.3f} ({n})"
+
+
+def new_axes():
+    """(figure, axes) of the figures over seeds; finish_figure writes them."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(9, 5.5), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure, figure.subplots()
+
+
+def finish_figure(figure, axes, path, title, xlabel):
+    """Labels, grid and legend of a figure over seeds; writes it to path as a PNG."""
+    axes.set(title=title, xlabel=xlabel, ylabel="accuracy", ylim=(0, 1.02))
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small", loc="lower right")
+    training.write_atomically(path, lambda f: figure.savefig(f, format="png", dpi=110), mode="wb")
 
 
 def markdown_table(summary, steps):
@@ -111,19 +131,14 @@ def markdown_table(summary, steps):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (configuration, model), row in summary.items():
         cells = ([configuration, model, ", ".join(map(str, row["seeds"]))]
-                 + [_cell(row["test"][s]) for s in steps] + [_cell(row["train"][s]) for s in steps])
+                 + [format_stat(row["test"][s]) for s in steps] + [format_stat(row["train"][s]) for s in steps])
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n\nmean ± std (number of seeds that reached the step)\n"
 
 
 def plot(runs, path, title):
     """Test accuracy over seeds (mean, ± std band) and each seed's smoothed training accuracy."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(9, 5.5), layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.subplots()
+    figure, axes = new_axes()
     for i, ((configuration, model), logs) in enumerate(runs.items()):
         color = f"C{i % 10}"
         tested_steps = sorted(set.intersection(*(
@@ -140,10 +155,7 @@ def plot(runs, path, title):
             span = min(max(len(log["step"]) / 50, 1), 100)
             axes.plot(log["step"], training.smooth(log["train_accuracy"], span), color=color,
                       lw=0.6, alpha=0.35)
-    axes.set(title=title, xlabel="training step", ylabel="accuracy", ylim=(0, 1.02))
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize="small", loc="lower right")
-    training.write_atomically(path, lambda f: figure.savefig(f, format="png", dpi=110), mode="wb")
+    finish_figure(figure, axes, path, title, "training step")
 
 
 FLAGS = flags.FLAGS
