@@ -23,6 +23,7 @@ The function uses the cell's own variables, so one checkpoint serves both paths.
 
 from phased_lstm import fused_rnn, op_library
 from phased_lstm.fused_rnn import fused_kernel_available
+from phased_lstm.gate_gradient import clip_gradient
 from phased_lstm.legacy_tf import rnn_cell, tf
 from phased_lstm.phased_lstm_cell import PhasedLSTMCell
 from phased_lstm.time_gate import check_time
@@ -108,8 +109,9 @@ def phased_lstm_rnn(cell, time, inputs, sequence_length=None, initial_state=None
         # k's device: where the recurrence is placed (or assigned, in graph mode).
         if _use_fused(dtype, fused, k.device):
             peepholes = cell.peephole_weights() if cell.use_peepholes else ()
-            h_seq, c, h = fused_rnn.fused_sequence(inputs, k, *initial_state,
-                                                   *cell.packed_weights(), *peepholes)
+            h_seq, c, h = fused_rnn.fused_sequence(
+                inputs, k, *initial_state, *cell.packed_weights(), *peepholes,
+                gate_gradient_clip=cell.gate_gradient_clip)
         elif cell.use_peepholes:
             h_seq, (c, h) = _loop(_peephole_step(cell), inputs, k, initial_state,
                                   steps)
@@ -231,6 +233,7 @@ def _sequence_without_peepholes(cell, inputs, k, initial_state):
     """
     n, input_size = cell.output_size, inputs.shape[-1]
     kernel, bias = cell.packed_weights()
+    clip = cell.gate_gradient_clip
     k_shared = k.shape[1] == 1
     if not k_shared:  # one k per example (or unknown): make it exactly [steps, batch, units]
         k = tf.broadcast_to(k, tf.concat([tf.shape(inputs)[:2], [n]], 0))
@@ -288,6 +291,8 @@ def _sequence_without_peepholes(cell, inputs, k, initial_state):
                                 tf.raw_ops.SigmoidGrad(y=f, dy=d_c_lstm * c_prev),
                                 tf.raw_ops.SigmoidGrad(y=o, dy=d_h_lstm * tanh_c),
                                 tf.raw_ops.TanhGrad(y=j, dy=d_c_lstm * i)], axis=1)
+                if clip is not None:  # the cell's gate_gradient_clip
+                    dz = tf.clip_by_value(dz, -clip, clip)
                 closed = 1.0 - k_t
                 dc_prev = closed * dc + d_c_lstm * f
                 dh_prev = closed * dh + tf.matmul(dz, w_h, transpose_b=True)
@@ -322,7 +327,7 @@ def _peephole_step(cell):
 
     def step(state, x_and_k):
         (c_prev, h_prev), (x, k) = state, x_and_k
-        z = tf.concat([x, h_prev], 1) @ w_xh + bias
+        z = clip_gradient(tf.concat([x, h_prev], 1) @ w_xh + bias, cell.gate_gradient_clip)
         i_f, o, j = tf.split(z, [2 * n, n, n], axis=1)
         i, f = tf.split(tf.sigmoid(i_f + c_prev @ w_c_mask), 2, axis=1)
         c_lstm = f * c_prev + i * tf.tanh(j)

@@ -28,6 +28,7 @@ import threading
 from absl import logging
 
 from phased_lstm import op_library
+from phased_lstm.gate_gradient import check_gate_gradient_clip
 # Plain TensorFlow, not legacy_tf: the Keras 3 layer uses this module on the TensorFlow backend
 # and must not select tf-keras (nothing here needs the TF 1.x cells).
 import tensorflow as tf
@@ -147,7 +148,8 @@ def cached_description():
             f"(`{op_library.REBUILD_COMMAND}` says why and builds again)")
 
 
-def fused_sequence(inputs, k, c0, h0, kernel, bias, w_c_if=None, w_c_o=None):
+def fused_sequence(inputs, k, c0, h0, kernel, bias, w_c_if=None, w_c_o=None,
+                   gate_gradient_clip=None):
     """The recurrence over a whole sequence, in one kernel; with peepholes if w_c_if and w_c_o.
 
     Args:
@@ -159,13 +161,16 @@ def fused_sequence(inputs, k, c0, h0, kernel, bias, w_c_if=None, w_c_o=None):
       w_c_if, w_c_o: the TF 1.x cell's full-matrix peepholes (`PhasedLSTMCell.peephole_weights`),
         both or neither: c_{t-1} -> [i, f] [units, 2 units] and c~ -> o [units, units], where
         c~ = f c_{t-1} + i j is the LSTM's new cell before the time gate mixes it.
+      gate_gradient_clip: None, or a float > 0 that clips each step's gradient of
+        [x_t, h_{t-1}] kernel + bias element-wise (`phased_lstm.gate_gradient`).
 
     Returns:
       (h of every step [steps, batch, units], final c, final h).
 
     Raises:
       RuntimeError: if the kernel is not available (see `fused_kernel_available`).
-      ValueError: if only one of w_c_if and w_c_o is given.
+      ValueError: if only one of w_c_if and w_c_o is given, or gate_gradient_clip is negative
+        or not finite.
     """
     if (w_c_if is None) != (w_c_o is None):
         raise ValueError("fused_sequence takes both peephole matrices (w_c_if and w_c_o) or "
@@ -178,7 +183,8 @@ def fused_sequence(inputs, k, c0, h0, kernel, bias, w_c_if=None, w_c_o=None):
     if not use_peepholes:  # the op's convention: [0, 0] matrices, never read
         w_c_if = w_c_o = tf.zeros([0, 0], tf.convert_to_tensor(kernel).dtype)
     h, c_final, h_final, _, _ = library.phased_lstm_sequence(
-        inputs, k, c0, h0, kernel, bias, w_c_if, w_c_o, use_peepholes=use_peepholes)
+        inputs, k, c0, h0, kernel, bias, w_c_if, w_c_o, use_peepholes=use_peepholes,
+        gate_gradient_clip=check_gate_gradient_clip(gate_gradient_clip) or 0.0)
     return h, c_final, h_final
 
 
@@ -195,7 +201,9 @@ def _phased_lstm_sequence_grad(op, d_h, d_c_final, d_h_final, unused_d_c, unused
     d_h_final = tf.zeros_like(h0) if d_h_final is None else d_h_final
     grads = _load().phased_lstm_sequence_grad(x, k, c0, h0, kernel, w_c_if, w_c_o, h, c, gates,
                                               d_h, d_c_final, d_h_final,
-                                              use_peepholes=use_peepholes)
+                                              use_peepholes=use_peepholes,
+                                              gate_gradient_clip=op.get_attr(
+                                                  "gate_gradient_clip"))
     if not use_peepholes:  # the [0, 0] placeholders get no gradient
         return list(grads[:6]) + [None, None]
     return list(grads)

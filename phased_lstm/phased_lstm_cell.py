@@ -1,5 +1,6 @@
 """PhasedLSTMCell: a drop-in for TF 1.x's `tf.contrib.rnn.PhasedLSTMCell`."""
 
+from phased_lstm.gate_gradient import check_gate_gradient_clip, clip_gradient
 from phased_lstm.legacy_tf import rnn_cell, tf
 from phased_lstm.phased_cell import PhasedRNNCell
 
@@ -46,13 +47,18 @@ class PhasedLSTMCell(PhasedRNNCell):
       period_constraint, phase_constraint, ratio_on_constraint: optional callables applied to
         the timing variable's value after each optimiser update; periods and open ratios are
         then still projected onto their valid ranges.
+      gate_gradient_clip: None (default, as TF 1.x) or a float > 0: in every step, the gradient
+        of the gates' pre-activations [x, h] kernel + bias (before the peepholes are added) is
+        clipped element-wise to [-gate_gradient_clip, gate_gradient_clip], as the paper's
+        authors trained (`phased_lstm.gate_gradient`). The forward pass is unchanged.
       name: layer name; default "phased_lstm_cell".
       dtype: dtype of the variables and outputs; default: the features' dtype. The time may
         be float64 whatever this is.
 
     Raises:
-      ValueError: for num_units < 1 or invalid timing settings (see `TimeGate`); when called, for
-        time not [batch, 1] or features not rank 2.
+      ValueError: for num_units < 1, invalid timing settings (see `TimeGate`) or a negative or
+        non-finite gate_gradient_clip; when called, for time not [batch, 1] or features not
+        rank 2.
       TypeError: when called, for inputs that are not a (time, features) pair or non-float time.
     """
 
@@ -61,7 +67,8 @@ class PhasedLSTMCell(PhasedRNNCell):
                  reuse=None, *, trainable_period=True, trainable_phase=True,
                  period_initializer=None, phase_initializer=None, ratio_on_initializer=None,
                  mod_gradient="tf1", period_constraint=None,
-                 phase_constraint=None, ratio_on_constraint=None, name=None, dtype=None):
+                 phase_constraint=None, ratio_on_constraint=None, gate_gradient_clip=None,
+                 name=None, dtype=None):
         super().__init__(
             num_units, reuse, name, dtype, leak=leak, ratio_on=ratio_on,
             trainable_ratio_on=trainable_ratio_on, period_init_min=period_init_min,
@@ -71,6 +78,7 @@ class PhasedLSTMCell(PhasedRNNCell):
             mod_gradient=mod_gradient, period_constraint=period_constraint,
             phase_constraint=phase_constraint, ratio_on_constraint=ratio_on_constraint)
         self._use_peepholes = use_peepholes
+        self._gate_gradient_clip = check_gate_gradient_clip(gate_gradient_clip)
 
     @property
     def state_size(self):
@@ -83,6 +91,11 @@ class PhasedLSTMCell(PhasedRNNCell):
     @property
     def use_peepholes(self):
         return self._use_peepholes
+
+    @property
+    def gate_gradient_clip(self):
+        """The per-step clip of the gates' gradient (a float > 0), or None."""
+        return self._gate_gradient_clip
 
     def build(self, inputs_shape):
         input_size = self._input_size(inputs_shape)
@@ -138,20 +151,31 @@ class PhasedLSTMCell(PhasedRNNCell):
         """
         time, x = inputs
         c_prev, h_prev = state
-        x_h = [x, h_prev]
-        mask_in = x_h + [c_prev] if self._use_peepholes else x_h
-        mask_gates = tf.sigmoid(
-            tf.matmul(tf.concat(mask_in, 1), self.mask_gates_kernel) + self.mask_gates_bias)
+        x_h = tf.concat([x, h_prev], 1)
+        mask_gates = tf.sigmoid(self._pre_activation(
+            x_h, self.mask_gates_kernel, self.mask_gates_bias, c_prev))
         input_gate, forget_gate = tf.split(mask_gates, 2, axis=1)
-        new_input = tf.tanh(
-            tf.matmul(tf.concat(x_h, 1), self.new_input_kernel) + self.new_input_bias)
+        new_input = tf.tanh(self._pre_activation(x_h, self.new_input_kernel,
+                                                 self.new_input_bias))
         c_lstm = forget_gate * c_prev + input_gate * new_input
-        out_in = x_h + [c_lstm] if self._use_peepholes else x_h
-        output_gate = tf.sigmoid(
-            tf.matmul(tf.concat(out_in, 1), self.output_gate_kernel) + self.output_gate_bias)
+        output_gate = tf.sigmoid(self._pre_activation(
+            x_h, self.output_gate_kernel, self.output_gate_bias, c_lstm))
         h_lstm = output_gate * tf.tanh(c_lstm)
 
         k = self.time_gate(time, c_lstm.dtype, leak)
         c = k * c_lstm + (1.0 - k) * c_prev
         h = k * h_lstm + (1.0 - k) * h_prev
         return h, rnn_cell.LSTMStateTuple(c, h)
+
+    def _pre_activation(self, x_h, kernel, bias, peephole_input=None):
+        """[x, h] kernel + bias, its gradient clipped when gate_gradient_clip is set, plus the
+        peephole rows' product with peephole_input (c_{t-1} or c~_t) when the cell has them."""
+        rows = self.new_input_kernel.shape[0]  # input_size + num_units
+        if self._gate_gradient_clip is None:  # TF 1.x's one product over [x, h, c]
+            if self._use_peepholes and peephole_input is not None:
+                x_h = tf.concat([x_h, peephole_input], 1)
+            return tf.matmul(x_h, kernel) + bias
+        z = clip_gradient(tf.matmul(x_h, kernel[:rows]) + bias, self._gate_gradient_clip)
+        if self._use_peepholes and peephole_input is not None:
+            z += tf.matmul(peephole_input, kernel[rows:])
+        return z

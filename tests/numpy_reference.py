@@ -145,3 +145,74 @@ def random_times(rng, batch, steps, start=0.0):
     """Per-sample increasing timestamps [b, T, 1] with irregular gaps."""
     gaps = rng.uniform(0.1, 2.0, (batch, steps, 1))
     return start + rng.uniform(0, 5, (batch, 1, 1)) + np.cumsum(gaps, axis=1)
+
+
+def clipped_weight_gradients(p, times, x, out_weights, use_peepholes, leak, clip, k=None):
+    """Back-propagation through time written out by hand, with the authors' per-step clipping.
+
+    The loss is sum(outputs * out_weights) over a sequence of full length from a zero state.
+    In every step the gradient of the gates' pre-activations [x, h] kernel + bias is clipped
+    element-wise to [-clip, clip] (None: not clipped) after the peepholes took theirs, as
+    Theano's grad_clip on the Lasagne layers' `gates`. The time gate k is treated as data (its
+    own parameters are not differentiated here); k, if given, replaces it (1: a plain LSTM).
+
+    Returns:
+      {name: gradient} for the three kernels and biases, and "inputs" [b, T, d].
+    """
+    batch, steps, d = x.shape
+    n = p["new_input/bias"].size
+    rows = d + n
+    w_m, w_n, w_o = p["mask_gates/kernel"], p["new_input/kernel"], p["output_gate/kernel"]
+    c, h = np.zeros((batch, n)), np.zeros((batch, n))
+    saved = []
+    for s in range(steps):  # forward, keeping what the backward needs
+        xh = np.concatenate([x[:, s], h], axis=1)
+        z_if = xh @ w_m[:rows] + p["mask_gates/bias"]
+        if use_peepholes:
+            z_if = z_if + c @ w_m[rows:]
+        i, f = np.split(sigmoid(z_if), 2, axis=1)
+        j = np.tanh(xh @ w_n + p["new_input/bias"])
+        c_lstm = f * c + i * j
+        z_o = xh @ w_o[:rows] + p["output_gate/bias"]
+        if use_peepholes:
+            z_o = z_o + c_lstm @ w_o[rows:]
+        o = sigmoid(z_o)
+        if k is None:
+            k_s = time_gate(times[:, s], p["period"], p["phase"], p["ratio_on"], leak)
+        else:
+            k_s = k
+        saved.append((xh, c, i, f, j, c_lstm, o, k_s))
+        c = c + k_s * (c_lstm - c)
+        h = h + k_s * (o * np.tanh(c_lstm) - h)
+
+    grads = {key: np.zeros_like(p[key]) for key in PARAM_NAMES[:6]}
+    grads["inputs"] = np.zeros_like(x)
+    dc, dh = np.zeros((batch, n)), np.zeros((batch, n))
+    for s in reversed(range(steps)):
+        xh, c_prev, i, f, j, c_lstm, o, k_s = saved[s]
+        dh = dh + out_weights[:, s]
+        tanh_c = np.tanh(c_lstm)
+        dh_lstm, dc_lstm = k_s * dh, k_s * dc
+        dz_o = dh_lstm * tanh_c * o * (1 - o)
+        dc_lstm = dc_lstm + dh_lstm * o * (1 - tanh_c ** 2)
+        if use_peepholes:  # z_o += c~ w_c_o
+            dc_lstm = dc_lstm + dz_o @ w_o[rows:].T
+            grads["output_gate/kernel"][rows:] += c_lstm.T @ dz_o
+        dz_if = np.concatenate([dc_lstm * j * i * (1 - i), dc_lstm * c_prev * f * (1 - f)], 1)
+        dz_j = dc_lstm * i * (1 - j ** 2)
+        dc_prev = (1 - k_s) * dc + dc_lstm * f
+        if use_peepholes:  # [z_i, z_f] += c_prev w_c_if
+            dc_prev = dc_prev + dz_if @ w_m[rows:].T
+            grads["mask_gates/kernel"][rows:] += c_prev.T @ dz_if
+        if clip is not None:
+            dz_if, dz_j, dz_o = (np.clip(g, -clip, clip) for g in (dz_if, dz_j, dz_o))
+        d_xh = np.zeros_like(xh)
+        for name, dz, w in (("mask_gates", dz_if, w_m), ("new_input", dz_j, w_n),
+                            ("output_gate", dz_o, w_o)):
+            grads[name + "/kernel"][:rows] += xh.T @ dz
+            grads[name + "/bias"] += dz.sum(axis=0)
+            d_xh += dz @ w[:rows].T
+        grads["inputs"][:, s] = d_xh[:, :d]
+        dh = (1 - k_s) * dh + d_xh[:, d:]
+        dc = dc_prev
+    return grads

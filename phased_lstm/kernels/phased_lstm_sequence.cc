@@ -24,6 +24,11 @@
 // c~^T dz_o and c_{t-1}^T [dz_i, dz_f]). Without peepholes the two inputs are [0, 0] dummies and
 // no peephole work is done.
 //
+// With gate_gradient_clip > 0 (the gradient op's attribute), each step's dz, the gradient of
+// z = [x_t, h_{t-1}] kernel + bias, is clipped element-wise before it reaches x_t, h_{t-1},
+// kernel and bias: the per-step clipping of the authors' Lasagne layers (Theano's grad_clip on
+// the gates' pre-activations, before the peepholes are added, whose own gradients stay whole).
+//
 // The rows of a batch are independent in the recurrence, so both kernels split the batch into
 // one contiguous block of rows per intra-op thread and run the whole sequence on each block: no
 // synchronisation between steps. The forward saves the activated gates [steps, batch, 4 units]
@@ -32,6 +37,7 @@
 // peepholes' likewise), so that no [steps, batch, 4 units] gradient buffer is needed.
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <vector>
@@ -126,6 +132,7 @@ REGISTER_OP("PhasedLSTMSequence")
     .Output("gates: T")
     .Attr("T: {float, double}")
     .Attr("use_peepholes: bool = false")
+    .Attr("gate_gradient_clip: float = 0")
     .SetShapeFn([](InferenceContext* c) {
       DimensionHandle steps, batch, units, four_units;
       TF_RETURN_IF_ERROR(InferSequenceDims(c, &steps, &batch, &units, &four_units));
@@ -162,6 +169,8 @@ h_final: h after the last step (h0 when steps is 0).
 c: c of every step, saved for the gradient.
 gates: the activated gates of every step, [steps, batch, 4 * units], saved for the gradient.
 use_peepholes: whether w_c_if and w_c_o are used.
+gate_gradient_clip: not used by the forward; kept on the op for its gradient (see
+  PhasedLSTMSequenceGrad).
 )doc");
 
 REGISTER_OP("PhasedLSTMSequenceGrad")
@@ -188,6 +197,7 @@ REGISTER_OP("PhasedLSTMSequenceGrad")
     .Output("dw_c_o: T")
     .Attr("T: {float, double}")
     .Attr("use_peepholes: bool = false")
+    .Attr("gate_gradient_clip: float = 0")
     .SetShapeFn([](InferenceContext* c) {
       DimensionHandle steps, batch, units, four_units;
       TF_RETURN_IF_ERROR(InferSequenceDims(c, &steps, &batch, &units, &four_units));
@@ -202,6 +212,12 @@ REGISTER_OP("PhasedLSTMSequenceGrad")
 Gradient of PhasedLSTMSequence with respect to x, k (summed over the batch when k is shared),
 c0, h0, kernel, bias, w_c_if and w_c_o ([0, 0] without peepholes), given the forward's inputs
 and outputs and the gradients dh (every step's h), dc_final and dh_final.
+
+gate_gradient_clip: if > 0, each step's gradient of the gates' pre-activations z = [x_t, h_{t-1}]
+  kernel + bias (before the peepholes are added) is clipped element-wise to
+  [-gate_gradient_clip, gate_gradient_clip] before it reaches x, h_{t-1}, kernel and bias, as
+  Theano's grad_clip in the authors' Lasagne layers; the peepholes' own gradients are not
+  clipped. 0: no clipping.
 )doc");
 
 struct Dims {
@@ -416,8 +432,8 @@ struct Partials {
 template <typename T, bool Peepholes>
 void BackwardRows(const Dims& d, const T* x, const T* k, const T* c0, const T* h0,
                   const Weights<T>& weights, const T* h, const T* c, const T* gates,
-                  const T* dh_seq, const T* dc_final, const T* dh_final, T* dx, T* dk, T* dc0,
-                  T* dh0, Partials<T>* partials, int64_t b0, int64_t b1) {
+                  const T* dh_seq, const T* dc_final, const T* dh_final, T gate_gradient_clip,
+                  T* dx, T* dk, T* dc0, T* dh0, Partials<T>* partials, int64_t b0, int64_t b1) {
   const int64_t rows = b1 - b0, n = d.units, in = d.input_size, batch = d.batch;
   if (rows == 0) return;
   const bool shared_k = d.k_batch == 1;
@@ -490,6 +506,11 @@ void BackwardRows(const Dims& d, const T* x, const T* k, const T* c0, const T* h
       dc.noalias() += dz_if * w_c_if.transpose();
       partials->dw_c_if.noalias() += ConstMatrixMap<T>(c_prev, rows, n).transpose() * dz_if;
     }
+    // The authors' per-step clipping: on the gradient of [x_t, h_{t-1}] kernel + bias only,
+    // after the peepholes took theirs.
+    if (gate_gradient_clip > T(0)) {
+      dz = dz.cwiseMax(-gate_gradient_clip).cwiseMin(gate_gradient_clip);
+    }
     dh.noalias() += dz * w_h.transpose();
     if (in > 0) {
       MatrixMap<T>(dx + first * in, rows, in).noalias() = dz * w_x.transpose();
@@ -508,6 +529,10 @@ class PhasedLSTMSequenceGradOp : public OpKernel {
  public:
   explicit PhasedLSTMSequenceGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("use_peepholes", &use_peepholes_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("gate_gradient_clip", &gate_gradient_clip_));
+    OP_REQUIRES(ctx, gate_gradient_clip_ >= 0 && std::isfinite(gate_gradient_clip_),
+                errors::InvalidArgument("gate_gradient_clip must be finite and >= 0 (0: no "
+                                        "clipping); got ", gate_gradient_clip_));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -548,7 +573,7 @@ class PhasedLSTMSequenceGradOp : public OpKernel {
     ForEachShard(ctx, shards, d.batch, [&](int s, int64_t b0, int64_t b1) {
       (use_peepholes_ ? BackwardRows<T, true> : BackwardRows<T, false>)(
           d, in(0), in(1), in(2), in(3), weights, in(7), in(8), in(9), in(10), in(11), in(12),
-          dx->flat<T>().data(), dk_out, dc0->flat<T>().data(), dh0->flat<T>().data(),
+          static_cast<T>(gate_gradient_clip_), dx->flat<T>().data(), dk_out, dc0->flat<T>().data(), dh0->flat<T>().data(),
           &partials[s], b0, b1);
     });
     MatrixMap<T> dkernel_out(dkernel->flat<T>().data(), d.input_size + d.units, 4 * d.units);
@@ -571,6 +596,7 @@ class PhasedLSTMSequenceGradOp : public OpKernel {
 
  private:
   bool use_peepholes_;
+  float gate_gradient_clip_;
 };
 
 #define REGISTER(T)                                                                   \

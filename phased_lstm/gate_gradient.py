@@ -1,0 +1,48 @@
+"""Per-step clipping of the gates' gradient, as the Phased LSTM authors trained.
+
+The authors' Lasagne layers (Phased LSTM and LSTM alike, `grad_clipping=10` in their frequency
+task) clip, inside every step, the gradient that flows back into the gates' pre-activations
+z = W_x x_t + W_h h_{t-1} + b, element-wise, before the peephole terms are added (Theano's
+`grad_clip`). Nothing is clipped in the forward pass, and nothing globally: a long sequence's
+occasional huge gradient is cut where it enters each step's weights and h_{t-1}, so it cannot
+build up through the recurrence. `PhasedLSTMCell(gate_gradient_clip=...)` and every path of
+`phased_lstm_rnn` (the fused kernel's gradient included) apply it.
+"""
+
+import math
+import numbers
+
+import tensorflow as tf
+
+
+def check_gate_gradient_clip(value):
+    """Returns value as a float > 0, or None for None or 0 (no clipping).
+
+    Raises:
+      ValueError: for a negative, non-finite or non-numeric value.
+    """
+    if value is None:
+        return None
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+            or not math.isfinite(value) or value < 0):
+        raise ValueError("gate_gradient_clip must be a finite number > 0, or None or 0 for no "
+                         f"clipping; got {value!r}")
+    return float(value) or None
+
+
+def clip_gradient(x, clip):
+    """Identity in the forward pass; the gradient passing back through it is clipped
+    element-wise to [-clip, clip].
+
+    Args:
+      x: a tensor.
+      clip: a float > 0, or None (then x itself is returned).
+    """
+    if clip is None:
+        return x
+
+    @tf.custom_gradient
+    def identity(x):
+        return tf.identity(x), lambda dy: tf.clip_by_value(dy, -clip, clip)
+
+    return identity(x)
