@@ -47,8 +47,9 @@ import warnings
 from absl import app, flags, logging
 import numpy as np
 
-from phased_lstm import PhasedLSTMCell, rnn_cell, tf
+from phased_lstm import PhasedLSTMCell, tf
 from experiments import frequency_data, loop, over_seeds, training
+from experiments.gate_clipped_lstm import GateClippedLSTMCell
 from phased_lstm import fused_rnn
 from phased_lstm.fast_rnn import describe_path, phased_lstm_rnn
 
@@ -94,14 +95,23 @@ FLAGS = flags.FLAGS
 
 
 # name: makes the cell from the flags and the leak tensor (which only the Phased LSTM uses).
+# TensorFlow's LSTMCell adds a forget bias of 1 to the gate; the authors' biases start at 0.
 MODELS = {
     "PhasedLSTMCell": lambda leak: PhasedLSTMCell(
         FLAGS.num_units, use_peepholes=FLAGS.peepholes, leak=leak, ratio_on=FLAGS.ratio_on,
         trainable_ratio_on=FLAGS.trainable_ratio_on, period_init_min=FLAGS.period_init_min,
         period_init_max=FLAGS.period_init_max, mod_gradient=FLAGS.mod_gradient,
-        phase_initializer=tf.compat.v1.random_uniform_initializer(0.0, FLAGS.phase_init_max)),
-    "LSTMCell": lambda leak: rnn_cell.LSTMCell(FLAGS.num_units, use_peepholes=FLAGS.peepholes),
+        phase_initializer=tf.compat.v1.random_uniform_initializer(0.0, FLAGS.phase_init_max),
+        gate_gradient_clip=FLAGS.gate_gradient_clip),
+    "LSTMCell": lambda leak: GateClippedLSTMCell(
+        FLAGS.num_units, FLAGS.gate_gradient_clip, use_peepholes=FLAGS.peepholes,
+        forget_bias=1.0 if FLAGS.gate_biases == "tf" else 0.0),
 }
+# --gate_biases authors: the authors' input gate bias (their forget, output and cell biases
+# start at 0).
+AUTHORS_INPUT_GATE_BIAS = -0.1
+# Lasagne's leaky_rectify, the authors' head: max(x, 0.01 x).
+AUTHORS_HEAD_LEAKINESS = 0.01
 
 flags.DEFINE_enum("sampling", "standard", list(SAMPLINGS) + ["all"], "How the sine waves are "
                   "sampled: standard (every 1 ms), high_res (every 0.1 ms), async (at random "
@@ -126,6 +136,26 @@ flags.DEFINE_float("learning_rate", 1e-3, "Adam's learning rate, > 0.")
 flags.DEFINE_float("clip_norm", 0.0, "If > 0, scale each batch's gradients down to this global "
                    "norm at most before Adam's step (tf.clip_by_global_norm); 0: no clipping, "
                    "as the paper.", lower_bound=0.0)
+flags.DEFINE_float("gate_gradient_clip", 0.0, "Both models: if > 0, clip the gradient of the "
+                   "gates' pre-activations element-wise to [-v, v] inside every step, as the "
+                   "authors' code (its --grad_clip, 10); 0: no clipping.", lower_bound=0.0)
+flags.DEFINE_enum("gate_biases", "tf", ["tf", "authors"], "Both models' initial gate biases. "
+                  "tf: TensorFlow's cells (all 0, and LSTMCell adds a forget bias of 1.0); "
+                  "authors: input gate -0.1, the others 0, no forget bias added.")
+flags.DEFINE_enum("head", "linear", ["linear", "leaky_relu"], "The output layer before the "
+                  "softmax: linear, or 2 units with a leaky rectifier (slope 0.01), as the "
+                  "authors' code.")
+# One flag for a whole published configuration; flags given on the command line still win.
+PRESETS = {
+    # The authors' public code (dannyneil/public_plstm, freq_task.py): per-step gate-gradient
+    # clipping at 10, their gate biases and head, validation on 500 sequences.
+    "authors": dict(gate_gradient_clip=10.0, gate_biases="authors", head="leaky_relu",
+                    val_size=500, log_dir="runs_freq_authors/"),
+}
+flags.DEFINE_enum("preset", None, list(PRESETS), "authors: train as the paper's authors' code "
+                  "does: --gate_gradient_clip 10, --gate_biases authors, --head leaky_relu, "
+                  "--val_size 500, --log_dir runs_freq_authors/; flags given explicitly "
+                  "override it.")
 flags.DEFINE_bool("quick", False, "A shorter run: --epochs " + ", ".join(
     f"{s} {e}" for s, e in QUICK["epochs"].items()) + f" and --val_size {QUICK['val_size']} "
     "unless given; nothing else changes. 6 to 15 minutes per model, sampling and seed on a "
@@ -165,7 +195,7 @@ flags.DEFINE_float("leak", 0.001, "PhasedLSTMCell: slope alpha of the closed tim
 # First: absl runs validators in order, and the bounds below would let inf through.
 training.require_finite_flags(["learning_rate", "checkpoint_every_secs", "ratio_on",
                                "period_init_min", "period_init_max", "phase_init_max", "leak",
-                               "clip_norm"])
+                               "clip_norm", "gate_gradient_clip"])
 flags.register_validator("learning_rate", lambda v: v > 0, "--learning_rate must be > 0.")
 flags.register_validator("ratio_on", lambda v: 0 < v <= 1, "--ratio_on must be in (0, 1].")
 flags.register_validator("period_init_min", lambda v: v > 0, "--period_init_min must be > 0.")
@@ -182,15 +212,38 @@ flags.register_multi_flags_validator(
 RESUME_MUST_MATCH = ("sampling", "model", "seed", "num_units", "peepholes", "ratio_on",
                      "trainable_ratio_on", "period_init_min", "period_init_max",
                      "phase_init_max", "leak", "learning_rate", "clip_norm", "batch_size",
-                     "batches_per_epoch")
+                     "batches_per_epoch", "gate_gradient_clip", "gate_biases", "head")
 # Flags added after checkpoints began to record their settings: the value that a checkpoint
 # without them trained with (the time gate's mod had its exact derivative until --mod_gradient).
-RESUME_UNRECORDED = {"clip_norm": 0.0, "mod_gradient": "exact"}
+RESUME_UNRECORDED = {"clip_norm": 0.0, "mod_gradient": "exact", "gate_gradient_clip": 0.0,
+                     "gate_biases": "tf", "head": "linear"}
 
 
 def resume_must_match(model):
     """RESUME_MUST_MATCH, and --mod_gradient for the Phased LSTM (the LSTM has no time gate)."""
     return RESUME_MUST_MATCH + (("mod_gradient",) if model == "PhasedLSTMCell" else ())
+
+
+def apply_preset():
+    """Sets the flags of --preset that the command line did not give."""
+    for name, value in PRESETS.get(FLAGS.preset, {}).items():
+        if not FLAGS[name].present:
+            FLAGS[name].value = value
+
+
+def authors_gate_biases(getter, name, *args, **kwargs):
+    """A variable_scope custom getter that starts the gates' biases as the authors' code: the
+    input gate's at AUTHORS_INPUT_GATE_BIAS, the rest at 0 (the cells' own default)."""
+    shape = kwargs.get("shape", args[0] if args else None)
+    if name.endswith("/mask_gates/bias"):  # PhasedLSTMCell: [input, forget]
+        n = shape[0] // 2
+        kwargs["initializer"] = tf.compat.v1.constant_initializer(
+            [AUTHORS_INPUT_GATE_BIAS] * n + [0.0] * n)
+    elif name.endswith("/lstm_cell/bias"):  # LSTMCell: [input, new input, forget, output]
+        n = shape[0] // 4
+        kwargs["initializer"] = tf.compat.v1.constant_initializer(
+            [AUTHORS_INPUT_GATE_BIAS] * n + [0.0] * (3 * n))
+    return getter(name, *args, **kwargs)
 
 
 def run_config(sampling):
@@ -295,8 +348,13 @@ class Model:
         self.leak = tf.compat.v1.placeholder_with_default(FLAGS.leak, [], name="leak")
 
         cell = MODELS[model_name](self.leak)
-        last = last_output(cell, self.times, self.values, self.lengths)
+        getter = authors_gate_biases if FLAGS.gate_biases == "authors" else None
+        with tf.compat.v1.variable_scope(tf.compat.v1.get_variable_scope(),
+                                         custom_getter=getter):
+            last = last_output(cell, self.times, self.values, self.lengths)
         logits = tf.compat.v1.layers.dense(last, NUM_CLASSES, name="logits")
+        if FLAGS.head == "leaky_relu":
+            logits = tf.nn.leaky_relu(logits, alpha=AUTHORS_HEAD_LEAKINESS)
         self.loss = tf.reduce_mean(tf.compat.v1.nn.sparse_softmax_cross_entropy_with_logits(
             labels=self.labels, logits=logits))
         correct = tf.equal(tf.argmax(logits, axis=1), self.labels)
@@ -589,6 +647,7 @@ def main(argv):
     # The TF 1.x API is this script's choice; its deprecation notices are noise here.
     tf.get_logger().setLevel("ERROR")
     warnings.filterwarnings("ignore", message=r"`tf\.\S+` is deprecated", category=UserWarning)
+    apply_preset()
     try:
         log_dir = training.check_writable_dir(FLAGS.log_dir)
         if FLAGS.plot_only:
