@@ -2,8 +2,10 @@
 
 Reproduces the first experiment of Neil, Pfeiffer and Liu, "Phased LSTM" (NIPS 2016, Fig. 3):
 tell sine waves whose period lies in [5, 6] ms from others, sampled every 1 ms (`standard`),
-every 0.1 ms (`high_res`, up to 1,250 steps) or at irregular times (`async`). The data are
-drawn afresh for every batch (experiments/frequency_data.py has the details). The Phased LSTM
+every 0.1 ms (`high_res`, up to 1,250 steps) or at irregular times (`async`). `--sampling
+two_sines` runs the paper's second task (Fig. 4a): the sum of two sines at 100 to 999 irregular
+times, class 1 when their periods lie in [5, 6] and [13, 15] ms. The data are drawn afresh for
+every batch (experiments/frequency_data.py has the details). The Phased LSTM
 gets the amplitude as its input and the time in ms as its timestamp; the LSTM gets
 [amplitude, time] as two input features. Sequences are padded; padded steps change nothing
 (sequence_length).
@@ -17,6 +19,10 @@ batch 32, 157 batches per epoch, 70 epochs, 5 seeds, accuracy on fresh validatio
     python freq_phased_lstm.py --sampling all -m LSTMCell --seeds 5
     python freq_phased_lstm.py --quick --sampling async -m PhasedLSTMCell --seeds 1
     python freq_phased_lstm.py --plot_only
+    python freq_phased_lstm.py --preset authors --sampling high_res -m PhasedLSTMCell --seeds 3
+
+--preset authors trains as the authors' public code does (per-step gate-gradient clipping,
+their gate biases and head; see the flags' help) in its own folder, runs_freq_authors/.
 
 --quick changes only --epochs (per sampling: standard 60, high_res 5, async 60) and --val_size
 (500), each unless given on the command line: 6 to 15 minutes for one model, one sampling and
@@ -54,8 +60,10 @@ from phased_lstm import fused_rnn
 from phased_lstm.fast_rnn import describe_path, phased_lstm_rnn
 
 SAMPLINGS = frequency_data.SAMPLINGS
+# The three samplings of the first task, and the second task (two sines, asynchronous).
+CONDITIONS = frequency_data.CONDITIONS
 SAMPLING_TITLES = {"standard": "standard (1 ms)", "high_res": "high resolution (0.1 ms)",
-                   "async": "asynchronous"}
+                   "async": "asynchronous", "two_sines": "two sines (Fig. 4a), asynchronous"}
 MODEL_TITLES = {"PhasedLSTMCell": "Phased LSTM", "LSTMCell": "LSTM"}
 NUM_CLASSES = 2
 PLOT_NAME = "frequency_curves.png"
@@ -73,7 +81,8 @@ PAPER = {
     ("async", "PhasedLSTMCell"): (98.28, 0.15), ("async", "LSTMCell"): (63.20, 13.54),
 }
 # --quick: values of these flags unless given on the command line; epochs per sampling.
-QUICK = {"epochs": {"standard": 60, "high_res": 5, "async": 60}, "val_size": 500}
+QUICK = {"epochs": {"standard": 60, "high_res": 5, "async": 60, "two_sines": 5},
+         "val_size": 500}
 QUICK_NOTE = """\
 --quick's epochs were chosen on the project's first, slower machine, when the fused kernel did
 not run peepholes yet: 60 epochs of standard or async and 5 of high_res took about 15 minutes
@@ -113,7 +122,7 @@ AUTHORS_INPUT_GATE_BIAS = -0.1
 # Lasagne's leaky_rectify, the authors' head: max(x, 0.01 x).
 AUTHORS_HEAD_LEAKINESS = 0.01
 
-flags.DEFINE_enum("sampling", "standard", list(SAMPLINGS) + ["all"], "How the sine waves are "
+flags.DEFINE_enum("sampling", "standard", list(CONDITIONS) + ["all"], "How the sine waves are "
                   "sampled: standard (every 1 ms), high_res (every 0.1 ms), async (at random "
                   "times); all: the three in turn.")
 flags.DEFINE_enum("model", "PhasedLSTMCell", list(MODELS), "The recurrent cell.", short_name="m")
@@ -334,6 +343,7 @@ class Model:
       lengths: placeholder int32 [batch].
       labels: placeholder int64 [batch].
       leak: the Phased LSTM's leak, float32 [] with default --leak; fed 0 to validate.
+      cell: the recurrent cell (a PhasedLSTMCell or a GateClippedLSTMCell).
       loss: mean cross-entropy, [].
       accuracy: fraction of correct predictions, [].
       global_step: int64 [], the number of training batches taken; saved in checkpoints.
@@ -347,7 +357,7 @@ class Model:
         self.labels = tf.compat.v1.placeholder(tf.int64, [None], name="labels")
         self.leak = tf.compat.v1.placeholder_with_default(FLAGS.leak, [], name="leak")
 
-        cell = MODELS[model_name](self.leak)
+        self.cell = cell = MODELS[model_name](self.leak)
         getter = authors_gate_biases if FLAGS.gate_biases == "authors" else None
         with tf.compat.v1.variable_scope(tf.compat.v1.get_variable_scope(),
                                          custom_getter=getter):
@@ -410,7 +420,7 @@ def read_validations(log_dir):
       with at least one validation, seeds in order.
     """
     curves = {}
-    for sampling in SAMPLINGS:
+    for sampling in CONDITIONS:
         for model in MODELS:
             pattern = os.path.join(glob.escape(log_dir), sampling, model, "seed*",
                                    training.LOG_NAME)
@@ -439,15 +449,20 @@ def results_table(curves):
         "validation), mean ± sample std over seeds (ddof=1; 0 for one seed), beside the "
         "paper's (Neil et al. 2016, Fig. 3: after 70 epochs, 5 seeds). Epochs: the last epoch "
         "validated, as a range when the seeds differ. Chance: "
-        f"{100 * frequency_data.chance_accuracy():.2f}% (always answering class 1).",
+        f"{100 * frequency_data.chance_accuracy():.2f}% (always answering class 1; two sines: "
+        f"{100 * frequency_data.chance_accuracy('two_sines'):.2f}%). The paper gives no table "
+        "for the two sines, only curves (Fig. 4a).",
         "",
         "| sampling | model | ours, % | epochs | seeds | paper, % |",
         "|---|---|---|---|---|---|",
     ]
-    for sampling in SAMPLINGS:
+    for sampling in CONDITIONS:
         for model in MODELS:
-            paper = "{:.2f} ± {:.2f}".format(*PAPER[(sampling, model)])
             runs = curves.get((sampling, model))
+            if sampling not in SAMPLINGS and not runs:
+                continue
+            paper = ("{:.2f} ± {:.2f}".format(*PAPER[(sampling, model)])
+                     if (sampling, model) in PAPER else "no table")
             if runs:
                 mean, std, _ = over_seeds.mean_std(
                     [100 * float(accuracy[-1]) for _, accuracy in runs.values()])
@@ -469,12 +484,12 @@ def plot_summary(log_dir, curves):
     from matplotlib.ticker import MaxNLocator
 
     # A panel per sampling that has runs (plot() only draws when one has).
-    samplings = [s for s in SAMPLINGS if any(curves.get((s, m)) for m in MODELS)]
+    samplings = [s for s in CONDITIONS if any(curves.get((s, m)) for m in MODELS)]
     figure = Figure(figsize=(5 * len(samplings), 6.2), layout="constrained")
     FigureCanvasAgg(figure)
     panels = np.atleast_1d(figure.subplots(1, len(samplings), sharey=True))
-    chance = frequency_data.chance_accuracy()
     for axes, sampling in zip(panels, samplings):
+        chance = frequency_data.chance_accuracy(sampling)
         for i, model in enumerate(MODELS):
             color = f"C{i}"
             runs = curves.get((sampling, model), {})
@@ -491,6 +506,8 @@ def plot_summary(log_dir, curves):
                           else None, ms=3, label=f"{MODEL_TITLES[model]}: mean ± std of "
                           f"{len(runs)} seed(s), last {final:.1%}")
                 axes.fill_between(all_epochs, mean - std, mean + std, color=color, alpha=0.2)
+            if (sampling, model) not in PAPER:
+                continue
             paper_mean = PAPER[(sampling, model)][0] / 100
             axes.axhline(paper_mean, color=color, lw=1, ls="--",
                          label=f"{MODEL_TITLES[model]}, paper (70 epochs): {paper_mean:.1%}")
@@ -503,8 +520,10 @@ def plot_summary(log_dir, curves):
         axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize="small",
                     frameon=False)
     panels[0].set_ylabel("validation accuracy (fresh data, leak 0)")
-    figure.suptitle("Frequency discrimination: is the sine's period in [5, 6] ms?\n"
-                    "(band: ± std over seeds; faint: one seed each)")
+    second = (" Two sines: are their periods in [5, 6] and [13, 15] ms?"
+              if frequency_data.TWO_SINES in samplings else "")
+    figure.suptitle("Frequency discrimination: is the sine's period in [5, 6] ms?"
+                    f"{second}\n(band: ± std over seeds; faint: one seed each)")
     path = os.path.join(log_dir, PLOT_NAME)
     training.write_atomically(path, lambda f: figure.savefig(f, format="png", dpi=110),
                                mode="wb")
@@ -520,7 +539,7 @@ def plot(log_dir):
     Raises:
       training.RunError: log_dir holds no run with a validation.
     """
-    for sampling in SAMPLINGS:
+    for sampling in CONDITIONS:
         for model in MODELS:
             folder = os.path.join(log_dir, sampling, model)
             logs = [p for p in training.find_logs(folder).values() if _seed_number(p) is not None]
@@ -529,7 +548,7 @@ def plot(log_dir):
                     folder, os.path.join(folder, RUN_PLOT_NAME),
                     f"Frequency discrimination, {SAMPLING_TITLES[sampling]}: "
                     f"{MODEL_TITLES[model]}, each seed (test = validation on fresh data)",
-                    chance=frequency_data.chance_accuracy())
+                    chance=frequency_data.chance_accuracy(sampling))
     curves = read_validations(log_dir)
     if not curves:
         wanted = os.path.join(log_dir, "<sampling>", "<model>", "seed<k>", training.LOG_NAME)

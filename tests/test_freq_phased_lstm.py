@@ -364,8 +364,8 @@ def test_help_documents_quick_and_the_choices():
     proc = run_script("--helpshort")  # absl exits with status 1 after the help
     help_text = " ".join(proc.stdout.split())  # absl wraps the lines
     for text in ("--quick", "standard 60, high_res 5, async 60", "--val_size 500",
-                 "<standard|high_res|async|all>", "<PhasedLSTMCell|LSTMCell>", "--seeds",
-                 "--plot_only", "runs_freq/"):
+                 "<standard|high_res|async|two_sines|all>", "<PhasedLSTMCell|LSTMCell>",
+                 "--seeds", "--plot_only", "runs_freq/", "--preset", "runs_freq_authors/"):
         assert text in help_text, text
 
 
@@ -407,6 +407,87 @@ def test_plot_only_tabulates_the_logs(tmp_path):
     assert width == 2 * 5 * 110  # a panel (5 inches at 110 dpi) for standard and for async
 
 
+def test_plot_only_adds_the_two_sines_row_and_panel(tmp_path):
+    log_dir = str(tmp_path)
+    fake_run(log_dir, "two_sines", "PhasedLSTMCell", 0, [0.6, 0.9])
+    fake_run(log_dir, "two_sines", "PhasedLSTMCell", 1, [0.7, 0.8])
+    fake_run(log_dir, "standard", "LSTMCell", 0, [0.9])
+    check_ok(run_script("--plot_only", f"--log_dir={log_dir}"))
+    table = read_text(os.path.join(log_dir, "results.md"))
+    assert ("| two sines (Fig. 4a), asynchronous | Phased LSTM | 85.00 ± 7.07 | 2 | 2 | "
+            "no table |") in table
+    assert "two sines (Fig. 4a), asynchronous | LSTM" not in table  # not run: no row
+    assert "| high resolution (0.1 ms) | LSTM | not run |" in table  # the first task's rows stay
+    with open(os.path.join(log_dir, "frequency_curves.png"), "rb") as f:
+        width = int.from_bytes(f.read(24)[16:20], "big")
+    assert width == 2 * 5 * 110  # standard and two sines
+
+
+# Builds each model's training graph with the flags given; prints what the preset changes.
+PRESET_MODEL = """
+import json
+import sys
+from absl import flags
+import freq_phased_lstm as script
+from phased_lstm import tf
+flags.FLAGS(["freq_phased_lstm.py", "--num_units=3"] + sys.argv[1:])
+script.apply_preset()
+out = {"flags": {name: script.FLAGS[name].value for name in
+                 ("gate_gradient_clip", "gate_biases", "head", "val_size", "log_dir")}}
+for name in script.MODELS:
+    with tf.Graph().as_default():
+        model = script.Model(name)
+        ops = tf.compat.v1.get_default_graph().get_operations()
+        fused = [op.get_attr("gate_gradient_clip") for op in ops
+                 if op.type == "PhasedLSTMSequence"]
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            biases = {v.op.name: sess.run(v).tolist() for v in tf.compat.v1.trainable_variables()
+                      if v.op.name.endswith("bias") and not v.op.name.startswith("logits")}
+    out[name] = {"biases": biases, "fused_clip": fused, "clip": model.cell.gate_gradient_clip,
+                 "leaky_relu": any(op.type == "LeakyRelu" for op in ops),
+                 "forget_bias": getattr(model.cell, "_forget_bias", None)}
+print(json.dumps(out))
+"""
+
+
+def preset_model(*args):
+    proc = subprocess.run([sys.executable, "-c", PRESET_MODEL, *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+    check_ok(proc)
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def test_preset_authors_sets_clipping_biases_and_head_unless_given():
+    default = preset_model()
+    assert default["flags"] == {"gate_gradient_clip": 0.0, "gate_biases": "tf",
+                                "head": "linear", "val_size": 2000, "log_dir": "runs_freq/"}
+    assert default["PhasedLSTMCell"] == {
+        "biases": {f"rnn/phased_lstm_cell/{gate}/bias": [0.0] * n
+                   for gate, n in (("mask_gates", 6), ("new_input", 3), ("output_gate", 3))},
+        "fused_clip": [0.0], "clip": None, "leaky_relu": False, "forget_bias": None}
+    assert default["LSTMCell"] == {"biases": {"rnn/lstm_cell/bias": [0.0] * 12},
+                                   "fused_clip": [], "clip": None, "leaky_relu": False,
+                                   "forget_bias": 1.0}  # TensorFlow's LSTMCell adds 1
+
+    authors = preset_model("--preset=authors")
+    assert authors["flags"] == {"gate_gradient_clip": 10.0, "gate_biases": "authors",
+                                "head": "leaky_relu", "val_size": 500,
+                                "log_dir": "runs_freq_authors/"}
+    plstm, lstm = authors["PhasedLSTMCell"], authors["LSTMCell"]
+    assert plstm["biases"]["rnn/phased_lstm_cell/mask_gates/bias"] == pytest.approx(
+        [-0.1] * 3 + [0.0] * 3)  # input gate, forget gate
+    assert plstm["biases"]["rnn/phased_lstm_cell/output_gate/bias"] == [0.0] * 3
+    assert plstm["fused_clip"] == [10.0] and plstm["clip"] == 10.0 and plstm["leaky_relu"]
+    assert lstm["biases"]["rnn/lstm_cell/bias"] == pytest.approx([-0.1] * 3 + [0.0] * 9)
+    assert lstm["clip"] == 10.0 and lstm["leaky_relu"] and lstm["forget_bias"] == 0.0
+
+    overridden = preset_model("--preset=authors", "--gate_gradient_clip=0", "--head=linear")
+    assert overridden["flags"]["gate_biases"] == "authors"
+    assert overridden["PhasedLSTMCell"]["fused_clip"] == [0.0]
+    assert overridden["LSTMCell"]["clip"] is None and not overridden["LSTMCell"]["leaky_relu"]
+
+
 def test_plot_only_without_logs(tmp_path):
     proc = run_script("--plot_only", f"--log_dir={tmp_path}")
     assert proc.returncode == 1 and "error: nothing to plot" in proc.stderr
@@ -414,7 +495,10 @@ def test_plot_only_without_logs(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--sampling=sometimes"], "value should be one of <standard|high_res|async|all>"),
+    (["--sampling=sometimes"],
+     "value should be one of <standard|high_res|async|two_sines|all>"),
+    (["--gate_gradient_clip=inf"], "--gate_gradient_clip must be a finite number"),
+    (["--gate_gradient_clip=-1"], "--gate_gradient_clip=-1: -1.0 is not a non-negative"),
     (["-m", "GRUCell"], "value should be one of <PhasedLSTMCell|LSTMCell>"),
     (["--seeds=0"], "--seeds=0: 0 is not a positive integer"),
     (["--fresh", "--plot_only"], "pass one of them"),

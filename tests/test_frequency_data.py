@@ -168,3 +168,40 @@ def test_bad_arguments(args, error):
     with pytest.raises(ValueError, match=error):
         fd.make_batch(np.random.default_rng(0), size, sampling)
 
+
+
+def test_two_sines_follow_the_second_tasks_definition():
+    b = batch(fd.TWO_SINES, size=4000, seed=5)
+    steps = b["values"].shape[1]
+    assert b["values"].shape == b["times"].shape == (4000, steps, 1) and steps == b["lengths"].max()
+    assert b["periods"].shape == b["phases"].shape == (4000, 2)
+    assert b["lengths"].min() >= 100 and b["lengths"].max() <= 999 == fd.max_steps(fd.TWO_SINES)
+    # The first half draws both periods in their bands; the rest each log-uniform on [1, 100].
+    first, second = b["periods"][:2000].T
+    assert first.min() >= 5 and first.max() <= 6 and second.min() >= 13 and second.max() <= 15
+    assert b["periods"][2000:].min() >= 1 and b["periods"][2000:].max() <= 100
+    in_bands = ((b["periods"][:, 0] >= 5) & (b["periods"][:, 0] <= 6)
+                & (b["periods"][:, 1] >= 13) & (b["periods"][:, 1] <= 15))
+    np.testing.assert_array_equal(b["labels"], in_bands)
+    assert fd.chance_accuracy(fd.TWO_SINES) == pytest.approx(
+        0.5 + 0.5 * math.log(1.2) * math.log(15 / 13) / math.log(100) ** 2)
+    # Windows inside [0, 100] ms of 1 to 100 ms; sorted times inside them; the signal is the
+    # sum of both sines; zeros past each length.
+    assert b["durations"].min() >= 1 and b["durations"].max() <= 100
+    assert (b["starts"] >= 0).all() and (b["starts"] + b["durations"] <= 100).all()
+    for i in range(0, 4000, 397):
+        n = b["lengths"][i]
+        t = b["times"][i, :n, 0].astype(np.float64)
+        assert (np.diff(t) >= 0).all()
+        assert t[0] >= b["starts"][i] - TIME_ATOL
+        assert t[-1] <= b["starts"][i] + b["durations"][i] + TIME_ATOL
+        want = sum(np.sin(2 * np.pi * t / b["periods"][i, k] - b["phases"][i, k]) for k in (0, 1))
+        np.testing.assert_allclose(b["values"][i, :n, 0], want, atol=1e-3)
+        assert not b["values"][i, n:].any() and not b["times"][i, n:].any()
+
+
+def test_unknown_sampling_is_refused_everywhere():
+    for function in (lambda s: batch(s, size=2), fd.max_steps, fd.chance_accuracy):
+        with pytest.raises(ValueError, match="sampling must be one of standard, high_res, "
+                                             "async, two_sines; got 'hi_res'"):
+            function("hi_res")
