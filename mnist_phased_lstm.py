@@ -28,7 +28,7 @@ from phased_lstm import PhasedGRUCell, PhasedLSTMCell, PhasedRNNCell, rnn_cell, 
 from experiments import loop, mnist_data, training
 from phased_lstm import fused_rnn
 from phased_lstm.event_rnn import event_driven_phased_lstm
-from phased_lstm.fast_rnn import describe_path, phased_lstm_rnn
+from phased_lstm.fast_rnn import describe_path, phased_gru_rnn, phased_lstm_rnn
 
 NUM_PIXELS = 28 * 28
 NUM_CLASSES = 10
@@ -211,10 +211,11 @@ def run_rnn(cell, time, pixels):
     Returns:
       outputs, float32 [batch, 784, cell.output_size].
     """
-    if isinstance(cell, PhasedLSTMCell):
-        # The whole-sequence path: same variables and results as dynamic_rnn, faster, and
-        # fastest with the fused kernel (benchmarks/train_step.py).
-        outputs, _ = phased_lstm_rnn(cell, time, pixels)
+    if isinstance(cell, (PhasedLSTMCell, PhasedGRUCell)):
+        # The whole-sequence paths: same variables and results as dynamic_rnn, faster, and
+        # fastest with the fused kernels (benchmarks/train_step.py).
+        sequence = phased_lstm_rnn if isinstance(cell, PhasedLSTMCell) else phased_gru_rnn
+        outputs, _ = sequence(cell, time, pixels)
         logging.info("%s.", describe_path(cell))
     elif isinstance(cell, PhasedRNNCell):
         # dynamic_rnn wants every input at full batch size.
@@ -387,5 +388,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    __doc__ += f"\nPhasedLSTMCell's recurrence here: {fused_rnn.cached_description()}.\n"
+    __doc__ += (f"\nPhasedLSTMCell's recurrence here: {fused_rnn.cached_description()}."
+                f"\nPhasedGRUCell's recurrence here: {fused_rnn.GRU.cached_description()}.\n")
     app.run(main)

@@ -23,6 +23,13 @@ deterministic, and an upper bound of the step's peak tensor memory.
 
     python -m benchmarks.train_step --scaling            # the models at other units and lengths
 
+The Phased GRU's rows (`PhasedGRUCell`: under dynamic_rnn, and phased_gru_rnn's TF loop and
+fused kernel) time the same step with PhasedGRUCell as the recurrent layer, e.g. its fused
+kernel beside BasicLSTMCell:
+
+    python -m benchmarks.train_step --keras3_backends "" \\
+        --models "BasicLSTMCell (dynamic_rnn),PhasedGRUCell (phased_gru_rnn: fused kernel)"
+
 `--peepholes` gives PhasedLSTMCell and LSTMCell their peepholes (the TF 1.x cell's full
 matrices; the frequency task's setting), e.g. the fused kernel against the TF loop at that task's
 size (110 units, batch 32, 122 to 1,216 steps), in one process:
@@ -74,8 +81,8 @@ import time as clock
 import numpy as np
 from absl import app, flags
 
-from phased_lstm import PhasedLSTMCell, fused_rnn, op_library, rnn_cell, tf
-from phased_lstm.fast_rnn import phased_lstm_rnn
+from phased_lstm import PhasedGRUCell, PhasedLSTMCell, fused_rnn, op_library, rnn_cell, tf
+from phased_lstm.fast_rnn import phased_gru_rnn, phased_lstm_rnn
 
 # Subprocesses run the benchmarks as modules from the repository's root, as the user does.
 REPOSITORY_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -136,7 +143,21 @@ def _fast_phased(fused):
     return build
 
 
+def _gru_cell():
+    return PhasedGRUCell(FLAGS.num_units)
+
+
+def _fast_gru(fused):
+    def build(time, pixels):
+        outputs, _ = phased_gru_rnn(_gru_cell(), time, pixels, fused=fused)
+        return outputs[:, -1]
+    return build
+
+
 FUSED = "PhasedLSTMCell (phased_lstm_rnn: fused kernel)"
+GRU_FUSED = "PhasedGRUCell (phased_gru_rnn: fused kernel)"
+# Each fused row: the library whose kernel it runs.
+FUSED_ROWS = {FUSED: fused_rnn.LSTM, GRU_FUSED: fused_rnn.GRU}
 
 # name: builds the last output [batch, units] from time [1, length, 1] and pixels.
 MODELS = {
@@ -148,9 +169,13 @@ MODELS = {
     "PhasedLSTMCell (dynamic_rnn)": _dynamic(_phased_cell, True),
     "PhasedLSTMCell (phased_lstm_rnn: TF loop)": _fast_phased(False),
     FUSED: _fast_phased(True),
+    "PhasedGRUCell (dynamic_rnn)": _dynamic(_gru_cell, True),
+    "PhasedGRUCell (phased_gru_rnn: TF loop)": _fast_gru(False),
+    GRU_FUSED: _fast_gru(True),
 }
 BASELINE = "BasicLSTMCell (dynamic_rnn)"
-SCALING_MODELS = [BASELINE, "Keras LSTM layer", "PhasedLSTMCell (phased_lstm_rnn: TF loop)", FUSED]
+SCALING_MODELS = [BASELINE, "Keras LSTM layer", "PhasedLSTMCell (phased_lstm_rnn: TF loop)", FUSED,
+                  GRU_FUSED]
 
 
 def build_training_step(name):
@@ -268,26 +293,29 @@ def keras3_rows(backend):
 
 
 def _check_models(names):
-    """Refuses unknown models; returns names less the fused row where the kernel cannot run,
-    saying why (never silently the slower path under the fused row's name)."""
+    """Refuses unknown models; returns names less the fused rows whose kernel cannot run,
+    saying why (never silently the slower path under a fused row's name)."""
     unknown = [name for name in names if name not in MODELS]
     if unknown:
         raise app.UsageError(f"unknown models {unknown}; choose from {list(MODELS)}")
-    if FUSED in names and not fused_rnn.fused_kernel_available():
-        why = (f"{fused_rnn.FUSED_ENV}=0 turns the fused kernel off" if fused_rnn.disabled()
-               else fused_rnn.unavailable_message(fused_rnn.load_failure()))
-        print(f"No row '{FUSED}': {why}", flush=True)
-        return [name for name in names if name != FUSED]
+    for row, library in FUSED_ROWS.items():
+        if row in names and not library.available():
+            why = (f"{fused_rnn.FUSED_ENV}=0 turns the fused kernel off" if fused_rnn.disabled()
+                   else library.unavailable_message(library.failure()))
+            print(f"No row '{row}': {why}", flush=True)
+            names = [name for name in names if name != row]
     return names
 
 
 def _machine():
     """The machine, for every table's heading: numbers hold only on the machine that gave them."""
+    def build(library):
+        if library.available():
+            return f"{library.loaded_build().rung.name} build"
+        return f"off ({fused_rnn.FUSED_ENV}=0)" if fused_rnn.disabled() else "not available"
+
     return (f"{op_library.cpu_name()}, {os.cpu_count()} CPU cores, TensorFlow {tf.__version__}"
-            + (f", fused kernel: {fused_rnn.loaded_build().rung.name} build"
-               if fused_rnn.fused_kernel_available() else
-               f", fused kernel: off ({fused_rnn.FUSED_ENV}=0)" if fused_rnn.disabled()
-               else ", fused kernel: not available"))
+            f", fused kernel: {build(fused_rnn.LSTM)}, fused GRU kernel: {build(fused_rnn.GRU)}")
 
 
 def time_steps(steps):

@@ -1,14 +1,15 @@
-"""Builds the fused kernel again and says which path phased_lstm_rnn runs, and why.
+"""Builds the fused kernels again and says which path phased_lstm_rnn and phased_gru_rnn run.
 
     python -m phased_lstm.build            # forget cached builds and failures, build again
     python -m phased_lstm.build --status   # only say what the cache holds; build nothing
 
-The kernel is built on first use anyway (`phased_lstm.op_library`); a build that failed is
-remembered so that later processes do not call the compiler again. Run this after fixing the
-cause (installing a compiler, setting PHASED_LSTM_CXX), or to see what each build attempt gave.
-Exits 0 when the fused kernel is available, 1 when phased_lstm_rnn falls back to TensorFlow;
-with --status, 1 when every build failed before or PHASED_LSTM_FUSED=0, else 0 (built, or to
-be built on first use).
+The kernels (the Phased LSTM's and the Phased GRU's, each its own library) are built on first
+use anyway (`phased_lstm.op_library`); a build that failed is remembered so that later processes
+do not call the compiler again. Run this after fixing the cause (installing a compiler, setting
+PHASED_LSTM_CXX), or to see what each build attempt gave. Exits 0 when both fused kernels are
+available, 1 when either sequence function falls back to TensorFlow; with --status, 1 when every
+build of either kernel failed before or PHASED_LSTM_FUSED=0, else 0 (built, or to be built on
+first use).
 """
 
 import sys
@@ -42,28 +43,33 @@ def main(argv):
         f"{rung.name} ({' '.join(rung.arch_flags) or 'no -march'})"
         for rung in op_library.build_ladder()))
     if FLAGS.status:
-        for rung, failure in op_library.remembered_failures(fused_rnn.SOURCE):
-            print(f"  {rung.name}: failed before: {failure.get('reason')} "
-                  f"(log: {failure.get('log')})")
-        print("phased_lstm_rnn runs " + fused_rnn.cached_description())
-        failed = op_library.cached_status(fused_rnn.SOURCE)[0] == "failed"
+        failed = False
+        for library in fused_rnn.LIBRARIES:
+            for rung, failure in op_library.remembered_failures(library.source):
+                print(f"  {rung.name}: failed before: {failure.get('reason')} "
+                      f"(log: {failure.get('log')})")
+            print(f"{library.function} runs " + library.cached_description())
+            failed |= op_library.cached_status(library.source)[0] == "failed"
         return 1 if failed or fused_rnn.disabled() else 0
-    print(f"building {fused_rnn.SOURCE} again:")
-    loaded, failure = fused_rnn.rebuild()
-    for attempt in (loaded or failure).attempts:
-        _print_attempt(attempt)
-    if loaded is None:
-        print("phased_lstm_rnn runs its TensorFlow loop (slower): "
-              + fused_rnn.unavailable_message(failure))
-        return 1
-    if fused_rnn.disabled():
-        print(f"built, but {fused_rnn.FUSED_ENV}=0 turns the fused kernel off: phased_lstm_rnn "
-              "runs its TensorFlow loop")
-        return 1
-    print(f"phased_lstm_rnn runs the fused kernel ({loaded.rung.name} build) for float32 and "
-          "float64 cells whose recurrence runs on the CPU (on a GPU it runs its TensorFlow loop)")
-    return 0
-
+    status = 0
+    for library in fused_rnn.LIBRARIES:
+        print(f"building {library.source} again:")
+        loaded, failure = library.rebuild()
+        for attempt in (loaded or failure).attempts:
+            _print_attempt(attempt)
+        if loaded is None:
+            print(f"{library.function} runs its TensorFlow loop (slower): "
+                  + library.unavailable_message(failure))
+            status = 1
+        elif fused_rnn.disabled():
+            print(f"built, but {fused_rnn.FUSED_ENV}=0 turns the fused kernel off: "
+                  f"{library.function} runs its TensorFlow loop")
+            status = 1
+        else:
+            print(f"{library.function} runs the fused kernel ({loaded.rung.name} build) for "
+                  "float32 and float64 cells whose recurrence runs on the CPU (on a GPU it runs "
+                  "its TensorFlow loop)")
+    return status
 
 if __name__ == "__main__":
     app.run(lambda argv: sys.exit(main(argv)))

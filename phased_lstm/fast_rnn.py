@@ -19,12 +19,17 @@ Padding is folded into the gate: past an example's sequence_length its k is 0, w
 the state unchanged, exactly what dynamic_rnn's copy-through does.
 
 The function uses the cell's own variables, so one checkpoint serves both paths.
+
+`phased_gru_rnn` does the same for a PhasedGRUCell: the gate for all steps first, then its own
+fused kernel (`fused_rnn.GRU`) where it can run, else the cell's GRU step in a TensorFlow while
+loop, differentiated by autodiff (the reference path).
 """
 
 from phased_lstm import fused_rnn, op_library
 from phased_lstm.fused_rnn import fused_kernel_available
 from phased_lstm.gate_gradient import clip_gradient
 from phased_lstm.legacy_tf import rnn_cell, tf
+from phased_lstm.phased_gru_cell import PhasedGRUCell
 from phased_lstm.phased_lstm_cell import PhasedLSTMCell
 from phased_lstm.time_gate import check_time
 
@@ -93,19 +98,10 @@ def phased_lstm_rnn(cell, time, inputs, sequence_length=None, initial_state=None
         raise TypeError(f"phased_lstm_rnn runs a PhasedLSTMCell; got {type(cell).__name__}")
     time, inputs = check_sequence_inputs(time, inputs, cell.output_size)
     with tf.compat.v1.variable_scope(scope or "rnn"):
-        batch = tf.shape(inputs)[0]
-        cell.build_for(inputs.shape[-1], inputs.dtype)  # dynamic_rnn's variable names
-        dtype = cell.dtype
-        inputs = tf.cast(inputs, dtype)
-
-        steps = tf.shape(inputs)[1]
-        k = tf.transpose(cell.time_gate(time, dtype, leak), [1, 0, 2])  # [steps, batch or 1, n]
-        if sequence_length is not None:
-            live = tf.sequence_mask(sequence_length, steps, dtype=dtype)  # [batch, steps]
-            k = k * tf.transpose(live)[:, :, None]
+        inputs, k, live = _gated_sequence(cell, time, inputs, sequence_length, leak)
+        dtype, steps = cell.dtype, tf.shape(inputs)[0]
         if initial_state is None:
-            initial_state = cell.zero_state(batch, dtype)
-        inputs = tf.transpose(inputs, [1, 0, 2])
+            initial_state = cell.zero_state(tf.shape(inputs)[1], dtype)
         # k's device: where the recurrence is placed (or assigned, in graph mode).
         if _use_fused(dtype, fused, k.device):
             peepholes = cell.peephole_weights() if cell.use_peepholes else ()
@@ -117,37 +113,132 @@ def phased_lstm_rnn(cell, time, inputs, sequence_length=None, initial_state=None
                                   steps)
         else:
             h_seq, c, h = _sequence_without_peepholes(cell, inputs, k, initial_state)
-        outputs = tf.transpose(h_seq, [1, 0, 2])
-        # Static [batch, steps, units], as dynamic_rnn gives (inputs is time-major here).
-        outputs.set_shape([inputs.shape[1], inputs.shape[0], cell.output_size])
-        if sequence_length is not None:
-            outputs = outputs * live[:, :, None]
-        return outputs, rnn_cell.LSTMStateTuple(c, h)
+        return _batch_major_outputs(cell, h_seq, inputs, live), rnn_cell.LSTMStateTuple(c, h)
+
+
+def phased_gru_rnn(cell, time, inputs, sequence_length=None, initial_state=None, scope=None,
+                   fused=None, leak=None):
+    """Runs a PhasedGRUCell over sequences; the same results as `dynamic_rnn(cell, (time,
+    inputs))`.
+
+    The time gate is computed for all steps first, then the recurrence runs in the Phased GRU's
+    fused kernel (`fused_rnn.GRU`) where it can, else in a TensorFlow while loop over the cell's
+    GRU step (`PhasedGRUCell.gru_step`, differentiated by autodiff). Both use the cell's own
+    variables, so one checkpoint serves both paths and dynamic_rnn.
+
+    Args:
+      cell: a PhasedGRUCell. Built here if it is not yet, under the variable scope `scope`
+        (default "rnn", as dynamic_rnn), so that variable names match dynamic_rnn's.
+      time: timestamps [batch, steps, 1], or [1, steps, 1] shared by the whole batch; or
+        [batch or 1, steps, num_units], one per unit. float32, float64 for large timestamps, or
+        integers (taken as float64).
+      inputs: features [batch, steps, input_size].
+      sequence_length: optional int [batch]; steps past it leave the state unchanged and
+        output zeros.
+      initial_state: optional h [batch, num_units]; default zeros.
+      scope: variable scope for building the cell; default "rnn".
+      fused: whether the recurrence runs in the fused kernel: None (default) where it can
+        (float32 or float64, `fused_rnn.fused_gru_kernel_available()`, on the CPU); False never
+        (the TensorFlow loop); True always (an error where it cannot).
+      leak: the closed time gate's slope, a float or a scalar tensor; None: the cell's `leak`.
+
+    Returns:
+      (outputs [batch, steps, num_units], h [batch, num_units] at each example's last step).
+
+    Raises:
+      TypeError: if cell is not a PhasedGRUCell or time holds neither floats nor integers.
+      ValueError: if time or inputs do not have the shapes above, or fused is True where the
+        fused kernel cannot run.
+    """
+    if not isinstance(cell, PhasedGRUCell):
+        raise TypeError(f"phased_gru_rnn runs a PhasedGRUCell; got {type(cell).__name__}")
+    time, inputs = check_sequence_inputs(time, inputs, cell.output_size)
+    with tf.compat.v1.variable_scope(scope or "rnn"):
+        inputs, k, live = _gated_sequence(cell, time, inputs, sequence_length, leak)
+        dtype = cell.dtype
+        if initial_state is None:
+            initial_state = cell.zero_state(tf.shape(inputs)[1], dtype)
+        if _use_fused(dtype, fused, k.device, fused_rnn.GRU):
+            h_seq, h = fused_rnn.fused_gru_sequence(inputs, k, initial_state,
+                                                    *cell.packed_weights())
+        else:
+            h_seq, (h,) = _loop(_gru_step(cell), inputs, k, (initial_state,),
+                                tf.shape(inputs)[0])
+        return _batch_major_outputs(cell, h_seq, inputs, live), h
+
+
+def _gated_sequence(cell, time, inputs, sequence_length, leak):
+    """Builds the cell and computes its time gate for every step, padding folded in.
+
+    Args:
+      cell: a phased cell, built here (under the caller's variable scope) if it is not yet.
+      time, inputs: checked by `check_sequence_inputs`; inputs [batch, steps, input_size].
+      sequence_length: optional int [batch].
+      leak: the gate's leak, or None for the cell's.
+
+    Returns:
+      (inputs time-major [steps, batch, input_size] in the cell's dtype, k [steps, batch or 1,
+      units] with k = 0 past each example's length, live [batch, steps] or None without
+      sequence_length).
+    """
+    cell.build_for(inputs.shape[-1], inputs.dtype)  # dynamic_rnn's variable names
+    dtype = cell.dtype
+    inputs = tf.cast(inputs, dtype)
+    k = tf.transpose(cell.time_gate(time, dtype, leak), [1, 0, 2])  # [steps, batch or 1, n]
+    live = None
+    if sequence_length is not None:
+        live = tf.sequence_mask(sequence_length, tf.shape(inputs)[1], dtype=dtype)
+        k = k * tf.transpose(live)[:, :, None]
+    return tf.transpose(inputs, [1, 0, 2]), k, live
+
+
+def _batch_major_outputs(cell, h_seq, inputs, live):
+    """h of every step as dynamic_rnn's outputs: [batch, steps, units], zero past each length.
+
+    Args:
+      h_seq: [steps, batch, units]; inputs: the time-major inputs (for the static shape); live:
+        [batch, steps] or None.
+    """
+    outputs = tf.transpose(h_seq, [1, 0, 2])
+    # Static [batch, steps, units], as dynamic_rnn gives (inputs is time-major here).
+    outputs.set_shape([inputs.shape[1], inputs.shape[0], cell.output_size])
+    if live is not None:
+        outputs = outputs * live[:, :, None]
+    return outputs
 
 
 def runs_fused_kernel(cell, device=None):
-    """Whether `phased_lstm_rnn(cell, ...)` runs the fused kernel (by default, for a built cell).
+    """Whether `phased_lstm_rnn(cell, ...)` (or `phased_gru_rnn` for a PhasedGRUCell) runs its
+    fused kernel (by default, for a built cell).
 
-    True for float32 and float64 cells, with or without peepholes, where the kernel could be
-    built and loaded (`fused_kernel_available()`) and the recurrence runs on the CPU.
+    True for float32 and float64 cells (a PhasedLSTMCell with or without peepholes) where the
+    cell's kernel could be built and loaded (`fused_kernel_available()`, or
+    `fused_rnn.fused_gru_kernel_available()`) and the recurrence runs on the CPU.
 
     Args:
-      cell: a PhasedLSTMCell.
+      cell: a PhasedLSTMCell or a PhasedGRUCell.
       device: where the recurrence is placed, as a device string; default what the device
         scope in force gives new ops ("" in graph mode without one: TensorFlow's placement).
     """
-    return _why_not_fused(cell.dtype, None, device) is None
+    return _why_not_fused(cell.dtype, None, device, _library_of(cell)) is None
 
 
 def describe_path(cell, device=None):
-    """One line for logs: which path `phased_lstm_rnn(cell, ...)` runs, and why (see
-    runs_fused_kernel for the arguments)."""
-    why_not = _why_not_fused(cell.dtype, None, device)
+    """One line for logs: which path `phased_lstm_rnn(cell, ...)` (or `phased_gru_rnn`) runs,
+    and why (see runs_fused_kernel for the arguments)."""
+    library = _library_of(cell)
+    why_not = _why_not_fused(cell.dtype, None, device, library)
     if why_not is None:
-        rung = fused_rnn.loaded_build().rung
-        return (f"phased_lstm_rnn runs the fused kernel ({rung.name} build: "
+        rung = library.loaded_build().rung
+        return (f"{library.function} runs the fused kernel ({rung.name} build: "
                 f"{' '.join(rung.arch_flags) or 'no -march'})")
-    return f"phased_lstm_rnn runs its TensorFlow loop (slower than the fused kernel): {why_not}"
+    return (f"{library.function} runs its TensorFlow loop (slower than the fused kernel): "
+            f"{why_not}")
+
+
+def _library_of(cell):
+    """The fused kernel's library for the cell's sequence function."""
+    return fused_rnn.GRU if isinstance(cell, PhasedGRUCell) else fused_rnn.LSTM
 
 
 def _current_device():
@@ -161,9 +252,9 @@ def _current_device():
     return tf.no_op(name="phased_lstm_device_probe").device
 
 
-def _why_not_fused(dtype, fused, device):
-    """Why the recurrence does not run in the fused kernel, or None where it does (see
-    phased_lstm_rnn's `fused`; device None: the current one)."""
+def _why_not_fused(dtype, fused, device, library=fused_rnn.LSTM):
+    """Why the recurrence does not run in the library's fused kernel, or None where it does
+    (see phased_lstm_rnn's `fused`; device None: the current one)."""
     if fused is False:
         return "fused=False"
     dtype = tf.as_dtype(dtype)
@@ -171,7 +262,7 @@ def _why_not_fused(dtype, fused, device):
         return f"its dtype is {dtype.name}, not float32 or float64"
     if fused_rnn.disabled():
         return f"{fused_rnn.FUSED_ENV}=0 turns the fused kernel off"
-    if not fused_kernel_available():  # the warning logged then says why in full
+    if not library.available():  # the warning logged then says why in full
         return ("the fused kernel could not be built here (see the warning logged; "
                 f"`{op_library.REBUILD_COMMAND} --status` says why)")
     if fused is None:  # fused=True is the user's choice of the CPU kernel, wherever it runs
@@ -179,18 +270,19 @@ def _why_not_fused(dtype, fused, device):
     return None
 
 
-def _use_fused(dtype, fused, device):
-    """Whether the recurrence runs in the fused kernel; raises ValueError where fused=True
-    asks for it and it cannot run."""
-    why_not = _why_not_fused(dtype, fused, device)
+def _use_fused(dtype, fused, device, library=fused_rnn.LSTM):
+    """Whether the recurrence runs in the library's fused kernel; raises ValueError where
+    fused=True asks for it and it cannot run."""
+    why_not = _why_not_fused(dtype, fused, device, library)
     if fused and why_not:
         raise ValueError(f"fused=True, but the fused kernel cannot run this cell: {why_not}")
     return why_not is None
 
 
 def _loop(step, inputs, k, initial_state, steps):
-    """Runs `step` over time-major inputs; returns (h of every step, final (c, h)).
+    """Runs `step` over time-major inputs; returns (h of every step, final state).
 
+    The state is a tuple of tensors whose last is h ((c, h), or (h,) for the GRU).
     A while loop rather than tf.scan: scan would also stack c at every step, which costs a
     write forward and a read backward per step for a sequence nobody uses.
     """
@@ -198,14 +290,24 @@ def _loop(step, inputs, k, initial_state, steps):
     k_ta = tf.TensorArray(k.dtype, size=steps).unstack(k)
     outputs_ta = tf.TensorArray(inputs.dtype, size=steps)
 
-    def body(t, c, h, outputs_ta):
-        c, h = step((c, h), (inputs_ta.read(t), k_ta.read(t)))
-        return t + 1, c, h, outputs_ta.write(t, h)
+    def body(t, state, outputs_ta):
+        state = tuple(step(state, (inputs_ta.read(t), k_ta.read(t))))
+        return t + 1, state, outputs_ta.write(t, state[-1])
 
-    _, c, h, outputs_ta = tf.while_loop(
-        lambda t, *_: t < steps, body, (0,) + tuple(initial_state) + (outputs_ta,),
+    _, state, outputs_ta = tf.while_loop(
+        lambda t, *_: t < steps, body, (0, tuple(initial_state), outputs_ta),
         parallel_iterations=32)
-    return outputs_ta.stack(), (c, h)
+    return outputs_ta.stack(), state
+
+
+def _gru_step(cell):
+    """Loop body of phased_gru_rnn's TensorFlow path: the cell's GRU step, then the gate k."""
+
+    def step(state, x_and_k):
+        (h_prev,), (x, k) = state, x_and_k
+        return (h_prev + k * (cell.gru_step(x, h_prev) - h_prev),)
+
+    return step
 
 
 def _gate(c_prev, h_prev, c_lstm, h_lstm, k):

@@ -1,25 +1,29 @@
-"""The fused Phased LSTM sequence op: one C++ kernel for the recurrence, one for its gradient.
+"""The fused sequence ops: one C++ kernel for the recurrence, one for its gradient, per cell.
 
 `phased_lstm_rnn` computes the time gate k for all steps in TensorFlow, then runs the
 recurrence. TensorFlow's while loop launches and synchronises a hundred or more tiny kernels per
 time step; the op `PhasedLSTMSequence` (kernels/phased_lstm_sequence.cc) runs all steps in one
 kernel, and `PhasedLSTMSequenceGrad` their gradient, as TensorFlow's LSTMBlockFusedCell does for
-the LSTM, with or without the TF 1.x cell's full-matrix peepholes. The gradient is registered
-with `tf.RegisterGradient`, so `tf.gradients`, `GradientTape` and `tf.function` differentiate
-it; k's own gradient (and through it the timing variables') is TensorFlow's, from the gate's ops.
+the LSTM, with or without the TF 1.x cell's full-matrix peepholes. `phased_gru_rnn` does the same
+for PhasedGRUCell with `PhasedGRUSequence` and `PhasedGRUSequenceGrad`
+(kernels/phased_gru_sequence.cc). The gradients are registered with `tf.RegisterGradient`, so
+`tf.gradients`, `GradientTape` and `tf.function` differentiate them; k's own gradient (and
+through it the timing variables') is TensorFlow's, from the gate's ops.
 
-The op is compiled from its source on first use, against the installed TensorFlow, and cached,
-trying builds down a ladder of instruction sets until one works (`phased_lstm.op_library`: where
-and how). Where none can be (no compiler, failed builds or loads), `fused_kernel_available()` is
-False, one warning says why and where the compiler's log is, and `phased_lstm_rnn` uses its
-pure-TensorFlow path: same results, slower. The failure is remembered, so later processes take
-that path at once; `python -m phased_lstm.build` builds again.
+Each op library is compiled from its source on first use, against the installed TensorFlow, and
+cached, trying builds down a ladder of instruction sets until one works (`phased_lstm.op_library`:
+where and how); `KernelLibrary` holds one library's state (`LSTM`, `GRU`). Where none can be
+built (no compiler, failed builds or loads), `fused_kernel_available()` (the LSTM's) or
+`fused_gru_kernel_available()` is False, one warning says why and where the compiler's log is,
+and the sequence function uses its pure-TensorFlow path: same results, slower. The failure is
+remembered, so later processes take that path at once; `python -m phased_lstm.build` builds
+again.
 
-The kernel runs on the CPU. Where the recurrence is placed on a GPU, `phased_lstm_rnn` takes the
-TensorFlow path, which TensorFlow runs on the GPU (`kernel_device_reason`).
+The kernels run on the CPU. Where the recurrence is placed on a GPU, the sequence functions take
+the TensorFlow path, which TensorFlow runs on the GPU (`kernel_device_reason`).
 
 Environment:
-  PHASED_LSTM_FUSED: "0" never builds nor uses the op (the pure-TensorFlow path runs).
+  PHASED_LSTM_FUSED: "0" never builds nor uses the ops (the pure-TensorFlow paths run).
 """
 
 import os
@@ -34,51 +38,118 @@ from phased_lstm.gate_gradient import check_gate_gradient_clip
 import tensorflow as tf
 
 FUSED_ENV = "PHASED_LSTM_FUSED"
-SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels",
-                      "phased_lstm_sequence.cc")
+KERNELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
+SOURCE = os.path.join(KERNELS, "phased_lstm_sequence.cc")
+GRU_SOURCE = os.path.join(KERNELS, "phased_gru_sequence.cc")
 DTYPES = (tf.float32, tf.float64)
-
-_lock = threading.Lock()
-_loaded = None  # the op_library.Loaded once loading succeeded
-_failure = None  # why it failed (see load_failure), once it did
 
 
 def disabled():
-    """Whether PHASED_LSTM_FUSED turns the fused kernel off."""
+    """Whether PHASED_LSTM_FUSED turns the fused kernels off."""
     return os.environ.get(FUSED_ENV, "").strip().lower() in ("0", "false", "no", "off")
 
 
+class KernelLibrary:
+    """One fused op library: built from its source on first use, loaded once per process.
+
+    Each cell's kernel is its own library (its own source, cache key and remembered failure), so
+    that one failing to build leaves the other's fast path alone.
+
+    Args:
+      source: path of the C++ source.
+      cell: the cell's name in the logs ("Phased LSTM").
+      function: the sequence function that runs the kernel ("phased_lstm_rnn"), in the messages.
+    """
+
+    def __init__(self, source, cell, function):
+        self.source = source
+        self.cell = cell
+        self.function = function
+        self._lock = threading.Lock()
+        self._loaded = None  # the op_library.Loaded once loading succeeded
+        self._failure = None  # why it failed (see failure), once it did
+
+    def load(self, rebuild=False):
+        """The op module, or None; tries to build and load it once per process (or again if
+        rebuild)."""
+        if disabled() and not rebuild:
+            return None
+        with self._lock:
+            if rebuild and self._loaded is not None:
+                # TensorFlow cannot register the same ops twice in one process.
+                raise RuntimeError("the fused kernel is already loaded in this process; rebuild "
+                                   f"it in a new one: {op_library.REBUILD_COMMAND}")
+            if rebuild or (self._loaded is None and self._failure is None):
+                self._loaded = self._failure = None
+                try:
+                    self._loaded = op_library.load(self.source, rebuild=rebuild)
+                    logging.info("%s: the fused sequence kernel is available to %s (%s build, "
+                                 "%s).", self.cell, self.function, self._loaded.rung.name,
+                                 " ".join(self._loaded.rung.arch_flags) or "no -march")
+                except (op_library.BuildError, OSError) as error:  # OSError: the cache's lock
+                    self._failure = error
+                    logging.warning("%s: %s", self.cell, self.unavailable_message(error))
+        return self._loaded.module if self._loaded is not None else None
+
+    def unavailable_message(self, error):
+        """One line: why the kernel is unavailable, what runs instead, and how to retry."""
+        log_path = getattr(error, "log_path", None)
+        where = f"; compiler log: {log_path}" if log_path else ""
+        return (f"the fused sequence kernel is not available: {error}{where}. {self.function} "
+                "uses its pure-TensorFlow path (same results, slower); after fixing the cause, "
+                f"`{op_library.REBUILD_COMMAND}` builds again.")
+
+    def available(self):
+        """Whether the kernel can run (building it on first call if needed); see
+        `fused_kernel_available`."""
+        return self.load() is not None
+
+    def failure(self):
+        """Why the kernel is unavailable in this process (an op_library.LadderError, or the
+        OSError of a cache that could not be used), or None."""
+        self.load()
+        return self._failure
+
+    def loaded_build(self):
+        """The op_library.Loaded of this process (its rung, path and attempts), or None."""
+        self.load()
+        return self._loaded
+
+    def rebuild(self):
+        """Forgets the cached builds and failures, builds again and loads; returns (Loaded or
+        None, the LadderError or None)."""
+        self.load(rebuild=True)
+        return self._loaded, self._failure
+
+    def cached_description(self):
+        """Which path the sequence function runs, from the cache alone: compiles and loads
+        nothing (for --help)."""
+        if disabled():
+            return f"the TensorFlow loop ({FUSED_ENV}=0 turns the fused kernel off)"
+        state, rung = op_library.cached_status(self.source)
+        if state == "cached":
+            return f"the fused kernel ({rung.name} build, cached)"
+        if state == "not built":
+            return ("the fused kernel, compiled on first use (about a minute; "
+                    f"`{op_library.REBUILD_COMMAND}` builds it now)")
+        return ("the TensorFlow loop, slower: every build of the fused kernel failed on this "
+                f"machine (`{op_library.REBUILD_COMMAND}` says why and builds again)")
+
+
+LSTM = KernelLibrary(SOURCE, "Phased LSTM", "phased_lstm_rnn")
+GRU = KernelLibrary(GRU_SOURCE, "Phased GRU", "phased_gru_rnn")
+LIBRARIES = (LSTM, GRU)
+
+
 def _load(rebuild=False):
-    """The op module, or None; tries to build and load it once per process (or again if
-    rebuild)."""
-    global _loaded, _failure
-    if disabled() and not rebuild:
-        return None
-    with _lock:
-        if rebuild and _loaded is not None:
-            # TensorFlow cannot register the same ops twice in one process.
-            raise RuntimeError("the fused kernel is already loaded in this process; rebuild it "
-                               f"in a new one: {op_library.REBUILD_COMMAND}")
-        if rebuild or (_loaded is None and _failure is None):
-            _loaded = _failure = None
-            try:
-                _loaded = op_library.load(SOURCE, rebuild=rebuild)
-                logging.info("Phased LSTM: the fused sequence kernel is available to "
-                             "phased_lstm_rnn (%s build, %s).", _loaded.rung.name,
-                             " ".join(_loaded.rung.arch_flags) or "no -march")
-            except (op_library.BuildError, OSError) as error:  # OSError: the cache's lock
-                _failure = error
-                logging.warning("Phased LSTM: %s", unavailable_message(error))
-    return _loaded.module if _loaded is not None else None
+    """The Phased LSTM op module, or None (see KernelLibrary.load)."""
+    return LSTM.load(rebuild)
 
 
 def unavailable_message(error):
-    """One line: why the kernel is unavailable, what runs instead, and how to retry."""
-    log_path = getattr(error, "log_path", None)
-    where = f"; compiler log: {log_path}" if log_path else ""
-    return (f"the fused sequence kernel is not available: {error}{where}. phased_lstm_rnn uses "
-            "its pure-TensorFlow path (same results, slower); after fixing the cause, "
-            f"`{op_library.REBUILD_COMMAND}` builds again.")
+    """One line: why the Phased LSTM kernel is unavailable, what runs instead, and how to
+    retry."""
+    return LSTM.unavailable_message(error)
 
 
 def fused_kernel_available():
@@ -88,27 +159,30 @@ def fused_kernel_available():
     warning says why, once per process). Dtypes other than float32 and float64, and recurrences
     placed on a GPU, use the pure-TensorFlow path whatever this says.
     """
-    return _load() is not None
+    return LSTM.available()
+
+
+def fused_gru_kernel_available():
+    """Whether `phased_gru_rnn` can run its fused kernel: `fused_kernel_available` for the
+    Phased GRU's library."""
+    return GRU.available()
 
 
 def load_failure():
-    """Why the kernel is unavailable in this process (an op_library.LadderError, or the OSError
-    of a cache that could not be used), or None."""
-    _load()
-    return _failure
+    """Why the Phased LSTM kernel is unavailable in this process (an op_library.LadderError,
+    or the OSError of a cache that could not be used), or None."""
+    return LSTM.failure()
 
 
 def loaded_build():
-    """The op_library.Loaded of this process (its rung, path and attempts), or None."""
-    _load()
-    return _loaded
+    """The Phased LSTM library's op_library.Loaded in this process, or None."""
+    return LSTM.loaded_build()
 
 
 def rebuild():
-    """Forgets the cached builds and failures, builds again and loads; returns (Loaded or None,
-    the LadderError or None)."""
-    _load(rebuild=True)
-    return _loaded, _failure
+    """Forgets the Phased LSTM kernel's cached builds and failures, builds again and loads;
+    returns (Loaded or None, the LadderError or None)."""
+    return LSTM.rebuild()
 
 
 def kernel_device_reason(device):
@@ -136,16 +210,7 @@ def kernel_device_reason(device):
 def cached_description():
     """Which path phased_lstm_rnn runs, from the cache alone: compiles and loads nothing (for
     --help)."""
-    if disabled():
-        return f"the TensorFlow loop ({FUSED_ENV}=0 turns the fused kernel off)"
-    state, rung = op_library.cached_status(SOURCE)
-    if state == "cached":
-        return f"the fused kernel ({rung.name} build, cached)"
-    if state == "not built":
-        return ("the fused kernel, compiled on first use (about a minute; "
-                f"`{op_library.REBUILD_COMMAND}` builds it now)")
-    return ("the TensorFlow loop, slower: every build of the fused kernel failed on this machine "
-            f"(`{op_library.REBUILD_COMMAND}` says why and builds again)")
+    return LSTM.cached_description()
 
 
 def fused_sequence(inputs, k, c0, h0, kernel, bias, w_c_if=None, w_c_o=None,
@@ -178,7 +243,7 @@ def fused_sequence(inputs, k, c0, h0, kernel, bias, w_c_if=None, w_c_o=None,
     library = _load()
     if library is None:
         raise RuntimeError("the fused Phased LSTM kernel is not available: "
-                           f"{_failure or FUSED_ENV + '=0'}")
+                           f"{LSTM.failure() or FUSED_ENV + '=0'}")
     use_peepholes = w_c_if is not None
     if not use_peepholes:  # the op's convention: [0, 0] matrices, never read
         w_c_if = w_c_o = tf.zeros([0, 0], tf.convert_to_tensor(kernel).dtype)
@@ -207,3 +272,41 @@ def _phased_lstm_sequence_grad(op, d_h, d_c_final, d_h_final, unused_d_c, unused
     if not use_peepholes:  # the [0, 0] placeholders get no gradient
         return list(grads[:6]) + [None, None]
     return list(grads)
+
+
+def fused_gru_sequence(inputs, k, h0, kernel, bias):
+    """The Phased GRU recurrence over a whole sequence, in one kernel.
+
+    Args:
+      inputs: [steps, batch, input_size], time-major; float32 or float64.
+      k: the time gate, [steps, batch, units], or [steps, 1, units] when shared by the batch.
+      h0: the initial state, [batch, units].
+      kernel: [input_size + units, 3 units], rows [x, h], columns [r, u, c]: PhasedGRUCell's
+        gates/kernel (reset, update) beside its candidate/kernel (whose h rows multiply r h);
+        `PhasedGRUCell.packed_weights`.
+      bias: [3 units], the same columns.
+
+    Returns:
+      (h of every step [steps, batch, units], final h [batch, units]).
+
+    Raises:
+      RuntimeError: if the kernel is not available (see `fused_gru_kernel_available`).
+    """
+    library = GRU.load()
+    if library is None:
+        raise RuntimeError("the fused Phased GRU kernel is not available: "
+                           f"{GRU.failure() or FUSED_ENV + '=0'}")
+    h, h_final, _ = library.phased_gru_sequence(inputs, k, h0, kernel, bias)
+    return h, h_final
+
+
+@tf.RegisterGradient("PhasedGRUSequence")
+def _phased_gru_sequence_grad(op, d_h, d_h_final, unused_d_gates):
+    """Gradients of x, k, h0, kernel and bias; the saved gates are internal."""
+    del unused_d_gates
+    x, k, h0, kernel, _ = op.inputs
+    h, _, gates = op.outputs
+    # An output nobody differentiated may come as None.
+    d_h = tf.zeros_like(h) if d_h is None else d_h
+    d_h_final = tf.zeros_like(h0) if d_h_final is None else d_h_final
+    return list(GRU.load().phased_gru_sequence_grad(x, k, h0, kernel, h, gates, d_h, d_h_final))

@@ -93,6 +93,38 @@ class PhasedGRUCell(PhasedRNNCell):
         self.time_gate.build(self.add_weight, self.dtype)
         self.built = True
 
+    def packed_weights(self):
+        """The two kernels side by side, for whole-sequence paths (`phased_gru_rnn`'s kernel).
+
+        Returns:
+          (kernel [input_size + num_units, 3 num_units], bias [3 num_units]), columns [r, u, c]:
+          the reset and update gates (`gates/kernel`), then the candidate (`candidate/kernel`,
+          whose h rows multiply r * h). Tensors read from the cell's variables, so gradients
+          reach them.
+        """
+        kernel = tf.concat([self.gates_kernel, self.candidate_kernel], axis=1)
+        bias = tf.concat([self.gates_bias, self.candidate_bias], axis=0)
+        return kernel, bias
+
+    def gru_step(self, x, h_prev):
+        """The GRU step before the time gate (the one place its equations are written in
+        TensorFlow; the fused kernel computes the same).
+
+        Args:
+          x: features [batch, input_size].
+          h_prev: [batch, num_units].
+
+        Returns:
+          h~, [batch, num_units].
+        """
+        gates = tf.sigmoid(
+            tf.matmul(tf.concat([x, h_prev], 1), self.gates_kernel) + self.gates_bias)
+        reset, update = tf.split(gates, 2, axis=1)
+        candidate = tf.tanh(
+            tf.matmul(tf.concat([x, reset * h_prev], 1), self.candidate_kernel)
+            + self.candidate_bias)
+        return update * h_prev + (1.0 - update) * candidate
+
     def call(self, inputs, state, leak=None):
         """One step.
 
@@ -106,14 +138,7 @@ class PhasedGRUCell(PhasedRNNCell):
         """
         time, x = inputs
         h_prev = state
-        gates = tf.sigmoid(
-            tf.matmul(tf.concat([x, h_prev], 1), self.gates_kernel) + self.gates_bias)
-        reset, update = tf.split(gates, 2, axis=1)
-        candidate = tf.tanh(
-            tf.matmul(tf.concat([x, reset * h_prev], 1), self.candidate_kernel)
-            + self.candidate_bias)
-        h_gru = update * h_prev + (1.0 - update) * candidate
-
+        h_gru = self.gru_step(x, h_prev)
         k = self.time_gate(time, h_gru.dtype, leak)
         h = k * h_gru + (1.0 - k) * h_prev
         return h, h

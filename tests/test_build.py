@@ -1,7 +1,8 @@
 """`python -m phased_lstm.build`: builds again, says what each build gave and which path runs.
 
 The compiler is a stand-in script: one that fails (and counts its calls), and one that "builds"
-by copying the library this test process built, so that no test here compiles.
+by copying the library this test process built from the same source (the Phased LSTM's or the
+Phased GRU's), so that no test here compiles.
 """
 
 import os
@@ -10,6 +11,7 @@ import sys
 import tempfile
 
 from phased_lstm import fused_rnn, op_library, tf
+from test_fused_gru import _require_kernel as _require_gru_kernel
 from test_fused_rnn import _require_kernel
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,16 +50,18 @@ class BuildCommandTest(tf.test.TestCase):
 
     def test_a_failing_compiler_is_called_again_and_the_fallback_said(self):
         compiler = self._compiler("exit 1")
-        rungs = len(op_library.build_ladder())
+        # Every rung of each library: the Phased LSTM's and the Phased GRU's.
+        rungs = len(op_library.build_ladder()) * len(fused_rnn.LIBRARIES)
         first = self._build(compiler)
         self.assertEqual(first.returncode, 1, msg=first.stderr[-2000:])
         self.assertEqual(first.stdout.count(": failed: the compiler"), rungs, msg=first.stdout)
         self.assertIn("phased_lstm_rnn runs its TensorFlow loop", first.stdout)
+        self.assertIn("phased_gru_rnn runs its TensorFlow loop", first.stdout)
         self.assertEqual(self._calls(), rungs)
 
         status = self._build(compiler, "--status")  # reads the cache, compiles nothing
         self.assertEqual(status.returncode, 1)
-        self.assertIn("every build of the fused kernel failed", status.stdout)
+        self.assertEqual(status.stdout.count("every build of the fused kernel failed"), 2)
         self.assertEqual(status.stdout.count("failed before: the compiler"), rungs)
         self.assertEqual(self._calls(), rungs)
 
@@ -67,19 +71,29 @@ class BuildCommandTest(tf.test.TestCase):
 
     def test_a_working_compiler_builds_and_the_kernel_runs(self):
         _require_kernel(self)
-        built = fused_rnn.loaded_build().path
+        _require_gru_kernel(self)
+        lstm, gru = fused_rnn.LSTM.loaded_build().path, fused_rnn.GRU.loaded_build().path
         compiler = self._compiler(
-            'while [ $# -gt 0 ]; do [ "$1" = -o ] && out="$2"; shift; done\n'
-            f'cp "{built}" "$out"')
+            f'built="{lstm}"\n'
+            'while [ $# -gt 0 ]; do\n'
+            '  [ "$1" = -o ] && out="$2"\n'
+            f'  case "$1" in *phased_gru_sequence.cc) built="{gru}";; esac\n'
+            '  shift\n'
+            'done\n'
+            'cp "$built" "$out"')
         result = self._build(compiler)
         self.assertEqual(result.returncode, 0, msg=result.stdout + result.stderr[-2000:])
-        self.assertIn("native (-march=native): built in", result.stdout)
+        self.assertEqual(result.stdout.count("native (-march=native): built in"), 2)
         self.assertIn("phased_lstm_rnn runs the fused kernel (native build)", result.stdout)
-        self.assertEqual(self._calls(), 1)
+        self.assertIn("phased_gru_rnn runs the fused kernel (native build)", result.stdout)
+        self.assertEqual(self._calls(), 2)
         status = self._build(compiler, "--status")
         self.assertEqual(status.returncode, 0)
-        self.assertIn("the fused kernel (native build, cached)", status.stdout)
-        self.assertEqual(self._calls(), 1)
+        self.assertIn("phased_lstm_rnn runs the fused kernel (native build, cached)",
+                      status.stdout)
+        self.assertIn("phased_gru_rnn runs the fused kernel (native build, cached)",
+                      status.stdout)
+        self.assertEqual(self._calls(), 2)
 
 
 if __name__ == "__main__":

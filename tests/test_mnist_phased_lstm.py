@@ -20,6 +20,7 @@ import signal
 import subprocess
 import time
 import types
+from unittest import mock
 
 from absl import flags
 from absl.testing import flagsaver
@@ -29,7 +30,7 @@ import pytest
 import fake_mnist
 import mnist_phased_lstm as script
 from fake_mnist import write_fake_mnist
-from phased_lstm import tf
+from phased_lstm import fused_rnn, tf
 from experiments import training
 
 FLAGS = flags.FLAGS
@@ -429,6 +430,51 @@ def test_run_rnn_gives_every_step_output(model):
             leaky, closed = (sess.run(outputs, {leak: value}) for value in (0.5, 0.0))
     # Only the phased cells' gates have a leak.
     assert np.array_equal(leaky, closed) == (not model.startswith("Phased"))
+
+
+@pytest.mark.parametrize("model", ["PhasedLSTMCell", "PhasedGRUCell"])
+def test_the_phased_cells_run_their_sequence_function_and_log_the_path(model):
+    function = {"PhasedLSTMCell": "phased_lstm_rnn", "PhasedGRUCell": "phased_gru_rnn"}[model]
+    library = {"PhasedLSTMCell": fused_rnn.LSTM, "PhasedGRUCell": fused_rnn.GRU}[model]
+    with flagsaver.flagsaver(num_units=3), tf.Graph().as_default() as graph, \
+            mock.patch.object(script.logging, "info") as info:
+        script.run_rnn(script.MODELS[model](0.001), tf.zeros([1, 784, 1]), tf.zeros([2, 784, 1]))
+    ops = {op.type for op in graph.get_operations()}
+    fused_op = {"PhasedLSTMCell": "PhasedLSTMSequence", "PhasedGRUCell": "PhasedGRUSequence"}
+    assert (fused_op[model] in ops) == library.available()
+    logged = [call.args[1] for call in info.call_args_list if call.args[0] == "%s."]
+    assert len(logged) == 1 and logged[0].startswith(f"{function} runs "), logged
+    assert ("fused kernel (" in logged[0]) == library.available()
+
+
+def test_a_phased_gru_checkpoint_from_dynamic_rnn_restores(tmp_path):
+    # -m PhasedGRUCell ran under dynamic_rnn before phased_gru_rnn: its checkpoints (Adam's slots
+    # included) restore into the script's graph now, and give the same loss.
+    def dynamic_rnn_run_rnn(cell, time, pixels):
+        time = tf.tile(time, [tf.shape(pixels)[0], 1, 1])
+        return tf.compat.v1.nn.dynamic_rnn(cell, (time, pixels), dtype=tf.float32)[0]
+
+    rng = np.random.default_rng(0)
+    prefix = str(tmp_path / "ckpt")
+    losses = []
+    with flagsaver.flagsaver(num_units=3):
+        for run_rnn in (dynamic_rnn_run_rnn, script.run_rnn):
+            with tf.Graph().as_default(), mock.patch.object(script, "run_rnn", run_rnn):
+                tf.compat.v1.set_random_seed(len(losses))
+                model = script.Model("PhasedGRUCell")
+                feed = {model.pixels: rng.random((4, 784, 1), dtype=np.float32),
+                        model.labels: np.arange(4)}
+                rng = np.random.default_rng(0)  # the same feed for both graphs
+                with tf.compat.v1.Session() as sess:
+                    saver = tf.compat.v1.train.Saver()
+                    if losses:
+                        saver.restore(sess, prefix)
+                    else:
+                        sess.run(tf.compat.v1.global_variables_initializer())
+                        sess.run(model.train_op, feed)  # Adam's slots hold values too
+                        saver.save(sess, prefix)
+                    losses.append(sess.run(model.loss, feed))
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
 
 
 @pytest.mark.parametrize("preset", [None, "seed_repo"])
