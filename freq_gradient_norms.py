@@ -30,14 +30,15 @@ from phased_lstm import tf
 
 # The checkpoint's settings that shape the model and its gradient; they replace the flags.
 MODEL_SETTINGS = ("model", "num_units", "peepholes", "ratio_on", "trainable_ratio_on",
-                  "period_init_min", "period_init_max", "phase_init_max", "leak", "mod_gradient")
+                  "period_init_min", "period_init_max", "phase_init_max", "leak", "mod_gradient",
+                  "gate_gradient_clip", "gate_biases", "head")
 QUANTILES = (("median", 50), ("90th pct", 90), ("max", 100))
 
 flags.DEFINE_integer("seed", 0, "The run's seed: <log_dir>/<sampling>/<model>/seed<k>.",
                      lower_bound=0)
 flags.DEFINE_integer("batches", 40, "Batches to compute the gradient on.", lower_bound=1)
 flags.DEFINE_bool("at_init", False, "Fresh weights (seeded by --seed) instead of a checkpoint.")
-flags.DEFINE_enum("data_sampling", None, list(frequency_data.SAMPLINGS), "The batches' "
+flags.DEFINE_enum("data_sampling", None, list(frequency_data.CONDITIONS), "The batches' "
                   "sampling; default: the run's --sampling.")
 FLAGS = flags.FLAGS
 
@@ -116,7 +117,8 @@ def main(argv):
     warnings.filterwarnings("ignore", message=r"`tf\.\S+` is deprecated", category=UserWarning)
     if FLAGS.sampling == "all":
         raise app.UsageError("--sampling must name one sampling: "
-                             + ", ".join(frequency_data.SAMPLINGS))
+                             + ", ".join(frequency_data.CONDITIONS))
+    freq.apply_preset()  # --preset authors: its log_dir and, with --at_init, its model
     try:
         run_dir = freq.run_dir(FLAGS.log_dir, FLAGS.sampling, FLAGS.model, FLAGS.seed)
         prefix = None if FLAGS.at_init else _restore_settings(run_dir)
@@ -138,7 +140,8 @@ def main(argv):
         sys.exit(f"error: {error}")
     weights = "fresh weights" if prefix is None else prefix
     print(f"{FLAGS.model} ({weights}), {FLAGS.batches} batches of {FLAGS.batch_size}, "
-          f"{data_sampling} sampling, --mod_gradient {FLAGS.mod_gradient}:\n")
+          f"{data_sampling} sampling, --mod_gradient {FLAGS.mod_gradient}, "
+          f"--gate_gradient_clip {FLAGS.gate_gradient_clip}:\n")
     print(markdown_table(norms))
     if timing:
         print("\n" + timing)
