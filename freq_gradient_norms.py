@@ -13,6 +13,11 @@ Phased LSTM's open ratios and periods).
     python freq_gradient_norms.py --log_dir runs_freq --sampling high_res --seed 0 \\
         --data_sampling standard
     python freq_gradient_norms.py --sampling high_res --at_init
+    python freq_gradient_norms.py --log_dir runs_freq_authors --sampling high_res --seed 1 \
+        --gate_gradient_clip 0.01
+
+--gate_gradient_clip given on the command line replaces the run's own (the same weights'
+gradient with another per-step clip); the other model settings always come from the checkpoint.
 
 Without a checkpoint (--at_init) the model is built from this command's flags, which are
 freq_phased_lstm.py's (--num_units, --peepholes, --mod_gradient, ...).
@@ -32,6 +37,9 @@ from phased_lstm import tf
 MODEL_SETTINGS = ("model", "num_units", "peepholes", "ratio_on", "trainable_ratio_on",
                   "period_init_min", "period_init_max", "phase_init_max", "leak", "mod_gradient",
                   "gate_gradient_clip", "gate_biases", "head")
+# Settings that change the gradient but not the variables: given on the command line, they win
+# over the checkpoint's, to ask what the same weights' gradient would be with another value.
+WHAT_IF_SETTINGS = ("gate_gradient_clip",)
 QUANTILES = (("median", 50), ("90th pct", 90), ("max", 100))
 
 flags.DEFINE_integer("seed", 0, "The run's seed: <log_dir>/<sampling>/<model>/seed<k>.",
@@ -102,7 +110,10 @@ def _restore_settings(run_dir):
                                 "the run first, or pass --at_init for fresh weights.")
     saved = usable.metadata.get("settings", {})
     for name in MODEL_SETTINGS:
-        if name in saved:
+        if name in WHAT_IF_SETTINGS and FLAGS[name].present:
+            logging.info("--%s %r from the command line (the run trained with %r).", name,
+                         FLAGS[name].value, saved.get(name))
+        elif name in saved:
             FLAGS[name].value = saved[name]
         else:
             logging.warning("%s does not record --%s; using %r.", usable.prefix, name,

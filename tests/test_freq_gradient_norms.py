@@ -100,6 +100,16 @@ def test_a_preset_run_is_rebuilt_with_its_gate_gradient_clip(tmp_path):
     check_ok(proc)
     assert "--gate_gradient_clip 10.0:" in proc.stdout
     assert "does not record" not in proc.stderr
+    unclipped = table_rows(proc.stdout)
+    # Given on the command line, the clip replaces the run's; a tiny one shrinks the gradient.
+    proc = run_diagnostic(f"--log_dir={log_dir}", "--sampling=async", "--batches=2",
+                          "--gate_gradient_clip=1e-6")
+    check_ok(proc)
+    assert "--gate_gradient_clip 1e-06:" in proc.stdout and "trained with 10.0" in proc.stderr
+    clipped = table_rows(proc.stdout)
+    assert clipped["rnn/phased_lstm_cell/new_input/kernel"][2] < (
+        0.1 * unclipped["rnn/phased_lstm_cell/new_input/kernel"][2])
+    assert clipped["logits/kernel"] == unclipped["logits/kernel"]  # outside the recurrence
 
 
 @pytest.mark.parametrize("args, message", [
