@@ -6,7 +6,6 @@ subprocess.
 """
 
 import importlib.util
-import inspect
 import os
 import subprocess
 import sys
@@ -33,7 +32,6 @@ HELPERS = os.path.join(ROOT, "tests", "keras3_helpers.py")
 ON_TF = keras.backend.backend() == "tensorflow"
 needs_tf_backend = pytest.mark.skipif(not ON_TF, reason="the test process's Keras backend is "
                                       f"{keras.backend.backend()}, not tensorflow")
-TF1_HAS_MOD_GRADIENT = "mod_gradient" in inspect.signature(TF1PhasedLSTMCell.__init__).parameters
 
 
 def _case(seed, peep=False, mod_gradient="tf1", training=True, inference_leak=None, start=0.0,
@@ -53,10 +51,10 @@ def _case(seed, peep=False, mod_gradient="tf1", training=True, inference_leak=No
 
 def _tf1_results(case, leak=0.001):
     """The same loss through the TF 1.x cell under dynamic_rnn, in a graph."""
-    kwargs = {"mod_gradient": str(case["mod_gradient"])} if TF1_HAS_MOD_GRADIENT else {}
     with tf.Graph().as_default():
         x = tf.constant(case["x"])
-        cell = TF1PhasedLSTMCell(UNITS, use_peepholes=bool(case["peep"]), leak=leak, **kwargs)
+        cell = TF1PhasedLSTMCell(UNITS, use_peepholes=bool(case["peep"]), leak=leak,
+                                 mod_gradient=str(case["mod_gradient"]))
         outputs, (c, h) = tf.compat.v1.nn.dynamic_rnn(
             cell, (tf.constant(case["times"]), x), dtype=tf.float32)
         loss = tf.reduce_sum(outputs * case["r_out"]) + tf.reduce_sum(c * case["r_c"])
@@ -69,12 +67,6 @@ def _tf1_results(case, leak=0.001):
             values = sess.run({"outputs": outputs, "h": h, "c": c, "loss": loss,
                                **{f"grad/{n}": g for n, g in zip(names + ["x"], grads)}})
     return values
-
-
-def _skip_unless_tf1_has(mod_gradient):
-    """The TF 1.x cell always had floormod's gradient ("exact") until it offered both rules."""
-    if not TF1_HAS_MOD_GRADIENT and mod_gradient != "exact":
-        pytest.skip("this TF 1.x cell has floormod's gradient only (no mod_gradient argument)")
 
 
 def _assert_results_equal(got, want, atol=2e-5, rtol=1e-4, keys=None):
@@ -144,7 +136,6 @@ def test_unknown_mod_gradient_is_refused():
 @pytest.mark.parametrize("peep", [False, True])
 @pytest.mark.parametrize("mod_gradient", gate_math.MOD_GRADIENTS)
 def test_tensorflow_backend_matches_tf1_cell_outputs_and_gradients(peep, mod_gradient):
-    _skip_unless_tf1_has(mod_gradient)
     case = _case(1, peep=peep, mod_gradient=mod_gradient)
     got = keras3_helpers.run_case(case)
     _assert_results_equal(got, _tf1_results(case))
@@ -171,8 +162,7 @@ def test_the_two_gradient_rules_differ_only_in_the_period():
     (True, 0.0, 0.001), (False, 0.0, 0.0), (False, None, 0.001), (False, 0.05, 0.05)])
 def test_leak_applies_while_training_and_inference_leak_otherwise(training, inference_leak,
                                                                   tf1_leak):
-    case = _case(3, mod_gradient="exact" if not TF1_HAS_MOD_GRADIENT else "tf1",
-                 training=training, inference_leak=inference_leak)
+    case = _case(3, training=training, inference_leak=inference_leak)
     _assert_results_equal(keras3_helpers.run_case(case), _tf1_results(case, leak=tf1_leak),
                           keys=["outputs", "h", "c"])
 
@@ -475,19 +465,10 @@ needs_jax = pytest.mark.skipif(JAX_MISSING, reason="jax is not installed")
 @pytest.mark.parametrize("peep", [False, True])
 def test_jax_backend_matches_tf1_cell_outputs_and_gradients(peep):
     for mod_gradient in gate_math.MOD_GRADIENTS:
-        if mod_gradient == "tf1" and not TF1_HAS_MOD_GRADIENT:
-            continue
         case = _case(13, peep=peep, mod_gradient=mod_gradient)
         got = _run_on_backend(case, "jax")
         assert str(got["backend"]) == "jax"
         _assert_results_equal(got, _tf1_results(case))
-
-
-@needs_jax
-def test_jax_tf1_gradient_rule_matches_the_tensorflow_backend():
-    """Holds the JAX backend's default rule to the TensorFlow backend's (checked above)."""
-    case = _case(14, peep=True, mod_gradient="tf1")
-    _assert_results_equal(_run_on_backend(case, "jax"), keras3_helpers.run_case(case))
 
 
 @needs_jax
@@ -512,15 +493,11 @@ def _torch_python():
                     "PHASED_LSTM_TORCH_PYTHON to a Python that has keras and torch)")
 @pytest.mark.parametrize("peep", [False, True])
 def test_torch_backend_matches_tf1_cell_outputs_and_gradients(peep):
-    mod_gradient = "tf1" if TF1_HAS_MOD_GRADIENT else "exact"
-    case = _case(16, peep=peep, mod_gradient=mod_gradient)
-    got = _run_on_backend(case, "torch", python=_torch_python())
-    assert str(got["backend"]) == "torch"
-    _assert_results_equal(got, _tf1_results(case))
-    # torch's own default rule against the TensorFlow backend's.
-    case = _case(16, peep=peep, mod_gradient="tf1")
-    _assert_results_equal(_run_on_backend(case, "torch", python=_torch_python()),
-                          keras3_helpers.run_case(case))
+    for mod_gradient in gate_math.MOD_GRADIENTS:
+        case = _case(16, peep=peep, mod_gradient=mod_gradient)
+        got = _run_on_backend(case, "torch", python=_torch_python())
+        assert str(got["backend"]) == "torch"
+        _assert_results_equal(got, _tf1_results(case))
 
 
 def test_issue_snippet_keras3_first_then_phased_lstm():
