@@ -6,6 +6,7 @@ subprocess.
 """
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from tf_helpers import cell_variables, load_params
 import keras  # noqa: E402  (Keras 3, whatever tf.keras means in this process)
 from keras import ops  # noqa: E402
 
-from phased_lstm import gate_math  # noqa: E402
+from phased_lstm import gate_math, keras3  # noqa: E402
 from phased_lstm.keras3 import TF1_VARIABLE_NAMES, PhasedLSTM, PhasedLSTMCell  # noqa: E402
 import keras3_helpers  # noqa: E402
 
@@ -489,8 +490,11 @@ def _torch_python():
     return os.environ.get("PHASED_LSTM_TORCH_PYTHON")
 
 
-@pytest.mark.skipif(_torch_python() is None, reason="torch is not installed (set "
-                    "PHASED_LSTM_TORCH_PYTHON to a Python that has keras and torch)")
+needs_torch = pytest.mark.skipif(_torch_python() is None, reason="torch is not installed (set "
+                                 "PHASED_LSTM_TORCH_PYTHON to a Python that has keras and torch)")
+
+
+@needs_torch
 @pytest.mark.parametrize("peep", [False, True])
 def test_torch_backend_matches_tf1_cell_outputs_and_gradients(peep):
     for mod_gradient in gate_math.MOD_GRADIENTS:
@@ -498,6 +502,63 @@ def test_torch_backend_matches_tf1_cell_outputs_and_gradients(peep):
         got = _run_on_backend(case, "torch", python=_torch_python())
         assert str(got["backend"]) == "torch"
         _assert_results_equal(got, _tf1_results(case))
+
+
+# What the layer and the cell do with NaN and infinite settings and timestamps (as the TF 1.x
+# cells refuse them), on each backend: keras3_helpers.refusals, outcomes shortened here.
+NAN_FROM_THE_BAD_STEP = [[False, False, True, True, True], [False] * 5]  # example 0, step 2 on
+NO_NAN = [[False] * 5] * 2
+REFUSED = "ValueError: bad timestamp"
+
+
+def _outcome(result):
+    """What refusals() saw, in short: the error type for the timestamps' message, or what ran."""
+    if result is None:
+        return "ran"
+    if isinstance(result, list):
+        return {str(NAN_FROM_THE_BAD_STEP): "NaN from the bad step on",
+                str(NO_NAN): "no NaN"}.get(str(result), str(result))
+    if keras3.NON_FINITE_TIME in result:
+        return f"{result.split(':')[0]}: bad timestamp"
+    return result
+
+
+def _expected_refusals(backend):
+    want = {}
+    for name in keras3_helpers.TIMING_ARGUMENTS:
+        for value in keras3_helpers.NON_FINITE:
+            message = f"ValueError: {name.replace('alpha', 'leak')} must be a finite number; " \
+                      f"got {float(value)}"
+            want[f"PhasedLSTM({name}={value})"] = message
+            if name != "alpha":
+                want[f"PhasedLSTMCell({name}={value})"] = message
+    compiled = {"tensorflow": {"tf.function": "InvalidArgumentError: bad timestamp",
+                               "XLA": "NaN from the bad step on"},  # XLA drops the Assert
+                "jax": {"jax.jit": "NaN from the bad step on"}, "torch": {}}[backend]
+    for bad in ("nan", "inf", "-inf"):
+        want[f"PhasedLSTM times {bad}"] = REFUSED
+        # Keras' RNN on JAX runs the cell in lax.scan (traced): nothing to raise there.
+        want[f"RNN(PhasedLSTMCell) times {bad}"] = (
+            "NaN from the bad step on" if backend == "jax" else REFUSED)
+        want.update({f"{name} times {bad}": outcome for name, outcome in compiled.items()})
+    # A finite timestamp in the same place runs everywhere.
+    want.update({"PhasedLSTM times 0": "ran", "RNN(PhasedLSTMCell) times 0": "no NaN"})
+    want.update({f"{name} times 0": "no NaN" for name in compiled})
+    return want
+
+
+@pytest.mark.parametrize("backend", [
+    pytest.param("tensorflow", marks=needs_tf_backend), pytest.param("jax", marks=needs_jax),
+    pytest.param("torch", marks=needs_torch)])
+def test_non_finite_settings_and_timestamps_are_refused_on_each_backend(backend):
+    if backend == "tensorflow":
+        got = keras3_helpers.refusals()
+    else:
+        out = _subprocess([HELPERS, "--refusals"], backend,
+                          _torch_python() if backend == "torch" else None)
+        got = json.loads(out.strip().splitlines()[-1])
+    assert {case: _outcome(result) for case, result in got.items()} == \
+        _expected_refusals(backend)
 
 
 def test_issue_snippet_keras3_first_then_phased_lstm():

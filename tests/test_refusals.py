@@ -8,6 +8,8 @@ accepted wherever Python integers are.
   through them, the PhasedLSTM layer).
 - NaN or infinite timestamps are an error on every path that computes the time gate (the cell
   under dynamic_rnn, the fast path, the event-driven path, the Keras layer).
+
+The Keras 3 layer and cell refuse the same, on each backend: test_keras3.py.
 """
 
 import json
@@ -177,16 +179,3 @@ def test_non_finite_timestamps_are_an_error(path, bad):
 def test_finite_timestamps_pass(path):
     outputs = run_with_time(path, 2.0)
     assert all(np.isfinite(o).all() for o in tf.nest.flatten(outputs))
-
-
-@pytest.mark.parametrize("argument", ["leak", "inference_leak", "alpha", "ratio_on",
-                                      "period_init_min", "period_init_max"])
-@pytest.mark.parametrize("value", [float("nan"), float("inf")])
-def test_keras3_layer_refuses_non_finite_arguments(argument, value):
-    # The same check as the TF 1.x cells' (gate_math.check_timing); Keras 3 once took
-    # leak=inf and period_init_max=inf, and its outputs were not finite.
-    from phased_lstm import keras3
-
-    with pytest.raises(ValueError, match=argument.replace("alpha", "leak")
-                       + " must be a finite number"):
-        keras3.PhasedLSTM(4, **{argument: value})
