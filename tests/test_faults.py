@@ -34,7 +34,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import types
 
@@ -47,16 +46,15 @@ import mnist_phased_lstm
 from experiments import checkpoints, loop, training
 import fake_mnist
 from fake_mnist import write_fake_mnist
+from script_helpers import ROOT, check_no_traceback, run
 
 FLAGS = flags.FLAGS
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MNIST = os.path.join(ROOT, "mnist_phased_lstm.py")
 FREQ = os.path.join(ROOT, "freq_phased_lstm.py")
 STEPS = 12
 SMALL = ["-m", "PhasedLSTMCell", "--batch_size=32", "--num_units=4", "--eval_every=4",
          "--eval_batch_size=128", "--checkpoint_every_secs=0",
          f"--steps={STEPS}"]
-TIMEOUT_S = 300
 RUN = "PhasedLSTMCell"
 
 # Runs a script (argv[2]) with its arguments (argv[3:]) after arranging for SIGKILL at a fault
@@ -155,12 +153,7 @@ def run_script(script, *args, fault=None):
     command = fake_mnist.command(script, *args)
     if fault:
         command = [sys.executable, "-c", DRIVER, fault, script, *args]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S,
-                          check=False)
-
-
-def check_no_traceback(proc):
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    return run(command)
 
 
 def run_dir(log_dir):

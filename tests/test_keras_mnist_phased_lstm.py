@@ -29,14 +29,13 @@ import pytest
 
 import fake_mnist
 from experiments import keras_run, loop
+from script_helpers import PNG_MAGIC, ROOT, TIMEOUT_S, check_ok
+import script_helpers
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "keras_mnist_phased_lstm.py")
 EPOCHS = 3
 # 8 batches of 32 per epoch; 784 steps of 4 units: seconds per epoch.
 SMALL = ["--train_samples=256", "--test_samples=128", "--batch_size=32", "--num_units=4"]
-TIMEOUT_S = 300
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # One process against two workers (or two JAX devices) with the same global batch: the same
 # batches, the gradients summed in another order. Measured: equal to the printed digits.
 REPLICA_RTOL = 1e-5
@@ -74,12 +73,7 @@ def fault_command(action, epoch, batch, *args):
 
 
 def run(cmd, env=None):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    start = time.time()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S,
-                          env=env, check=False)
-    proc.seconds = time.time() - start
-    return proc
+    return script_helpers.run(cmd, env={"PYTHONUNBUFFERED": "1", **(env or {})})
 
 
 def free_ports(n):
@@ -202,11 +196,6 @@ def runs(tmp_path_factory):
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         futures = {name: pool.submit(job, base, data_dir) for name, job in jobs.items()}
         return types.SimpleNamespace(**{name: f.result() for name, f in futures.items()})
-
-
-def check_ok(proc):
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
 
 
 def log_of(save_dir, model="PhasedLSTM", worker=""):

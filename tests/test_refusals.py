@@ -13,8 +13,6 @@ The Keras 3 layer and cell refuse the same, on each backend: test_keras3.py.
 """
 
 import json
-import os
-import subprocess
 import sys
 
 from absl import flags
@@ -27,9 +25,9 @@ from phased_lstm import (PhasedGRUCell, PhasedLSTM, PhasedLSTMCell, exp_uniform_
                          tf)
 from phased_lstm.event_rnn import event_driven_phased_lstm
 from phased_lstm.fast_rnn import phased_lstm_rnn
+from script_helpers import run
 
 FLAGS = flags.FLAGS
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NON_FINITE = ("nan", "inf", "-inf")
 MNIST_FLOAT_FLAGS = ("learning_rate", "checkpoint_every_secs", "ratio_on", "period_init_min",
                      "period_init_max", "leak")
@@ -64,8 +62,7 @@ def float_flags(module):
 
 
 def parse_in_subprocess(module, arguments):
-    proc = subprocess.run([sys.executable, "-c", PARSE_EACH.format(module=module), *arguments],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    proc = run([sys.executable, "-c", PARSE_EACH.format(module=module), *arguments])
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
