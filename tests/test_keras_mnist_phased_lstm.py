@@ -369,6 +369,36 @@ def test_jax_data_parallel_on_two_devices_trains_as_one(runs):
 
 
 # ---------------------------------------------------------------------------------------------
+# What --keras 3 loads.
+
+# Printed when the script's process exits: which of the TF 1.x side's modules it loaded.
+LOADED = """
+import atexit
+_TF1_SIDE = ("tf_keras", "phased_lstm.legacy_tf", "experiments.loop", "tensorflow")
+atexit.register(lambda: print("loaded:", [m for m in _TF1_SIDE if m in sys.modules], flush=True))
+"""
+
+
+@pytest.mark.parametrize("backend", [
+    "tensorflow", pytest.param("jax", marks=pytest.mark.skipif(not HAS_JAX,
+                                                               reason="jax is not installed"))])
+def test_keras_3_loads_neither_tf_keras_nor_the_tf1_parts(tmp_path, backend):
+    data_dir = fake_mnist.write_fake_mnist(os.path.join(tmp_path, "data"), 64, 32)
+    cmd = command(f"--save_dir={tmp_path}/run", f"--data_dir={data_dir}", "--keras=3",
+                  "--models=PhasedLSTM", "--epochs=1", "--train_samples=64",
+                  "--test_samples=32", "--batch_size=32", "--num_units=2")
+    cmd[2] = fake_mnist.PREAMBLE + LOADED + cmd[2][len(fake_mnist.PREAMBLE):]
+    # A user's fresh process: not this one's TF_USE_LEGACY_KERAS (set by the TF 1.x tests'
+    # imports), with which TensorFlow itself would load tf-keras.
+    proc = run(cmd, env={"KERAS_BACKEND": backend, "TF_USE_LEGACY_KERAS": None})
+    check_ok(proc)
+    assert "Keras 3 on " + backend in proc.stdout  # it trained, on that backend
+    loaded = proc.stdout.strip().splitlines()[-1]
+    # TensorFlow is Keras 3's own business: its backend, and its TensorBoard callback on JAX.
+    assert loaded == "loaded: ['tensorflow']", loaded
+
+
+# ---------------------------------------------------------------------------------------------
 # Refusals before any work.
 
 def test_bad_settings_are_refused_before_any_work(tmp_path):
