@@ -13,7 +13,10 @@ test set after every epoch, and their curves drawn in <save_dir>/keras_curves.pn
 
 --keras tf_keras (the default) trains the tf-keras layer (`phased_lstm.keras_layer`) against
 tf.keras' LSTM; --keras 3 trains the Keras 3 layer (`phased_lstm.keras3`) against
-keras.layers.LSTM on the backend that KERAS_BACKEND selects.
+keras.layers.LSTM on the backend that KERAS_BACKEND selects, and loads neither tf-keras nor the
+package's TF 1.x parts (`phased_lstm.legacy_tf`), except to download MNIST when <data_dir> lacks
+it (experiments/mnist_data.py tries tf-keras's get_file first). TensorFlow itself comes only
+where Keras 3 uses it: its TensorFlow backend, or its TensorBoard callback on the others.
 
 Each model's run lives in <save_dir>/<model>/ (experiments/keras_run.py): BackupAndRestore's
 backup of the last finished epoch (a killed run, run again with the same command, resumes
@@ -36,7 +39,8 @@ import time
 from absl import app, flags, logging
 import numpy as np
 
-from experiments import keras_run, loop, mnist_data, training
+# Not experiments.loop: it needs the TF 1.x API, which --keras 3 never loads.
+from experiments import keras_run, mnist_data, training
 
 NUM_PIXELS = 28 * 28
 NUM_CLASSES = 10
@@ -268,7 +272,7 @@ def run(config, environ):
       environ: the environment (TF_CONFIG, KERAS_BACKEND).
 
     Returns:
-      The exit status: 0, or loop.EXIT_DIVERGED.
+      The exit status: 0, or training.EXIT_DIVERGED.
 
     Raises:
       training.RunError, mnist_data.MnistDataError: a problem the message explains.
@@ -311,7 +315,7 @@ def run(config, environ):
             train_model(config, backend, replicas, runs[name], name, train, test)
         except keras_run.Diverged as error:
             print(f"error: {name}: training diverged: {error}", file=sys.stderr)
-            return loop.EXIT_DIVERGED
+            return training.EXIT_DIVERGED
     results = {name: keras_run.read_json(runs[name].path(keras_run.RESULTS))
                for name in config.models}
     report(results)

@@ -44,8 +44,7 @@ from experiments import checkpoints, training
 __all__ = ["EXIT_DIVERGED", "Outcome", "Resume", "Run", "Task", "exit_status", "prepare",
            "train"]
 
-# The exit status of a diverged run: neither success nor a crash (1) nor a signal (128 + n).
-EXIT_DIVERGED = 3
+EXIT_DIVERGED = training.EXIT_DIVERGED  # shared with the Keras script, which needs no TF 1.x
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,10 +28,11 @@ import time
 from absl import flags, logging
 import numpy as np
 
-from phased_lstm import tf
+# No TensorFlow at import: the Keras 3 script (keras_mnist_phased_lstm.py --keras 3) uses this
+# module without the TF 1.x parts; ScalarWriter imports them when a TF 1.x script writes events.
 
 __all__ = [
-    "CHECKPOINT_DIR", "LOG_COLUMNS", "LOG_NAME", "RESULTS_NAME", "LogWriter", "Progress",
+    "CHECKPOINT_DIR", "EXIT_DIVERGED", "LOG_COLUMNS", "LOG_NAME", "RESULTS_NAME", "LogWriter", "Progress",
     "RunError", "ScalarWriter", "StopSignals", "check_log", "check_resume_settings",
     "check_writable_dir", "check_writable_run", "clear_run", "describe_run_files", "find_logs",
     "format_duration", "plot_curves", "read_log", "remove_temporary_files",
@@ -46,6 +47,8 @@ LOG_COLUMNS = ("step", "train_loss", "train_accuracy", "seconds_per_step", "test
                "test_accuracy")
 
 _EVENTS_GLOB = "events.out.tfevents.*"
+# The exit status of a diverged run: neither success nor a crash (1) nor a signal (128 + n).
+EXIT_DIVERGED = 3
 
 
 class RunError(Exception):
@@ -410,12 +413,15 @@ class ScalarWriter:
     """
 
     def __init__(self, logdir, first_step):
+        from phased_lstm import tf  # pylint: disable=import-outside-toplevel
+        self._tf = tf
         self._writer = tf.compat.v1.summary.FileWriter(logdir)
         self._writer.add_session_log(
             tf.compat.v1.SessionLog(status=tf.compat.v1.SessionLog.START), first_step)
 
     def scalars(self, step, values):
         """Writes {tag: value} at step; None values are skipped."""
+        tf = self._tf
         summary = tf.compat.v1.Summary(value=[
             tf.compat.v1.Summary.Value(tag=tag, simple_value=float(value))
             for tag, value in values.items() if value is not None])

@@ -83,6 +83,43 @@ class _Valid(keras.constraints.Constraint):
         return self.project(ops, w)
 
 
+NON_FINITE_TIME = "PhasedLSTM: every timestamp must be finite (NaN or inf found)"
+
+
+def _finite_times(times):
+    """The timestamps, checked: a NaN or infinite one would make every later output NaN.
+
+    Raised at once where the values are known: eager TensorFlow, PyTorch, JAX outside `jit`.
+    In a `tf.function` an Assert fails the step when it runs (InvalidArgumentError), as in the
+    TF 1.x cells. Where nothing can be raised (JAX under `jit`, TensorFlow under XLA, which drops
+    the Assert) the NaN flows into the outputs and the loss, as with any bad input in Keras:
+    `keras.callbacks.TerminateOnNaN` (or a check of the loss) stops training there.
+
+    Raises:
+      ValueError: for a NaN or infinite timestamp whose value is known here.
+    """
+    all_finite = ops.all(ops.isfinite(times))
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+        if not tf.executing_eagerly():
+            with tf.control_dependencies([tf.debugging.Assert(all_finite, [NON_FINITE_TIME])]):
+                return tf.identity(times)
+    elif backend == "jax":
+        import jax  # pylint: disable=import-outside-toplevel
+
+        try:  # concrete outside jit, also under jax.grad
+            all_finite = bool(all_finite)
+        except jax.errors.ConcretizationTypeError:  # under jit: no value to test
+            return times
+    elif backend == "torch" and all_finite.device.type == "meta":  # Keras' shape inference
+        return times
+    if not bool(ops.convert_to_numpy(all_finite)):
+        raise ValueError(NON_FINITE_TIME)
+    return times
+
+
 def _check_leak(name, value, allow_none=False):
     """The leak as a float: a number (None where allowed), checked as the TF 1.x cells do."""
     if value is None and allow_none:
@@ -155,8 +192,9 @@ class PhasedLSTMCell(keras.layers.Layer):
 
     Raises:
       ValueError: for units not an integer >= 1, a negative leak, ratio_on outside (0, 1],
-        period_init_min <= 0, period_init_max < period_init_min or an unknown mod_gradient;
-        when built, for inputs whose last dimension is unknown or 0.
+        period_init_min <= 0, period_init_max < period_init_min or an unknown mod_gradient
+        (NaN and infinities too); when built, for inputs whose last dimension is unknown or 0;
+        when called, for a NaN or infinite timestamp (as `PhasedLSTM`).
     """
 
     def __init__(self, units, use_peepholes=False, leak=0.001, inference_leak=None,
@@ -277,7 +315,13 @@ class PhasedLSTMCell(keras.layers.Layer):
         return ops.where(ops.cast(training, "bool"), self.leak, inference_leak)
 
     def time_gate(self, time, training=None):
-        """k [..., units] in the cell's dtype for timestamps [..., 1] (any float dtype)."""
+        """k [..., units] in the cell's dtype for timestamps [..., 1] (any float dtype).
+
+        Raises:
+          ValueError: for a NaN or infinite timestamp, where the values are known (see
+            `_finite_times`).
+        """
+        time = _finite_times(time)
         return gate_math.time_gate(ops, time, self.period, self.phase, self.ratio_on,
                                    self._leak(training), self.compute_dtype, self.mod_gradient)
 
@@ -443,9 +487,13 @@ class PhasedLSTM(keras.layers.RNN):
       **kwargs: Keras layer arguments (name, dtype, ...).
 
     Raises:
-      ValueError: for both `leak` and `alpha`, or the cell's invalid settings; when called, for
-        features that are not [batch, steps, input_size] with a known input_size, times whose
-        shape does not match, or a list of more than two inputs.
+      ValueError: for both `leak` and `alpha`, or the cell's invalid settings (NaN and
+        infinities included); when called, for features that are not
+        [batch, steps, input_size] with a known input_size, times whose shape does not match,
+        a list of more than two inputs, or a NaN or infinite timestamp (masked steps' too).
+        In a `tf.function` a bad timestamp fails the step (InvalidArgumentError); under
+        `jax.jit` or XLA nothing can be raised, and the example's outputs from that step on
+        are NaN, as for any bad input in Keras (`keras.callbacks.TerminateOnNaN` stops `fit`).
       TypeError: when called, for times that are not numbers.
     """
 

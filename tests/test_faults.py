@@ -23,8 +23,8 @@ script as __main__. Each process runs under a timeout, so that a hang cannot sta
 Only the kills and the frequency script need subprocesses (9 + 1); they run in a thread while
 this process makes the other runs.
 
-The closing test (`test_zz_fault_summary`) prints how many faults were injected and how each
-class ended; pytest shows it with -s (or -rA).
+The closing test (`test_fault_summary`) counts, from the runs themselves, how many faults were
+injected and how each class ended, and prints it; pytest shows it with -s (or -rA).
 """
 
 import collections
@@ -34,7 +34,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import types
 
@@ -47,16 +46,15 @@ import mnist_phased_lstm
 from experiments import checkpoints, loop, training
 import fake_mnist
 from fake_mnist import write_fake_mnist
+from script_helpers import ROOT, check_no_traceback, run
 
 FLAGS = flags.FLAGS
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MNIST = os.path.join(ROOT, "mnist_phased_lstm.py")
 FREQ = os.path.join(ROOT, "freq_phased_lstm.py")
 STEPS = 12
 SMALL = ["-m", "PhasedLSTMCell", "--batch_size=32", "--num_units=4", "--eval_every=4",
          "--eval_batch_size=128", "--checkpoint_every_secs=0",
          f"--steps={STEPS}"]
-TIMEOUT_S = 300
 RUN = "PhasedLSTMCell"
 
 # Runs a script (argv[2]) with its arguments (argv[3:]) after arranging for SIGKILL at a fault
@@ -147,20 +145,12 @@ KILLS = [
     ("results:1", STEPS),  # results.json's temporary file written, not renamed
 ]
 
-OUTCOMES = collections.Counter()  # "<class>: <how it ended>" -> count
-
-
 def run_script(script, *args, fault=None):
     """Runs a script (through DRIVER with a fault); returns the CompletedProcess."""
     command = fake_mnist.command(script, *args)
     if fault:
         command = [sys.executable, "-c", DRIVER, fault, script, *args]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S,
-                          check=False)
-
-
-def check_no_traceback(proc):
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    return run(command)
 
 
 def run_dir(log_dir):
@@ -378,7 +368,6 @@ def test_after_each_kill_the_log_and_checkpoints_are_sound(runs, number):
     check_no_traceback(killed.proc)
     assert killed.steps == list(range(1, len(killed.steps) + 1)), fault  # once, in order
     assert killed.nan == []
-    OUTCOMES["kill: killed, then the next run resumed"] += 1
 
 
 @pytest.mark.parametrize("number", range(len(KILLS)))
@@ -445,64 +434,95 @@ def prepare(log_dir):
     return loop.prepare(run)
 
 
-def test_damaged_files_resume_or_stop_with_a_clear_error(runs, tmp_path):
-    assert runs.reference_proc.returncode == 0
-    names = files_of_a_run(runs.reference)
-    assert len(names) == 8
-    ended = {}
-    for name in names:
+@pytest.fixture(scope="module")
+def damaged_in_process(runs, tmp_path_factory):
+    """{(file, how): what loop.prepare did with a copy of the reference run so damaged}."""
+    assert runs.reference_proc.returncode == 0, runs.reference_proc.stderr[-3000:]
+    base = tmp_path_factory.mktemp("damaged")
+    cases = {}
+    for name in files_of_a_run(runs.reference):
         for how in DAMAGES:
-            log_dir = os.path.join(tmp_path, f"{name.replace('/', '_')}_{how}")
+            log_dir = os.path.join(base, f"{name.replace('/', '_')}_{how}")
             shutil.copytree(runs.reference, log_dir)
             damage(os.path.join(run_dir(log_dir), name), how)
             before = snapshot(log_dir)
+            case = types.SimpleNamespace(error=None, step=None, skipped=None)
             try:
                 resume = prepare(log_dir)
+                case.step, case.skipped = (resume.checkpoint.step,
+                                           [s.step for s in resume.skipped])
             except training.RunError as error:
-                message = str(error)
-                # Names the damaged file (or, for the state of the log, the log).
-                assert os.path.basename(name).split(".")[0] in message, (name, how, message)
-                assert snapshot(log_dir) == before, (name, how)  # nothing changed
-                ended[(name, how)] = "clear error"
-                continue
-            usable = resume.checkpoint
-            if usable.step == STEPS:
-                ended[(name, how)] = "resumed from the newest checkpoint"
-            else:
-                assert usable.step == STEPS - 1, (name, how)
-                assert [s.step for s in resume.skipped] == [STEPS], (name, how)
-                ended[(name, how)] = "fell back to the older checkpoint"
+                case.error = str(error)
+            case.lost = set(before) - set(snapshot(log_dir))
+            case.changed = snapshot(log_dir) != before
+            cases[(name, how)] = case
+    return cases
+
+
+FELL_BACK, RESUMED, ERROR = ("fell back to the older checkpoint",
+                             "resumed from the newest checkpoint", "clear error")
+
+
+def damage_outcome(case):
+    """How a damaged run folder ended: FELL_BACK, RESUMED, ERROR, or what went wrong."""
+    if case.error is not None:
+        return ERROR
+    if case.step == STEPS:
+        return RESUMED
+    if case.step == STEPS - 1 and case.skipped == [STEPS]:
+        return FELL_BACK
+    return f"unexpected: resumed from step {case.step}, skipping {case.skipped}"
+
+
+def damaged_file(name):
+    """The file's role in a run folder, for the summary."""
+    if f"ckpt-{STEPS}." in name:
+        return f"newest checkpoint's .{name.split('.', 1)[1].split('-')[0]}"
+    return ("an older checkpoint's .data" if "ckpt-" in name
+            else "TensorBoard events" if "events" in name
+            else "state file `checkpoint`" if name.endswith("/checkpoint")
+            else os.path.basename(name))
+
+
+def test_damaged_files_resume_or_stop_with_a_clear_error(damaged_in_process):
+    assert len({name for name, _ in damaged_in_process}) == 8
+    for (name, how), case in damaged_in_process.items():
+        if case.error is not None:
+            # Names the damaged file (or, for the state of the log, the log).
+            assert os.path.basename(name).split(".")[0] in case.error, (name, how, case.error)
+            assert not case.changed, (name, how)  # nothing changed
+        else:
             # Nothing usable was deleted: every file is still there, or was a leftover.
-            assert set(before) - set(snapshot(log_dir)) <= {name}, (name, how)
-    for (name, how), outcome in ended.items():
-        what = (f"newest checkpoint's .{name.split('.', 1)[1].split('-')[0]}"
-                if f"ckpt-{STEPS}." in name else "an older checkpoint's .data"
-                if "ckpt-" in name else "TensorBoard events" if "events" in name
-                else "state file `checkpoint`" if name.endswith("/checkpoint")
-                else os.path.basename(name))
-        OUTCOMES[f"damage ({what}): {outcome}"] += 1
-    fell_back, resumed, error = ("fell back to the older checkpoint",
-                                 "resumed from the newest checkpoint", "clear error")
-    expected = {(name, how): resumed for name in names for how in DAMAGES}
+            assert case.lost <= {name}, (name, how)
+    ended = {key: damage_outcome(case) for key, case in damaged_in_process.items()}
+    names = {name for name, _ in damaged_in_process}
+    expected = {(name, how): RESUMED for name in names for how in DAMAGES}
     # The newest checkpoint's index or data: missing, or it does not read back.
     for ext in ("index", "data-00000-of-00001"):
-        expected.update({(f"checkpoints/ckpt-{STEPS}.{ext}", how): fell_back for how in DAMAGES})
+        expected.update({(f"checkpoints/ckpt-{STEPS}.{ext}", how): FELL_BACK for how in DAMAGES})
     # The log: a deleted one starts anew after the checkpoint, a partial last line is dropped;
     # bytes that are not text, or garbage, are a clear error, never a silent loss. (The
     # state file is not read; an older checkpoint is not needed; events are TensorBoard's;
     # results.json is rewritten at the end; an unreadable sidecar is a warning.)
-    expected[("log.tsv", "flipped")] = expected[("log.tsv", "garbled")] = error
+    expected[("log.tsv", "flipped")] = expected[("log.tsv", "garbled")] = ERROR
     assert ended == expected
 
 
-def test_a_read_only_or_blocked_checkpoint_folder_is_refused_before_training(runs, tmp_path):
+def blocked_checkpoint_folder(tmp_path):
+    """A file where the checkpoint folder goes: loop.prepare's error message."""
     log_dir = os.path.join(tmp_path, "blocked")
     os.makedirs(run_dir(log_dir))
     with open(os.path.join(run_dir(log_dir), "checkpoints"), "w", encoding="utf-8") as f:
         f.write("a file where the checkpoint folder goes")
-    with pytest.raises(training.RunError, match="cannot write to the checkpoint folder"):
+    try:
         loop.prepare(loop.Run(run_dir(log_dir), STEPS, 0, {}, (), 0))
-    OUTCOMES["unwritable checkpoint folder: clear error before training"] += 1
+    except training.RunError as error:
+        return str(error)
+    return None
+
+
+def test_a_blocked_checkpoint_folder_is_refused_before_training(tmp_path):
+    assert "cannot write to the checkpoint folder" in blocked_checkpoint_folder(tmp_path)
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only folders")
@@ -527,7 +547,6 @@ def test_a_lost_newest_checkpoint_resumes_from_the_older_one(runs):
     assert f"ckpt-{STEPS - 1} (step {STEPS - 1} of {STEPS})" in case.proc.stderr
     assert_same_log(case.log_dir, runs.reference)
     assert_results_agree_with_log(case.log_dir)
-    OUTCOMES["end to end: newest checkpoint deleted: resumed, same log"] += 1
 
 
 def test_a_damaged_newest_checkpoint_is_set_aside_and_named(runs):
@@ -542,7 +561,6 @@ def test_a_damaged_newest_checkpoint_is_set_aside_and_named(runs):
                                            f"ckpt-{STEPS}.index", f"ckpt-{STEPS}.json"]
     assert_same_log(case.log_dir, runs.reference)
     assert_results_agree_with_log(case.log_dir)
-    OUTCOMES[f"end to end: {name}: set aside, resumed, same log"] += 1
 
 
 def test_nothing_usable_is_a_clear_error_that_changes_nothing(runs):
@@ -553,7 +571,6 @@ def test_nothing_usable_is_a_clear_error_that_changes_nothing(runs):
     assert "error: " in case.proc.stderr and text in case.proc.stderr
     assert "--fresh" in case.proc.stderr
     assert case.after == case.before
-    OUTCOMES[f"end to end: {name}: clear error, nothing changed"] += 1
 
 
 def test_the_error_says_what_fresh_would_delete(runs):
@@ -594,7 +611,6 @@ def test_divergence_stops_keeps_the_last_good_checkpoint_and_says_so(runs, model
     assert all(checkpoints.verify(os.path.join(checkpoint_dir, f"ckpt-{s}")) is None
                for s in steps)
     assert log["step"].max() < diverged["step"]  # the diverged step's row is not logged
-    OUTCOMES[f"divergence ({model}): exit 3, last good checkpoint kept"] += 1
 
 
 def test_divergence_in_the_frequency_script_through_the_same_loop(runs):
@@ -607,14 +623,52 @@ def test_divergence_in_the_frequency_script_through_the_same_loop(runs):
         assert "diverged" in json.load(f)
     assert not os.path.exists(os.path.join(case.log_dir, "standard", "PhasedLSTMCell",
                                            "seed1", training.LOG_NAME))
-    OUTCOMES["divergence (frequency script): exit 3"] += 1
 
 
-def test_zz_fault_summary(runs):
-    """The closing note: how many faults were injected and how each class ended."""
-    del runs  # only orders this test after the others of the module
-    total = sum(OUTCOMES.values())
+# ---------------------------------------------------------------------------------------------
+# The closing note.
+
+def fault_outcomes(runs, damaged_in_process, tmp_path):
+    """{"<fault class>: <how it ended>": count} for every fault of this module, from the runs
+    themselves; a fault that ended otherwise than it should is counted as "unexpected"."""
+    outcomes = collections.Counter()
+    chain = runs.chain
+    for number, (fault, resume_step) in enumerate(KILLS):
+        following = (chain.after_kill[number + 1].proc if number + 1 < len(KILLS)
+                     else chain.last)
+        resumed = f"ckpt-{resume_step} (step {resume_step} of {STEPS})" in following.stderr
+        outcomes["kill: killed, then the next run resumed"
+                 if chain.after_kill[number].proc.returncode == -9 and resumed
+                 else f"kill {fault}: unexpected"] += 1
+    for (name, _), case in damaged_in_process.items():
+        outcomes[f"damage ({damaged_file(name)}): {damage_outcome(case)}"] += 1
+    outcomes["unwritable checkpoint folder: clear error before training"
+             if blocked_checkpoint_folder(tmp_path) else "unwritable checkpoint folder: "
+             "unexpected"] += 1
+    damaged = runs.damaged
+    for name, status, said in (
+            ("newest_deleted", 0, f"ckpt-{STEPS - 1} (step {STEPS - 1} of {STEPS})"),
+            ("newest_flipped_state_garbage", 0, "Resuming from an older checkpoint"),
+            ("all_truncated", 1, "--fresh")):
+        proc = damaged[name].proc
+        ok = proc.returncode == status and said in proc.stderr
+        if name == "all_truncated":
+            ok = ok and damaged[name].after == damaged[name].before
+        outcomes[f"end to end: {name}: " + ({0: "resumed", 1: "clear error, nothing changed"}[
+            status] if ok else "unexpected")] += 1
+    for model, case in runs.diverged.items():
+        outcomes[f"divergence ({model}): " + ("exit 3" if case.proc.returncode ==
+                                              loop.EXIT_DIVERGED else "unexpected")] += 1
+    return outcomes
+
+
+def test_fault_summary(runs, damaged_in_process, tmp_path):
+    """How many faults were injected and how each class ended (shown with -s or -rA)."""
+    outcomes = fault_outcomes(runs, damaged_in_process, tmp_path)
+    total = sum(outcomes.values())
     lines = [f"{total} faults injected:"] + [f"  {count:3d}  {outcome}"
-                                             for outcome, count in sorted(OUTCOMES.items())]
+                                             for outcome, count in sorted(outcomes.items())]
     print("\n" + "\n".join(lines))
-    assert total > 0
+    # 8 kills, 8 files x 4 damages, 1 blocked folder, 3 damaged runs end to end, 3 divergences.
+    assert total == len(KILLS) + 8 * len(DAMAGES) + 1 + 3 + 3
+    assert not [outcome for outcome in outcomes if "unexpected" in outcome], lines

@@ -5,19 +5,19 @@ with the other scripts' in this process).
 """
 
 import os
-import subprocess
 import sys
 
 import pytest
 
-from test_freq_phased_lstm import ROOT, TIMEOUT_S, TINY, check_ok, run_script
+from script_helpers import ROOT, check_no_traceback, check_ok, run
+from test_freq_phased_lstm import TINY  # the frequency script's smallest run
 
 SCRIPT = os.path.join(ROOT, "freq_gradient_norms.py")
+FREQ = os.path.join(ROOT, "freq_phased_lstm.py")
 
 
 def run_diagnostic(*args):
-    return subprocess.run([sys.executable, SCRIPT, *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=TIMEOUT_S, check=False)
+    return run([sys.executable, SCRIPT, *args])
 
 
 def table_rows(stdout):
@@ -67,8 +67,7 @@ print(norm, (losses[0] - losses[1]) / (2 * eps))
 
 
 def test_global_norm_is_the_losss_slope_along_the_gradient():
-    proc = subprocess.run([sys.executable, "-c", DIRECTIONAL_DERIVATIVE], cwd=ROOT,
-                          capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+    proc = run(DIRECTIONAL_DERIVATIVE)
     check_ok(proc)
     norm, slope = (float(x) for x in proc.stdout.split()[-2:])
     assert norm > 0
@@ -77,8 +76,8 @@ def test_global_norm_is_the_losss_slope_along_the_gradient():
 
 def test_a_trained_run_is_rebuilt_from_its_checkpoints_settings(tmp_path):
     log_dir = str(tmp_path / "runs")
-    check_ok(run_script("--sampling=standard", "--epochs=1", "--seeds=1", f"--log_dir={log_dir}",
-                        *TINY))
+    check_ok(run([sys.executable, FREQ, "--sampling=standard", "--epochs=1", "--seeds=1",
+                  f"--log_dir={log_dir}", *TINY]))
     # No --num_units (default 110): the checkpoint's 4 units must be used.
     proc = run_diagnostic(f"--log_dir={log_dir}", "--sampling=standard", "--batches=3")
     check_ok(proc)
@@ -120,4 +119,4 @@ def test_bad_requests_get_a_clear_error(tmp_path, args, message):
     proc = run_diagnostic(f"--log_dir={tmp_path}", "--sampling=high_res", *args)
     assert proc.returncode != 0
     assert message in proc.stderr
-    assert "Traceback" not in proc.stderr
+    check_no_traceback(proc)

@@ -6,7 +6,7 @@ subprocess.
 """
 
 import importlib.util
-import inspect
+import json
 import os
 import subprocess
 import sys
@@ -23,7 +23,7 @@ from tf_helpers import cell_variables, load_params
 import keras  # noqa: E402  (Keras 3, whatever tf.keras means in this process)
 from keras import ops  # noqa: E402
 
-from phased_lstm import gate_math  # noqa: E402
+from phased_lstm import gate_math, keras3  # noqa: E402
 from phased_lstm.keras3 import TF1_VARIABLE_NAMES, PhasedLSTM, PhasedLSTMCell  # noqa: E402
 import keras3_helpers  # noqa: E402
 
@@ -33,7 +33,6 @@ HELPERS = os.path.join(ROOT, "tests", "keras3_helpers.py")
 ON_TF = keras.backend.backend() == "tensorflow"
 needs_tf_backend = pytest.mark.skipif(not ON_TF, reason="the test process's Keras backend is "
                                       f"{keras.backend.backend()}, not tensorflow")
-TF1_HAS_MOD_GRADIENT = "mod_gradient" in inspect.signature(TF1PhasedLSTMCell.__init__).parameters
 
 
 def _case(seed, peep=False, mod_gradient="tf1", training=True, inference_leak=None, start=0.0,
@@ -53,10 +52,10 @@ def _case(seed, peep=False, mod_gradient="tf1", training=True, inference_leak=No
 
 def _tf1_results(case, leak=0.001):
     """The same loss through the TF 1.x cell under dynamic_rnn, in a graph."""
-    kwargs = {"mod_gradient": str(case["mod_gradient"])} if TF1_HAS_MOD_GRADIENT else {}
     with tf.Graph().as_default():
         x = tf.constant(case["x"])
-        cell = TF1PhasedLSTMCell(UNITS, use_peepholes=bool(case["peep"]), leak=leak, **kwargs)
+        cell = TF1PhasedLSTMCell(UNITS, use_peepholes=bool(case["peep"]), leak=leak,
+                                 mod_gradient=str(case["mod_gradient"]))
         outputs, (c, h) = tf.compat.v1.nn.dynamic_rnn(
             cell, (tf.constant(case["times"]), x), dtype=tf.float32)
         loss = tf.reduce_sum(outputs * case["r_out"]) + tf.reduce_sum(c * case["r_c"])
@@ -69,12 +68,6 @@ def _tf1_results(case, leak=0.001):
             values = sess.run({"outputs": outputs, "h": h, "c": c, "loss": loss,
                                **{f"grad/{n}": g for n, g in zip(names + ["x"], grads)}})
     return values
-
-
-def _skip_unless_tf1_has(mod_gradient):
-    """The TF 1.x cell always had floormod's gradient ("exact") until it offered both rules."""
-    if not TF1_HAS_MOD_GRADIENT and mod_gradient != "exact":
-        pytest.skip("this TF 1.x cell has floormod's gradient only (no mod_gradient argument)")
 
 
 def _assert_results_equal(got, want, atol=2e-5, rtol=1e-4, keys=None):
@@ -144,7 +137,6 @@ def test_unknown_mod_gradient_is_refused():
 @pytest.mark.parametrize("peep", [False, True])
 @pytest.mark.parametrize("mod_gradient", gate_math.MOD_GRADIENTS)
 def test_tensorflow_backend_matches_tf1_cell_outputs_and_gradients(peep, mod_gradient):
-    _skip_unless_tf1_has(mod_gradient)
     case = _case(1, peep=peep, mod_gradient=mod_gradient)
     got = keras3_helpers.run_case(case)
     _assert_results_equal(got, _tf1_results(case))
@@ -171,8 +163,7 @@ def test_the_two_gradient_rules_differ_only_in_the_period():
     (True, 0.0, 0.001), (False, 0.0, 0.0), (False, None, 0.001), (False, 0.05, 0.05)])
 def test_leak_applies_while_training_and_inference_leak_otherwise(training, inference_leak,
                                                                   tf1_leak):
-    case = _case(3, mod_gradient="exact" if not TF1_HAS_MOD_GRADIENT else "tf1",
-                 training=training, inference_leak=inference_leak)
+    case = _case(3, training=training, inference_leak=inference_leak)
     _assert_results_equal(keras3_helpers.run_case(case), _tf1_results(case, leak=tf1_leak),
                           keys=["outputs", "h", "c"])
 
@@ -475,19 +466,10 @@ needs_jax = pytest.mark.skipif(JAX_MISSING, reason="jax is not installed")
 @pytest.mark.parametrize("peep", [False, True])
 def test_jax_backend_matches_tf1_cell_outputs_and_gradients(peep):
     for mod_gradient in gate_math.MOD_GRADIENTS:
-        if mod_gradient == "tf1" and not TF1_HAS_MOD_GRADIENT:
-            continue
         case = _case(13, peep=peep, mod_gradient=mod_gradient)
         got = _run_on_backend(case, "jax")
         assert str(got["backend"]) == "jax"
         _assert_results_equal(got, _tf1_results(case))
-
-
-@needs_jax
-def test_jax_tf1_gradient_rule_matches_the_tensorflow_backend():
-    """Holds the JAX backend's default rule to the TensorFlow backend's (checked above)."""
-    case = _case(14, peep=True, mod_gradient="tf1")
-    _assert_results_equal(_run_on_backend(case, "jax"), keras3_helpers.run_case(case))
 
 
 @needs_jax
@@ -508,19 +490,75 @@ def _torch_python():
     return os.environ.get("PHASED_LSTM_TORCH_PYTHON")
 
 
-@pytest.mark.skipif(_torch_python() is None, reason="torch is not installed (set "
-                    "PHASED_LSTM_TORCH_PYTHON to a Python that has keras and torch)")
+needs_torch = pytest.mark.skipif(_torch_python() is None, reason="torch is not installed (set "
+                                 "PHASED_LSTM_TORCH_PYTHON to a Python that has keras and torch)")
+
+
+@needs_torch
 @pytest.mark.parametrize("peep", [False, True])
 def test_torch_backend_matches_tf1_cell_outputs_and_gradients(peep):
-    mod_gradient = "tf1" if TF1_HAS_MOD_GRADIENT else "exact"
-    case = _case(16, peep=peep, mod_gradient=mod_gradient)
-    got = _run_on_backend(case, "torch", python=_torch_python())
-    assert str(got["backend"]) == "torch"
-    _assert_results_equal(got, _tf1_results(case))
-    # torch's own default rule against the TensorFlow backend's.
-    case = _case(16, peep=peep, mod_gradient="tf1")
-    _assert_results_equal(_run_on_backend(case, "torch", python=_torch_python()),
-                          keras3_helpers.run_case(case))
+    for mod_gradient in gate_math.MOD_GRADIENTS:
+        case = _case(16, peep=peep, mod_gradient=mod_gradient)
+        got = _run_on_backend(case, "torch", python=_torch_python())
+        assert str(got["backend"]) == "torch"
+        _assert_results_equal(got, _tf1_results(case))
+
+
+# What the layer and the cell do with NaN and infinite settings and timestamps (as the TF 1.x
+# cells refuse them), on each backend: keras3_helpers.refusals, outcomes shortened here.
+NAN_FROM_THE_BAD_STEP = [[False, False, True, True, True], [False] * 5]  # example 0, step 2 on
+NO_NAN = [[False] * 5] * 2
+REFUSED = "ValueError: bad timestamp"
+
+
+def _outcome(result):
+    """What refusals() saw, in short: the error type for the timestamps' message, or what ran."""
+    if result is None:
+        return "ran"
+    if isinstance(result, list):
+        return {str(NAN_FROM_THE_BAD_STEP): "NaN from the bad step on",
+                str(NO_NAN): "no NaN"}.get(str(result), str(result))
+    if keras3.NON_FINITE_TIME in result:
+        return f"{result.split(':')[0]}: bad timestamp"
+    return result
+
+
+def _expected_refusals(backend):
+    want = {}
+    for name in keras3_helpers.TIMING_ARGUMENTS:
+        for value in keras3_helpers.NON_FINITE:
+            message = f"ValueError: {name.replace('alpha', 'leak')} must be a finite number; " \
+                      f"got {float(value)}"
+            want[f"PhasedLSTM({name}={value})"] = message
+            if name != "alpha":
+                want[f"PhasedLSTMCell({name}={value})"] = message
+    compiled = {"tensorflow": {"tf.function": "InvalidArgumentError: bad timestamp",
+                               "XLA": "NaN from the bad step on"},  # XLA drops the Assert
+                "jax": {"jax.jit": "NaN from the bad step on"}, "torch": {}}[backend]
+    for bad in ("nan", "inf", "-inf"):
+        want[f"PhasedLSTM times {bad}"] = REFUSED
+        # Keras' RNN on JAX runs the cell in lax.scan (traced): nothing to raise there.
+        want[f"RNN(PhasedLSTMCell) times {bad}"] = (
+            "NaN from the bad step on" if backend == "jax" else REFUSED)
+        want.update({f"{name} times {bad}": outcome for name, outcome in compiled.items()})
+    # A finite timestamp in the same place runs everywhere.
+    want.update({"PhasedLSTM times 0": "ran", "RNN(PhasedLSTMCell) times 0": "no NaN"})
+    want.update({f"{name} times 0": "no NaN" for name in compiled})
+    return want
+
+
+@pytest.mark.parametrize("backend", [
+    pytest.param("tensorflow", marks=needs_tf_backend), pytest.param("jax", marks=needs_jax),
+    pytest.param("torch", marks=needs_torch)])
+def test_non_finite_settings_and_timestamps_are_refused_on_each_backend(backend):
+    if backend == "tensorflow":
+        got = keras3_helpers.refusals()
+    else:
+        out = _subprocess([HELPERS, "--refusals"], backend,
+                          _torch_python() if backend == "torch" else None)
+        got = json.loads(out.strip().splitlines()[-1])
+    assert {case: _outcome(result) for case, result in got.items()} == \
+        _expected_refusals(backend)
 
 
 def test_issue_snippet_keras3_first_then_phased_lstm():

@@ -29,14 +29,13 @@ import pytest
 
 import fake_mnist
 from experiments import keras_run, loop
+from script_helpers import PNG_MAGIC, ROOT, TIMEOUT_S, check_ok
+import script_helpers
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "keras_mnist_phased_lstm.py")
 EPOCHS = 3
 # 8 batches of 32 per epoch; 784 steps of 4 units: seconds per epoch.
 SMALL = ["--train_samples=256", "--test_samples=128", "--batch_size=32", "--num_units=4"]
-TIMEOUT_S = 300
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # One process against two workers (or two JAX devices) with the same global batch: the same
 # batches, the gradients summed in another order. Measured: equal to the printed digits.
 REPLICA_RTOL = 1e-5
@@ -74,12 +73,7 @@ def fault_command(action, epoch, batch, *args):
 
 
 def run(cmd, env=None):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    start = time.time()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S,
-                          env=env, check=False)
-    proc.seconds = time.time() - start
-    return proc
+    return script_helpers.run(cmd, env={"PYTHONUNBUFFERED": "1", **(env or {})})
 
 
 def free_ports(n):
@@ -202,11 +196,6 @@ def runs(tmp_path_factory):
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         futures = {name: pool.submit(job, base, data_dir) for name, job in jobs.items()}
         return types.SimpleNamespace(**{name: f.result() for name, f in futures.items()})
-
-
-def check_ok(proc):
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
 
 
 def log_of(save_dir, model="PhasedLSTM", worker=""):
@@ -377,6 +366,36 @@ def test_jax_data_parallel_on_two_devices_trains_as_one(runs):
     two, one = log_of(runs.jax[2].save_dir), log_of(runs.jax[1].save_dir)
     for metric in METRICS:
         assert two[metric][0] == pytest.approx(one[metric][0], rel=REPLICA_RTOL), metric
+
+
+# ---------------------------------------------------------------------------------------------
+# What --keras 3 loads.
+
+# Printed when the script's process exits: which of the TF 1.x side's modules it loaded.
+LOADED = """
+import atexit
+_TF1_SIDE = ("tf_keras", "phased_lstm.legacy_tf", "experiments.loop", "tensorflow")
+atexit.register(lambda: print("loaded:", [m for m in _TF1_SIDE if m in sys.modules], flush=True))
+"""
+
+
+@pytest.mark.parametrize("backend", [
+    "tensorflow", pytest.param("jax", marks=pytest.mark.skipif(not HAS_JAX,
+                                                               reason="jax is not installed"))])
+def test_keras_3_loads_neither_tf_keras_nor_the_tf1_parts(tmp_path, backend):
+    data_dir = fake_mnist.write_fake_mnist(os.path.join(tmp_path, "data"), 64, 32)
+    cmd = command(f"--save_dir={tmp_path}/run", f"--data_dir={data_dir}", "--keras=3",
+                  "--models=PhasedLSTM", "--epochs=1", "--train_samples=64",
+                  "--test_samples=32", "--batch_size=32", "--num_units=2")
+    cmd[2] = fake_mnist.PREAMBLE + LOADED + cmd[2][len(fake_mnist.PREAMBLE):]
+    # A user's fresh process: not this one's TF_USE_LEGACY_KERAS (set by the TF 1.x tests'
+    # imports), with which TensorFlow itself would load tf-keras.
+    proc = run(cmd, env={"KERAS_BACKEND": backend, "TF_USE_LEGACY_KERAS": None})
+    check_ok(proc)
+    assert "Keras 3 on " + backend in proc.stdout  # it trained, on that backend
+    loaded = proc.stdout.strip().splitlines()[-1]
+    # TensorFlow is Keras 3's own business: its backend, and its TensorBoard callback on JAX.
+    assert loaded == "loaded: ['tensorflow']", loaded
 
 
 # ---------------------------------------------------------------------------------------------

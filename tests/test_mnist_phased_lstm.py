@@ -32,13 +32,11 @@ import mnist_phased_lstm as script
 from fake_mnist import write_fake_mnist
 from phased_lstm import fused_rnn, tf
 from experiments import training
+from script_helpers import PNG_MAGIC, ROOT, TIMEOUT_S, check_ok, run
 
 FLAGS = flags.FLAGS
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "mnist_phased_lstm.py")
 SMALL = ["--batch_size=16", "--num_units=4", "--eval_every=3", "--eval_batch_size=128"]
-TIMEOUT_S = 300
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def command(*args):
@@ -47,13 +45,7 @@ def command(*args):
 
 def run_script(*args):
     """Runs the script to its end; returns the CompletedProcess (text output)."""
-    return subprocess.run(command(*args), cwd=ROOT, capture_output=True, text=True,
-                          timeout=TIMEOUT_S, check=False)
-
-
-def check_ok(proc):
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr
+    return run(command(*args))
 
 
 def read_log(log_dir, model):

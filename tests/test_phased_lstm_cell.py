@@ -1,4 +1,7 @@
-"""PhasedLSTMCell against the float64 NumPy reference, finite differences and its contract."""
+"""PhasedLSTMCell against the float64 NumPy reference, finite differences and its contract.
+
+What it promises as PhasedGRUCell does is tested once for both in test_phased_cells.py.
+"""
 
 import math
 import subprocess
@@ -7,7 +10,7 @@ import sys
 import numpy as np
 
 import numpy_reference as ref
-from phased_lstm import MIN_PERIOD, MIN_RATIO_ON, PhasedLSTMCell, tf
+from phased_lstm import PhasedLSTMCell, tf
 from tf_helpers import load_params, variable_gradients
 
 BATCH, STEPS, INPUT_SIZE, UNITS = 5, 30, 3, 6
@@ -52,55 +55,6 @@ class PhasedLSTMCellTest(tf.test.TestCase):
             self.assertAllClose(h, want_h, atol=2e-5, rtol=1e-5)
             worst = max(worst, np.abs(outputs - want_outputs).max(), np.abs(c - want_c).max())
         print(f"largest deviation from the NumPy reference (float32 cell): {worst:.2e}")
-
-    def test_float64_cell_matches_reference_tightly(self):
-        rng = np.random.default_rng(1)
-        params = ref.random_phased_lstm_params(rng, INPUT_SIZE, UNITS, True)
-        times, x = _inputs(rng)
-        outputs, _ = self._run_dynamic(params, times, x, True, tf.float64, tf.float64)
-        self.assertAllClose(outputs, _reference(params, times, x, True)[0], atol=1e-12, rtol=0)
-
-    def test_leak_placeholder_fed_zero_evaluates_without_leak(self):
-        rng = np.random.default_rng(2)
-        params = ref.random_phased_lstm_params(rng, INPUT_SIZE, UNITS, False)
-        times, x = _inputs(rng)
-        with_leak, _ = self._run_dynamic(params, times, x, False, leak=0.001)
-        without, _ = self._run_dynamic(params, times, x, False, leak=0.001, feed_leak=0.0)
-        self.assertAllClose(with_leak, _reference(params, times, x, False, 0.001)[0], atol=2e-5)
-        self.assertAllClose(without, _reference(params, times, x, False, 0.0)[0], atol=2e-5)
-        self.assertGreater(np.abs(with_leak - without).max(), 1e-6)
-
-    def test_float64_time_keeps_the_phase_of_large_timestamps(self):
-        rng = np.random.default_rng(3)
-        params = ref.random_phased_lstm_params(rng, INPUT_SIZE, UNITS, False)
-        times, x = _inputs(rng, start=1e7)
-        want, _ = _reference(params, times, x, False)
-        outputs64, _ = self._run_dynamic(params, times, x, False, time_dtype=tf.float64)
-        self.assertAllClose(outputs64, want, atol=2e-5, rtol=1e-5)
-        # float32 cannot hold these timestamps (spacing 1.0 at 1e7): the same run goes wrong.
-        outputs32, _ = self._run_dynamic(params, times, x, False, time_dtype=tf.float32)
-        self.assertGreater(np.abs(outputs32 - want).max(), 1e-2)
-
-    def test_dtype_follows_the_features_not_the_time(self):
-        with tf.Graph().as_default():
-            cell = PhasedLSTMCell(3)
-            outputs, _ = tf.compat.v1.nn.dynamic_rnn(
-                cell, (tf.zeros([2, 4, 1], tf.float64), tf.zeros([2, 4, 1])), dtype=tf.float32)
-        self.assertEqual(outputs.dtype, tf.float32)
-        self.assertEqual({v.dtype.base_dtype for v in cell.weights}, {tf.float32})
-
-    def test_sequence_length_leaves_padded_steps_unchanged(self):
-        rng = np.random.default_rng(4)
-        params = ref.random_phased_lstm_params(rng, INPUT_SIZE, UNITS, True)
-        times, x = _inputs(rng)
-        lengths = np.array([STEPS, 17, 1, 9, 30])
-        outputs, (c, h) = self._run_dynamic(params, times, x, True, sequence_length=lengths)
-        for b, length in enumerate(lengths):
-            _, (c_alone, h_alone) = self._run_dynamic(
-                params, times[b:b + 1, :length], x[b:b + 1, :length], True)
-            self.assertAllClose(c[b], c_alone[0], atol=1e-6)
-            self.assertAllClose(h[b], h_alone[0], atol=1e-6)
-            self.assertAllEqual(outputs[b, length:], np.zeros_like(outputs[b, length:]))
 
     def _gradients_against_reference(self, use_peepholes, mod_gradient, time_dtype=tf.float64):
         """Every variable's gradient under dynamic_rnn against the NumPy reference's.
@@ -235,61 +189,6 @@ class PhasedLSTMCellTest(tf.test.TestCase):
                 restored = sess.run(outputs)
         self.assertAllClose(restored, _reference(params, times, x, True)[0], atol=2e-5)
 
-    def test_static_rnn_matches_dynamic_rnn(self):
-        rng = np.random.default_rng(7)
-        times, x = _inputs(rng, steps=8)
-        with tf.Graph().as_default():
-            cell = PhasedLSTMCell(UNITS)
-            time_t, x_t = tf.constant(times, tf.float32), tf.constant(x, tf.float32)
-            dynamic, _ = tf.compat.v1.nn.dynamic_rnn(cell, (time_t, x_t), dtype=tf.float32)
-            static, _ = tf.compat.v1.nn.static_rnn(
-                cell, list(zip(tf.unstack(time_t, axis=1), tf.unstack(x_t, axis=1))),
-                dtype=tf.float32)
-            self.assertLen(tf.compat.v1.global_variables(), 9)  # shared, not duplicated
-            with tf.compat.v1.Session() as sess:
-                sess.run(tf.compat.v1.global_variables_initializer())
-                dynamic, static = sess.run((dynamic, tf.stack(static, axis=1)))
-        self.assertAllClose(dynamic, static, atol=1e-6)
-
-    def test_timing_parameters_stay_valid_when_training_drives_them_to_zero(self):
-        rng = np.random.default_rng(9)
-        times, x = _inputs(rng)
-        for optimizer in (tf.compat.v1.train.GradientDescentOptimizer(10.0),
-                          tf.compat.v1.train.AdamOptimizer(1.0)):
-            with tf.Graph().as_default():
-                cell = PhasedLSTMCell(UNITS, period_init_min=0.5, period_init_max=2.0,
-                                      ratio_on=0.05)
-                outputs, _ = tf.compat.v1.nn.dynamic_rnn(
-                    cell, (tf.constant(times, tf.float32), tf.constant(x, tf.float32)),
-                    dtype=tf.float32)
-                gate = cell.time_gate
-                # A loss whose gradient pushes period and ratio_on below zero at every step.
-                loss = tf.reduce_mean(outputs) + 100.0 * tf.reduce_sum(
-                    gate.period + gate.ratio_on)
-                train = optimizer.minimize(loss)
-                with tf.compat.v1.Session() as sess:
-                    sess.run(tf.compat.v1.global_variables_initializer())
-                    smallest_period = np.inf
-                    for _ in range(20):
-                        _, loss_value = sess.run((train, loss))
-                        period, ratio_on, out = sess.run((gate.period, gate.ratio_on, outputs))
-                        self.assertTrue(np.isfinite(loss_value) and np.isfinite(out).all())
-                        self.assertAllGreaterEqual(period, MIN_PERIOD)
-                        self.assertAllInRange(ratio_on, MIN_RATIO_ON, 1.0)
-                        smallest_period = min(smallest_period, period.min())
-            # The optimiser did reach the bound: the projection, not luck, kept them valid.
-            self.assertNear(smallest_period, MIN_PERIOD, 1e-9)
-            self.assertNear(ratio_on.min(), MIN_RATIO_ON, 1e-9)
-
-    def test_hand_set_invalid_timing_gives_finite_outputs(self):
-        rng = np.random.default_rng(10)
-        params = ref.random_phased_lstm_params(rng, INPUT_SIZE, UNITS, False)
-        params["period"][:3] = [0.0, -1.0, 1e-9]
-        params["ratio_on"][:3] = [0.0, -0.5, 3.0]
-        times, x = _inputs(rng)
-        outputs, (c, h) = self._run_dynamic(params, times, x, False)
-        self.assertTrue(np.isfinite(outputs).all() and np.isfinite(c).all())
-
     def test_initialisers_build_each_known_variant(self):
         n = 4000
         uniform = tf.compat.v1.random_uniform_initializer
@@ -330,17 +229,6 @@ class PhasedLSTMCellTest(tf.test.TestCase):
             self.assertAllClose(r_on, np.full(n, ratio_on))
             if name != "keras_seed":  # that one is uniform, the others log-uniform
                 self.assertNear(log_period.mean(), (log_low + log_high) / 2, 0.05 * spread, name)
-
-    def test_trainable_flags_freeze_the_timing(self):
-        with tf.Graph().as_default():
-            cell = PhasedLSTMCell(3, trainable_ratio_on=False, trainable_period=False,
-                                  trainable_phase=False)
-            tf.compat.v1.nn.dynamic_rnn(cell, (tf.zeros([1, 2, 1]), tf.zeros([1, 2, 1])),
-                                        dtype=tf.float32)
-            trainable = {v.name.split("/")[-1] for v in tf.compat.v1.trainable_variables()}
-            everything = {v.name.split("/")[-1] for v in tf.compat.v1.global_variables()}
-        self.assertEqual(trainable, {"kernel:0", "bias:0"})
-        self.assertTrue({"period:0", "phase:0", "ratio_on:0"} <= everything)
 
     def test_trains_under_dynamic_rnn(self):
         rng = np.random.default_rng(11)
@@ -459,54 +347,6 @@ class TF1InputsTest(tf.test.TestCase):
         self.assertAllClose(constant_ratio, np.full(500, 0.3))
         self.assertAllClose(fed_ratio, np.full(500, 0.2))
         self.assertAllClose(lower_ratio, np.full(500, 0.05))
-
-
-class BadInputTest(tf.test.TestCase):
-
-    def _call(self, time_shape, features_shape, time_dtype=tf.float32):
-        with tf.Graph().as_default():
-            cell = PhasedLSTMCell(4)
-            inputs = (tf.zeros(time_shape, time_dtype), tf.zeros(features_shape))
-            cell(inputs, cell.zero_state(2, tf.float32))
-
-    def test_time_must_be_batch_by_one_or_by_units(self):
-        for shape in ([2, 2], [2, 1, 1], [2, 4, 1]):
-            with self.assertRaisesRegex(
-                    ValueError, r"time must have shape \[batch, 1\] \(one timestamp per example\) "
-                    r"or \[batch, 4\] \(one per unit\); got shape"):
-                self._call(shape, [2, 3])
-
-    def test_features_must_be_rank_two(self):
-        with self.assertRaisesRegex(ValueError, r"features must have rank 2"):
-            self._call([2, 1], [2, 3, 1])
-
-    def test_time_must_be_numbers(self):
-        for dtype in (tf.bool, tf.string):
-            with self.assertRaisesRegex(TypeError, r"time must be numbers: a floating tensor .* "
-                                        rf"or an integer one .*; got dtype {dtype.name}"):
-                self._call([2, 1], [2, 3], dtype)
-
-    def test_inputs_must_be_a_time_features_pair(self):
-        with tf.Graph().as_default():
-            cell = PhasedLSTMCell(4)
-            with self.assertRaisesRegex(TypeError, r"tuple \(time \[batch, 1\], features"):
-                cell(tf.zeros([2, 3]), cell.zero_state(2, tf.float32))
-
-    def test_bad_constructor_arguments(self):
-        cases = [
-            (dict(num_units=0), r"num_units must be an integer >= 1; got 0"),
-            (dict(num_units=4, ratio_on=0.0), r"ratio_on must be in \(0, 1\]; got 0.0"),
-            (dict(num_units=4, ratio_on=1.5), r"ratio_on must be in \(0, 1\]; got 1.5"),
-            (dict(num_units=4, period_init_min=0.0), r"period_init_min must be > 0"),
-            (dict(num_units=4, period_init_min=10.0, period_init_max=5.0),
-             r"period_init_max must be >= period_init_min \(10.0\); got 5.0"),
-            (dict(num_units=4, leak=-0.1), r"leak must be >= 0"),
-            (dict(num_units=4, mod_gradient="floor"),
-             r"mod_gradient must be one of \('tf1', 'exact'\); got 'floor'"),
-        ]
-        for kwargs, message in cases:
-            with self.assertRaisesRegex(ValueError, message):
-                PhasedLSTMCell(**kwargs)
 
 
 def _python(code):

@@ -8,11 +8,11 @@ accepted wherever Python integers are.
   through them, the PhasedLSTM layer).
 - NaN or infinite timestamps are an error on every path that computes the time gate (the cell
   under dynamic_rnn, the fast path, the event-driven path, the Keras layer).
+
+The Keras 3 layer and cell refuse the same, on each backend: test_keras3.py.
 """
 
 import json
-import os
-import subprocess
 import sys
 
 from absl import flags
@@ -25,9 +25,9 @@ from phased_lstm import (PhasedGRUCell, PhasedLSTM, PhasedLSTMCell, exp_uniform_
                          tf)
 from phased_lstm.event_rnn import event_driven_phased_lstm
 from phased_lstm.fast_rnn import phased_lstm_rnn
+from script_helpers import run
 
 FLAGS = flags.FLAGS
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NON_FINITE = ("nan", "inf", "-inf")
 MNIST_FLOAT_FLAGS = ("learning_rate", "checkpoint_every_secs", "ratio_on", "period_init_min",
                      "period_init_max", "leak")
@@ -62,8 +62,7 @@ def float_flags(module):
 
 
 def parse_in_subprocess(module, arguments):
-    proc = subprocess.run([sys.executable, "-c", PARSE_EACH.format(module=module), *arguments],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    proc = run([sys.executable, "-c", PARSE_EACH.format(module=module), *arguments])
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -177,16 +176,3 @@ def test_non_finite_timestamps_are_an_error(path, bad):
 def test_finite_timestamps_pass(path):
     outputs = run_with_time(path, 2.0)
     assert all(np.isfinite(o).all() for o in tf.nest.flatten(outputs))
-
-
-@pytest.mark.parametrize("argument", ["leak", "inference_leak", "alpha", "ratio_on",
-                                      "period_init_min", "period_init_max"])
-@pytest.mark.parametrize("value", [float("nan"), float("inf")])
-def test_keras3_layer_refuses_non_finite_arguments(argument, value):
-    # The same check as the TF 1.x cells' (gate_math.check_timing); Keras 3 once took
-    # leak=inf and period_init_max=inf, and its outputs were not finite.
-    from phased_lstm import keras3
-
-    with pytest.raises(ValueError, match=argument.replace("alpha", "leak")
-                       + " must be a finite number"):
-        keras3.PhasedLSTM(4, **{argument: value})
