@@ -31,7 +31,7 @@ FLAGS = flags.FLAGS
 NON_FINITE = ("nan", "inf", "-inf")
 MNIST_FLOAT_FLAGS = ("learning_rate", "checkpoint_every_secs", "ratio_on", "period_init_min",
                      "period_init_max", "leak")
-FREQ_FLOAT_FLAGS = MNIST_FLOAT_FLAGS + ("phase_init_max", "clip_norm")
+FREQ_FLOAT_FLAGS = MNIST_FLOAT_FLAGS + ("phase_init_max", "clip_norm", "gate_gradient_clip")
 KERAS_FLOAT_FLAGS = ("learning_rate", "ratio_on", "period_init_min", "period_init_max", "leak",
                      "inference_leak")
 
