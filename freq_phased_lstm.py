@@ -520,10 +520,11 @@ def plot_summary(log_dir, curves):
         axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize="small",
                     frameon=False)
     panels[0].set_ylabel("validation accuracy (fresh data, leak 0)")
-    second = (" Two sines: are their periods in [5, 6] and [13, 15] ms?"
-              if frequency_data.TWO_SINES in samplings else "")
-    figure.suptitle("Frequency discrimination: is the sine's period in [5, 6] ms?"
-                    f"{second}\n(band: ± std over seeds; faint: one seed each)")
+    questions = [] if samplings == [frequency_data.TWO_SINES] else [
+        "Frequency discrimination: is the sine's period in [5, 6] ms?"]
+    if frequency_data.TWO_SINES in samplings:
+        questions.append("Two sines: are their periods in [5, 6] and [13, 15] ms?")
+    figure.suptitle("\n".join(questions + ["(band: ± std over seeds; faint: one seed each)"]))
     path = os.path.join(log_dir, PLOT_NAME)
     training.write_atomically(path, lambda f: figure.savefig(f, format="png", dpi=110),
                                mode="wb")
