@@ -71,5 +71,6 @@ def main(argv):
                   "its TensorFlow loop)")
     return status
 
+
 if __name__ == "__main__":
     app.run(lambda argv: sys.exit(main(argv)))
