@@ -92,8 +92,8 @@ def test_a_trained_run_is_rebuilt_from_its_checkpoints_settings(tmp_path):
 
 def test_a_preset_run_is_rebuilt_with_its_gate_gradient_clip(tmp_path):
     log_dir = str(tmp_path / "runs")
-    check_ok(run_script("--preset=authors", "--sampling=async", "--epochs=1", "--seeds=1",
-                        f"--log_dir={log_dir}", *TINY))
+    check_ok(run([sys.executable, FREQ, "--preset=authors", "--sampling=async", "--epochs=1",
+                  "--seeds=1", f"--log_dir={log_dir}", *TINY]))
     # Without --preset: the checkpoint's settings, not the flags' defaults, shape the gradient.
     proc = run_diagnostic(f"--log_dir={log_dir}", "--sampling=async", "--batches=2")
     check_ok(proc)
