@@ -10,6 +10,10 @@ for PhasedGRUCell with `PhasedGRUSequence` and `PhasedGRUSequenceGrad`
 `tf.gradients`, `GradientTape` and `tf.function` differentiate them; k's own gradient (and
 through it the timing variables') is TensorFlow's, from the gate's ops.
 
+For evaluation, `PhasedLSTMSequenceInference` and `PhasedGRUSequenceInference` (forward_only=True
+here) run the same forward, with the same results bit for bit, without writing every step's
+activations for a gradient; a gradient through them raises `ForwardOnlyGradientError`.
+
 Each op library is compiled from its source on first use, against the installed TensorFlow, and
 cached, trying builds down a ladder of instruction sets until one works (`phased_lstm.op_library`:
 where and how); `KernelLibrary` holds one library's state (`LSTM`, `GRU`). Where none can be
@@ -213,8 +217,30 @@ def cached_description():
     return LSTM.cached_description()
 
 
+class ForwardOnlyGradientError(LookupError):
+    """A gradient was asked of a forward-only (inference) op, which keeps nothing for one.
+
+    A LookupError, as TensorFlow's own error for an op without a gradient.
+    """
+
+
+def _forward_only_gradient(op, *unused_grads):
+    """The gradient of the inference ops: refused, so that it can never be zeros."""
+    del unused_grads
+    function = "phased_gru_rnn" if op.type.startswith("PhasedGRU") else "phased_lstm_rnn"
+    raise ForwardOnlyGradientError(
+        f"{op.type} was built for evaluation (forward_only=True) and keeps no activations "
+        "for a gradient; build the recurrence with forward_only=False (the default of "
+        f"{function} and the fused sequence functions; for the Keras layers, call them with "
+        "training=True) to differentiate it.")
+
+
+tf.RegisterGradient("PhasedLSTMSequenceInference")(_forward_only_gradient)
+tf.RegisterGradient("PhasedGRUSequenceInference")(_forward_only_gradient)
+
+
 def fused_sequence(inputs, k, c0, h0, kernel, bias, w_c_if=None, w_c_o=None,
-                   gate_gradient_clip=None):
+                   gate_gradient_clip=None, forward_only=False):
     """The recurrence over a whole sequence, in one kernel; with peepholes if w_c_if and w_c_o.
 
     Args:
@@ -228,6 +254,9 @@ def fused_sequence(inputs, k, c0, h0, kernel, bias, w_c_if=None, w_c_o=None,
         c~ = f c_{t-1} + i j is the LSTM's new cell before the time gate mixes it.
       gate_gradient_clip: None, or a float > 0 that clips each step's gradient of
         [x_t, h_{t-1}] kernel + bias element-wise (`phased_lstm.gate_gradient`).
+      forward_only: if True, run the evaluation op `PhasedLSTMSequenceInference`: the same
+        results bit for bit, without saving every step's c and gates [steps, batch, 5 units]
+        for a gradient. A gradient through it raises ForwardOnlyGradientError.
 
     Returns:
       (h of every step [steps, batch, units], final c, final h).
@@ -247,9 +276,13 @@ def fused_sequence(inputs, k, c0, h0, kernel, bias, w_c_if=None, w_c_o=None,
     use_peepholes = w_c_if is not None
     if not use_peepholes:  # the op's convention: [0, 0] matrices, never read
         w_c_if = w_c_o = tf.zeros([0, 0], tf.convert_to_tensor(kernel).dtype)
+    clip = check_gate_gradient_clip(gate_gradient_clip) or 0.0
+    if forward_only:  # the clip acts on a gradient only; there is none here
+        return tuple(library.phased_lstm_sequence_inference(
+            inputs, k, c0, h0, kernel, bias, w_c_if, w_c_o, use_peepholes=use_peepholes))
     h, c_final, h_final, _, _ = library.phased_lstm_sequence(
         inputs, k, c0, h0, kernel, bias, w_c_if, w_c_o, use_peepholes=use_peepholes,
-        gate_gradient_clip=check_gate_gradient_clip(gate_gradient_clip) or 0.0)
+        gate_gradient_clip=clip)
     return h, c_final, h_final
 
 
@@ -274,7 +307,7 @@ def _phased_lstm_sequence_grad(op, d_h, d_c_final, d_h_final, unused_d_c, unused
     return list(grads)
 
 
-def fused_gru_sequence(inputs, k, h0, kernel, bias):
+def fused_gru_sequence(inputs, k, h0, kernel, bias, forward_only=False):
     """The Phased GRU recurrence over a whole sequence, in one kernel.
 
     Args:
@@ -285,6 +318,9 @@ def fused_gru_sequence(inputs, k, h0, kernel, bias):
         gates/kernel (reset, update) beside its candidate/kernel (whose h rows multiply r h);
         `PhasedGRUCell.packed_weights`.
       bias: [3 units], the same columns.
+      forward_only: if True, run the evaluation op `PhasedGRUSequenceInference`: the same
+        results bit for bit, without saving every step's gates [steps, batch, 3 units] for a
+        gradient. A gradient through it raises ForwardOnlyGradientError.
 
     Returns:
       (h of every step [steps, batch, units], final h [batch, units]).
@@ -296,6 +332,8 @@ def fused_gru_sequence(inputs, k, h0, kernel, bias):
     if library is None:
         raise RuntimeError("the fused Phased GRU kernel is not available: "
                            f"{GRU.failure() or FUSED_ENV + '=0'}")
+    if forward_only:
+        return tuple(library.phased_gru_sequence_inference(inputs, k, h0, kernel, bias))
     h, h_final, _ = library.phased_gru_sequence(inputs, k, h0, kernel, bias)
     return h, h_final
 
