@@ -239,6 +239,36 @@ tf.RegisterGradient("PhasedLSTMSequenceInference")(_forward_only_gradient)
 tf.RegisterGradient("PhasedGRUSequenceInference")(_forward_only_gradient)
 
 
+def keras_forward_only(training):
+    """Whether a Keras layer's call with `training` runs the fused kernel's forward-only op.
+
+    True for Keras' inference (`training` False or None: predict, evaluate, a plain call) where
+    no gradient tape is recording: custom training loops often call a model without
+    training=True, and their gradients must work. (A tf.function traced without a tape and
+    later called under one raises ForwardOnlyGradientError, which says to pass training=True.)
+
+    Args:
+      training: the layer call's `training`: a Python or NumPy bool, None, or a tensor (whose
+        value is not known when the graph is built: False here).
+    """
+    if tf.is_tensor(training) or (training is not None and bool(training)):
+        return False
+    return not _tape_may_record()
+
+
+def _tape_may_record():
+    """Whether a gradient tape is recording here (True where TensorFlow cannot say)."""
+    try:  # TensorFlow's own test, not public: TF 2.13 on in record, before in tape
+        from tensorflow.python.eager import record  # pylint: disable=import-outside-toplevel
+        return bool(record.could_possibly_record())
+    except (ImportError, AttributeError):
+        try:
+            from tensorflow.python.eager import tape  # pylint: disable=import-outside-toplevel
+            return bool(tape.could_possibly_record())
+        except (ImportError, AttributeError):
+            return True
+
+
 def fused_sequence(inputs, k, c0, h0, kernel, bias, w_c_if=None, w_c_o=None,
                    gate_gradient_clip=None, forward_only=False):
     """The recurrence over a whole sequence, in one kernel; with peepholes if w_c_if and w_c_o.
