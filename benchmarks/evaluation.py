@@ -26,8 +26,11 @@ Rows, each a pass over the same data:
   training tensors' (they must, bit for bit).
 
 The passes are interleaved (one pass of every row per round, after a warm-up pass) so that the
-machine's drift hits every row alike; ratios compare rows of one task. Memory: the MiB that the
-kernels of one traced batch allocate (TF 1.x step stats), deterministic.
+machine's drift hits every row alike; ratios compare rows of one task. Beside wall time, the
+process's CPU time over the pass (all threads): on a machine whose cores other jobs keep busy,
+the work a pass costs is clearer in it than in wall time, which then measures mostly the
+scheduler. Memory: the MiB that the kernels of one traced batch allocate (TF 1.x step stats),
+deterministic.
 """
 
 import json
@@ -67,10 +70,11 @@ class Row:
         self.session, self.fetches, self.feeds = session, fetches, feeds
 
     def run_pass(self):
-        """(seconds, [(loss, accuracy) per batch]) of one whole pass."""
-        start = clock.perf_counter()
+        """(wall seconds, CPU seconds of all threads, [(loss, accuracy) per batch]) of one
+        whole pass."""
+        start, start_cpu = clock.perf_counter(), clock.process_time()
         values = [self.session.run(self.fetches, feed) for feed in self.feeds]
-        return clock.perf_counter() - start, values
+        return clock.perf_counter() - start, clock.process_time() - start_cpu, values
 
     def allocated_mib(self):
         """MiB that the kernels of one traced batch allocate (the first batch)."""
@@ -185,15 +189,18 @@ def time_task(task):
     for row in rows.values():
         row.run_pass()  # warm-up: graph optimisation, first allocations
     seconds = {name: [] for name in rows}
+    cpu_seconds = {name: [] for name in rows}
     values = {}
     for _ in range(FLAGS.repeats):
         for name, row in rows.items():
-            elapsed, values[name] = row.run_pass()
+            elapsed, cpu, values[name] = row.run_pass()
             seconds[name].append(elapsed)
+            cpu_seconds[name].append(cpu)
     results = []
     for name, row in rows.items():
         results.append({"row": name, "median_s": statistics.median(seconds[name]),
                         "min_s": min(seconds[name]), "max_s": max(seconds[name]),
+                        "median_cpu_s": statistics.median(cpu_seconds[name]),
                         "allocated_mib_per_batch": row.allocated_mib()})
     same = values[AFTER] == values[BEFORE]  # bit for bit, batch by batch
     return {"task": task, "settings": settings, "machine": machine.describe(),
@@ -216,12 +223,13 @@ def _print_table(report):
     print(f"\n{report['task']}: {report['settings']}\n{report['machine']}; load average "
           f"{', '.join(f'{x:.1f}' for x in report['load_average'])} at the end; "
           f"{FLAGS.repeats} interleaved passes per row after one warm-up\n")
-    print("| evaluation pass | median s | min | max | vs LSTM as the script | "
-          "allocated MiB per batch | vs LSTM as the script |")
-    print("|---" * 7 + "|")
+    print("| evaluation pass | median s | min | max | vs LSTM as the script | CPU s (median) | "
+          "vs LSTM as the script | allocated MiB per batch | vs LSTM as the script |")
+    print("|---" * 9 + "|")
     for name, row in rows.items():
         print(f"| {name} | {row['median_s']:.2f} | {row['min_s']:.2f} | {row['max_s']:.2f} | "
-              f"{row['median_s'] / base['median_s']:.2f}x | "
+              f"{row['median_s'] / base['median_s']:.2f}x | {row['median_cpu_s']:.2f} | "
+              f"{row['median_cpu_s'] / base['median_cpu_s']:.2f}x | "
               f"{row['allocated_mib_per_batch']:.0f} | "
               f"{row['allocated_mib_per_batch'] / base['allocated_mib_per_batch']:.2f}x |")
     print(f"\nEvaluation tower's loss and accuracy equal the training tensors' bit for bit: "
