@@ -242,16 +242,21 @@ tf.RegisterGradient("PhasedGRUSequenceInference")(_forward_only_gradient)
 def keras_forward_only(training):
     """Whether a Keras layer's call with `training` runs the fused kernel's forward-only op.
 
-    True for Keras' inference (`training` False or None: predict, evaluate, a plain call) where
-    no gradient tape is recording: custom training loops often call a model without
-    training=True, and their gradients must work. (A tf.function traced without a tape and
-    later called under one raises ForwardOnlyGradientError, which says to pass training=True.)
+    True for Keras' inference (`training` False or None: predict, evaluate, a plain call),
+    eagerly or in a tf.function, where no gradient tape is recording: custom training loops
+    often call a model without training=True, and their gradients must work. False while a
+    TF 1.x graph is built (outside any tf.function), where a gradient may be asked of the graph
+    later (`minimize`) and nothing says it will not: there, phased_lstm_rnn's forward_only is
+    the explicit choice. (A tf.function traced without a tape and later called under one raises
+    ForwardOnlyGradientError, which says to pass training=True.)
 
     Args:
       training: the layer call's `training`: a Python or NumPy bool, None, or a tensor (whose
         value is not known when the graph is built: False here).
     """
     if tf.is_tensor(training) or (training is not None and bool(training)):
+        return False
+    if not tf.compat.v1.executing_eagerly_outside_functions():  # a TF 1.x graph
         return False
     return not _tape_may_record()
 

@@ -278,6 +278,15 @@ class PhasedLSTMLayerTest(tf.test.TestCase):
 
             self.assertNotIn(None, gradients())
 
+        # Building a TF 1.x graph, a gradient may come later (minimize): the training op.
+        with tf.Graph().as_default() as graph:
+            layer, _ = _built_layer(rng)
+            outputs = layer([tf.constant(x), tf.constant(times, tf.float32)])[0]
+            self.assertNotIn("PhasedLSTMSequenceInference",
+                             {op.type for op in graph.get_operations()})
+            self.assertNotIn(None, tf.gradients(tf.reduce_sum(outputs),
+                                                layer.trainable_weights))
+
     def test_float64_times_keep_the_phase_of_large_timestamps(self):
         rng = np.random.default_rng(6)
         times, x = _inputs(rng, start=1e7)
