@@ -450,7 +450,8 @@ def test_the_phased_cells_run_their_sequence_function_and_log_the_path(model):
 def test_a_phased_gru_checkpoint_from_dynamic_rnn_restores(tmp_path):
     # -m PhasedGRUCell ran under dynamic_rnn before phased_gru_rnn: its checkpoints (Adam's slots
     # included) restore into the script's graph now, and give the same loss.
-    def dynamic_rnn_run_rnn(cell, time, pixels):
+    def dynamic_rnn_run_rnn(cell, time, pixels, forward_only=False):
+        del forward_only  # dynamic_rnn has no forward-only path
         time = tf.tile(time, [tf.shape(pixels)[0], 1, 1])
         return tf.compat.v1.nn.dynamic_rnn(cell, (time, pixels), dtype=tf.float32)[0]
 
