@@ -311,7 +311,7 @@ def validation_data(seed, epoch, size, sampling):
 # ---------------------------------------------------------------------------------------------
 # Model.
 
-def last_output(cell, times, values, lengths):
+def last_output(cell, times, values, lengths, forward_only=False):
     """Runs the recurrent layer; returns each sequence's output at its last real step.
 
     Args:
@@ -320,14 +320,18 @@ def last_output(cell, times, values, lengths):
       times: float32 [batch, steps, 1], in ms; padded steps arbitrary.
       values: float32 [batch, steps, 1].
       lengths: int32 [batch], real steps of each sequence.
+      forward_only: for the validation tower of a PhasedLSTMCell built before:
+        phased_lstm_rnn's forward_only (the fused kernel's evaluation op; no gradient).
 
     Returns:
       float32 [batch, num_units].
     """
     if isinstance(cell, PhasedLSTMCell):
         # The whole-sequence path; past its length a sequence's gate is 0, so its state stays.
-        _, state = phased_lstm_rnn(cell, times, values, sequence_length=lengths)
-        logging.info("%s.", describe_path(cell))
+        _, state = phased_lstm_rnn(cell, times, values, sequence_length=lengths,
+                                   forward_only=forward_only)
+        if not forward_only:  # the validation tower's path is the same, logged once
+            logging.info("%s.", describe_path(cell))
     else:
         inputs = tf.concat([values, times], axis=2)
         _, state = tf.compat.v1.nn.dynamic_rnn(cell, inputs, sequence_length=lengths,
@@ -346,6 +350,9 @@ class Model:
       cell: the recurrent cell (a PhasedLSTMCell or a GateClippedLSTMCell).
       loss: mean cross-entropy, [].
       accuracy: fraction of correct predictions, [].
+      eval_loss, eval_accuracy: the same for validation: for the Phased LSTM, those of a
+        validation tower on the same variables whose recurrence keeps nothing for a gradient
+        (the same numbers); for the LSTM, the same tensors.
       global_step: int64 [], the number of training batches taken; saved in checkpoints.
       train_op: one Adam step on the batch; increments global_step.
     """
@@ -362,13 +369,14 @@ class Model:
         with tf.compat.v1.variable_scope(tf.compat.v1.get_variable_scope(),
                                          custom_getter=getter):
             last = last_output(cell, self.times, self.values, self.lengths)
-        logits = tf.compat.v1.layers.dense(last, NUM_CLASSES, name="logits")
-        if FLAGS.head == "leaky_relu":
-            logits = tf.nn.leaky_relu(logits, alpha=AUTHORS_HEAD_LEAKINESS)
-        self.loss = tf.reduce_mean(tf.compat.v1.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=self.labels, logits=logits))
-        correct = tf.equal(tf.argmax(logits, axis=1), self.labels)
-        self.accuracy = tf.reduce_mean(tf.cast(correct, tf.float32))
+        self.loss, self.accuracy = self._loss_and_accuracy(last)
+        self.eval_loss, self.eval_accuracy = self.loss, self.accuracy
+        if isinstance(cell, PhasedLSTMCell):
+            # Same variables, same numbers bit for bit; the fused kernel's evaluation op writes
+            # no activations for a gradient, which validating on the training tensors would.
+            eval_last = last_output(cell, self.times, self.values, self.lengths,
+                                    forward_only=True)
+            self.eval_loss, self.eval_accuracy = self._loss_and_accuracy(eval_last, reuse=True)
 
         self.global_step = tf.compat.v1.train.get_or_create_global_step()
         optimizer = tf.compat.v1.train.AdamOptimizer(FLAGS.learning_rate)
@@ -377,6 +385,16 @@ class Model:
             grads, _ = tf.clip_by_global_norm(grads, FLAGS.clip_norm)
         self.train_op = optimizer.apply_gradients(zip(grads, variables),
                                                   global_step=self.global_step)
+
+    def _loss_and_accuracy(self, last, reuse=None):
+        """The head (variables "logits/", reused by a second tower) and its loss and accuracy."""
+        logits = tf.compat.v1.layers.dense(last, NUM_CLASSES, name="logits", reuse=reuse)
+        if FLAGS.head == "leaky_relu":
+            logits = tf.nn.leaky_relu(logits, alpha=AUTHORS_HEAD_LEAKINESS)
+        loss = tf.reduce_mean(tf.compat.v1.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=self.labels, logits=logits))
+        correct = tf.equal(tf.argmax(logits, axis=1), self.labels)
+        return loss, tf.reduce_mean(tf.cast(correct, tf.float32))
 
     def feed(self, data, rows=slice(None)):
         """The feed of a batch from make_batch (or some of its rows, trimmed to their longest)."""
@@ -397,7 +415,7 @@ def evaluate(sess, model, data, batch_size):
     for start in range(0, size, batch_size):
         rows = slice(start, min(start + batch_size, size))
         feed = model.feed(data, rows) | {model.leak: 0.0}
-        loss, accuracy = sess.run([model.loss, model.accuracy], feed)
+        loss, accuracy = sess.run([model.eval_loss, model.eval_accuracy], feed)
         n = rows.stop - rows.start
         total_loss += float(loss) * n
         total_correct += round(float(accuracy) * n)

@@ -200,13 +200,15 @@ def batch_indices(seed, step, num_examples, batch_size):
 # ---------------------------------------------------------------------------------------------
 # Model.
 
-def run_rnn(cell, time, pixels):
+def run_rnn(cell, time, pixels, forward_only=False):
     """Runs the recurrent layer over the sequences: the one place that chooses how.
 
     Args:
       cell: an RNNCell; a PhasedRNNCell also gets the timestamps.
       time: float32 [1, 784, 1], each step's timestamp, shared by the batch.
       pixels: float32 [batch, 784, 1].
+      forward_only: for an evaluation tower of a phased cell built before: its sequence
+        function's forward_only (the fused kernel's evaluation op; no gradient through it).
 
     Returns:
       outputs, float32 [batch, 784, cell.output_size].
@@ -215,8 +217,9 @@ def run_rnn(cell, time, pixels):
         # The whole-sequence paths: same variables and results as dynamic_rnn, faster, and
         # fastest with the fused kernels (benchmarks/train_step.py).
         sequence = phased_lstm_rnn if isinstance(cell, PhasedLSTMCell) else phased_gru_rnn
-        outputs, _ = sequence(cell, time, pixels)
-        logging.info("%s.", describe_path(cell))
+        outputs, _ = sequence(cell, time, pixels, forward_only=forward_only)
+        if not forward_only:  # the evaluation tower's path is the same, logged once
+            logging.info("%s.", describe_path(cell))
     elif isinstance(cell, PhasedRNNCell):
         # dynamic_rnn wants every input at full batch size.
         time = tf.tile(time, [tf.shape(pixels)[0], 1, 1])
@@ -235,8 +238,10 @@ class Model:
       leak: the phased cells' leak, float32 [] with default --leak; fed 0 to evaluate.
       loss: mean cross-entropy, [].
       accuracy: fraction of correct predictions, [].
-      eval_loss, eval_accuracy: the same for evaluation: the same tensors, or with
-        --event_driven_eval those of the event-driven path.
+      eval_loss, eval_accuracy: the same for evaluation: for the phased cells, those of an
+        evaluation tower on the same variables whose recurrence keeps nothing for a gradient
+        (the same numbers; with --event_driven_eval, the event-driven path's); for the
+        others, the same tensors.
       global_step: int64 [], the number of training steps taken; saved in checkpoints.
       learning_rate: float32 [], Adam's learning rate at global_step.
       train_op: one Adam step on the batch; increments global_step.
@@ -258,6 +263,12 @@ class Model:
             # Same variables, leak 0, only the open units computed: equal up to float rounding.
             _, last_h = event_driven_phased_lstm(cell, time, self.pixels)
             self.eval_loss, self.eval_accuracy = self._loss_and_accuracy(head(last_h))
+        elif isinstance(cell, (PhasedLSTMCell, PhasedGRUCell)):
+            # Same variables, same numbers bit for bit; the fused kernel's evaluation op writes
+            # no activations for a gradient, which evaluating the training tensors would.
+            eval_outputs = run_rnn(cell, time, self.pixels, forward_only=True)
+            self.eval_loss, self.eval_accuracy = self._loss_and_accuracy(
+                head(eval_outputs[:, -1]))
 
         self.global_step = tf.compat.v1.train.get_or_create_global_step()
         self.learning_rate = tf.constant(FLAGS.learning_rate, tf.float32)

@@ -81,7 +81,8 @@ import time as clock
 import numpy as np
 from absl import app, flags
 
-from phased_lstm import PhasedGRUCell, PhasedLSTMCell, fused_rnn, op_library, rnn_cell, tf
+from benchmarks import machine
+from phased_lstm import PhasedGRUCell, PhasedLSTMCell, fused_rnn, rnn_cell, tf
 from phased_lstm.fast_rnn import phased_gru_rnn, phased_lstm_rnn
 
 # Subprocesses run the benchmarks as modules from the repository's root, as the user does.
@@ -307,17 +308,6 @@ def _check_models(names):
     return names
 
 
-def _machine():
-    """The machine, for every table's heading: numbers hold only on the machine that gave them."""
-    def build(library):
-        if library.available():
-            return f"{library.loaded_build().rung.name} build"
-        return f"off ({fused_rnn.FUSED_ENV}=0)" if fused_rnn.disabled() else "not available"
-
-    return (f"{op_library.cpu_name()}, {os.cpu_count()} CPU cores, TensorFlow {tf.__version__}"
-            f", fused kernel: {build(fused_rnn.LSTM)}, fused GRU kernel: {build(fused_rnn.GRU)}")
-
-
 def time_steps(steps):
     """Seconds of FLAGS.repeats training steps of each (session, train_op), interleaved."""
     for session, train_op in steps.values():
@@ -351,7 +341,7 @@ def scaling():
         print(f"units {units}, length {length}: " + ", ".join(
             f"{name} {medians[name]:.3f} s" for name in names), flush=True)
     print(f"\nbatch {FLAGS.batch_size}, {FLAGS.repeats} interleaved steps per model after "
-          f"{FLAGS.warmup} warm-up, peepholes {FLAGS.peepholes}, {_machine()}, "
+          f"{FLAGS.warmup} warm-up, peepholes {FLAGS.peepholes}, {machine.describe()}, "
           f"TensorFlow {tf.__version__}\n")
     others = [name for name in names if name != BASELINE]
     print("| units | length | BasicLSTMCell s/step | " + " | ".join(
@@ -413,7 +403,7 @@ def main(argv):
                          allocated_mib=None, allocated_ratio_to_basic_lstm=None))
     print(f"\nbatch {FLAGS.batch_size}, length {FLAGS.length}, units {FLAGS.num_units}, "
           f"peepholes {FLAGS.peepholes}, {FLAGS.repeats} interleaved steps per model after "
-          f"{FLAGS.warmup} warm-up, {_machine()}\n")
+          f"{FLAGS.warmup} warm-up, {machine.describe()}\n")
     header = ("| model | median s/step | min | max | examples/s | vs BasicLSTMCell "
               "| peak step memory MiB | memory vs BasicLSTMCell | allocated MiB/step "
               "| allocated vs BasicLSTMCell |")

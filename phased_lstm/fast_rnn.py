@@ -67,7 +67,7 @@ def check_sequence_inputs(time, inputs, num_units):
 
 
 def phased_lstm_rnn(cell, time, inputs, sequence_length=None, initial_state=None, scope=None,
-                    fused=None, leak=None):
+                    fused=None, leak=None, forward_only=False):
     """Runs `cell` over sequences; the same results as `dynamic_rnn(cell, (time, inputs))`.
 
     Args:
@@ -85,6 +85,12 @@ def phased_lstm_rnn(cell, time, inputs, sequence_length=None, initial_state=None
         (float32 or float64, `fused_kernel_available()`; peepholes or not); False never (the
         pure-TensorFlow loop); True always (an error where it cannot).
       leak: the closed time gate's slope, a float or a scalar tensor; None: the cell's `leak`.
+      forward_only: True for evaluation: the fused kernel then runs its forward-only op, which
+        gives the same results bit for bit without writing every step's activations for a
+        gradient (as `forward_only` in TF 1.x's seq2seq models: no backward pass will be
+        built). A gradient through it raises `fused_rnn.ForwardOnlyGradientError`. Where the
+        fused kernel does not run, the TensorFlow loop runs as with False. It does not change
+        the leak (pass leak=0.0 for the paper's evaluation).
 
     Returns:
       (outputs [batch, steps, num_units], LSTMStateTuple(c, h) at each example's last step).
@@ -107,7 +113,7 @@ def phased_lstm_rnn(cell, time, inputs, sequence_length=None, initial_state=None
             peepholes = cell.peephole_weights() if cell.use_peepholes else ()
             h_seq, c, h = fused_rnn.fused_sequence(
                 inputs, k, *initial_state, *cell.packed_weights(), *peepholes,
-                gate_gradient_clip=cell.gate_gradient_clip)
+                gate_gradient_clip=cell.gate_gradient_clip, forward_only=forward_only)
         elif cell.use_peepholes:
             h_seq, (c, h) = _loop(_peephole_step(cell), inputs, k, initial_state,
                                   steps)
@@ -117,7 +123,7 @@ def phased_lstm_rnn(cell, time, inputs, sequence_length=None, initial_state=None
 
 
 def phased_gru_rnn(cell, time, inputs, sequence_length=None, initial_state=None, scope=None,
-                   fused=None, leak=None):
+                   fused=None, leak=None, forward_only=False):
     """Runs a PhasedGRUCell over sequences; the same results as `dynamic_rnn(cell, (time,
     inputs))`.
 
@@ -141,6 +147,8 @@ def phased_gru_rnn(cell, time, inputs, sequence_length=None, initial_state=None,
         (float32 or float64, `fused_rnn.fused_gru_kernel_available()`, on the CPU); False never
         (the TensorFlow loop); True always (an error where it cannot).
       leak: the closed time gate's slope, a float or a scalar tensor; None: the cell's `leak`.
+      forward_only: True for evaluation: the fused kernel runs its forward-only op (see
+        phased_lstm_rnn); where it does not run, the TensorFlow loop runs as with False.
 
     Returns:
       (outputs [batch, steps, num_units], h [batch, num_units] at each example's last step).
@@ -160,7 +168,8 @@ def phased_gru_rnn(cell, time, inputs, sequence_length=None, initial_state=None,
             initial_state = cell.zero_state(tf.shape(inputs)[1], dtype)
         if _use_fused(dtype, fused, k.device, fused_rnn.GRU):
             h_seq, h = fused_rnn.fused_gru_sequence(inputs, k, initial_state,
-                                                    *cell.packed_weights())
+                                                    *cell.packed_weights(),
+                                                    forward_only=forward_only)
         else:
             h_seq, (h,) = _loop(_gru_step(cell), inputs, k, (initial_state,),
                                 tf.shape(inputs)[0])

@@ -10,6 +10,10 @@ for PhasedGRUCell with `PhasedGRUSequence` and `PhasedGRUSequenceGrad`
 `tf.gradients`, `GradientTape` and `tf.function` differentiate them; k's own gradient (and
 through it the timing variables') is TensorFlow's, from the gate's ops.
 
+For evaluation, `PhasedLSTMSequenceInference` and `PhasedGRUSequenceInference` (forward_only=True
+here) run the same forward, with the same results bit for bit, without writing every step's
+activations for a gradient; a gradient through them raises `ForwardOnlyGradientError`.
+
 Each op library is compiled from its source on first use, against the installed TensorFlow, and
 cached, trying builds down a ladder of instruction sets until one works (`phased_lstm.op_library`:
 where and how); `KernelLibrary` holds one library's state (`LSTM`, `GRU`). Where none can be
@@ -213,8 +217,65 @@ def cached_description():
     return LSTM.cached_description()
 
 
+class ForwardOnlyGradientError(LookupError):
+    """A gradient was asked of a forward-only (inference) op, which keeps nothing for one.
+
+    A LookupError, as TensorFlow's own error for an op without a gradient.
+    """
+
+
+def _forward_only_gradient(op, *unused_grads):
+    """The gradient of the inference ops: refused, so that it can never be zeros."""
+    del unused_grads
+    function = "phased_gru_rnn" if op.type.startswith("PhasedGRU") else "phased_lstm_rnn"
+    raise ForwardOnlyGradientError(
+        f"{op.type} was built for evaluation (forward_only=True) and keeps no activations "
+        "for a gradient; build the recurrence with forward_only=False (the default of "
+        f"{function} and the fused sequence functions; for the Keras layers, call them with "
+        "training=True) to differentiate it.")
+
+
+tf.RegisterGradient("PhasedLSTMSequenceInference")(_forward_only_gradient)
+tf.RegisterGradient("PhasedGRUSequenceInference")(_forward_only_gradient)
+
+
+def keras_forward_only(training):
+    """Whether a Keras layer's call with `training` runs the fused kernel's forward-only op.
+
+    True for Keras' inference (`training` False or None: predict, evaluate, a plain call),
+    eagerly or in a tf.function, where no gradient tape is recording: custom training loops
+    often call a model without training=True, and their gradients must work. False while a
+    TF 1.x graph is built (outside any tf.function), where a gradient may be asked of the graph
+    later (`minimize`) and nothing says it will not: there, phased_lstm_rnn's forward_only is
+    the explicit choice. (A tf.function traced without a tape and later called under one raises
+    ForwardOnlyGradientError, which says to pass training=True.)
+
+    Args:
+      training: the layer call's `training`: a Python or NumPy bool, None, or a tensor (whose
+        value is not known when the graph is built: False here).
+    """
+    if tf.is_tensor(training) or (training is not None and bool(training)):
+        return False
+    if not tf.compat.v1.executing_eagerly_outside_functions():  # a TF 1.x graph
+        return False
+    return not _tape_may_record()
+
+
+def _tape_may_record():
+    """Whether a gradient tape is recording here (True where TensorFlow cannot say)."""
+    try:  # TensorFlow's own test, not public: TF 2.13 on in record, before in tape
+        from tensorflow.python.eager import record  # pylint: disable=import-outside-toplevel
+        return bool(record.could_possibly_record())
+    except (ImportError, AttributeError):
+        try:
+            from tensorflow.python.eager import tape  # pylint: disable=import-outside-toplevel
+            return bool(tape.could_possibly_record())
+        except (ImportError, AttributeError):
+            return True
+
+
 def fused_sequence(inputs, k, c0, h0, kernel, bias, w_c_if=None, w_c_o=None,
-                   gate_gradient_clip=None):
+                   gate_gradient_clip=None, forward_only=False):
     """The recurrence over a whole sequence, in one kernel; with peepholes if w_c_if and w_c_o.
 
     Args:
@@ -228,6 +289,9 @@ def fused_sequence(inputs, k, c0, h0, kernel, bias, w_c_if=None, w_c_o=None,
         c~ = f c_{t-1} + i j is the LSTM's new cell before the time gate mixes it.
       gate_gradient_clip: None, or a float > 0 that clips each step's gradient of
         [x_t, h_{t-1}] kernel + bias element-wise (`phased_lstm.gate_gradient`).
+      forward_only: if True, run the evaluation op `PhasedLSTMSequenceInference`: the same
+        results bit for bit, without saving every step's c and gates [steps, batch, 5 units]
+        for a gradient. A gradient through it raises ForwardOnlyGradientError.
 
     Returns:
       (h of every step [steps, batch, units], final c, final h).
@@ -247,9 +311,13 @@ def fused_sequence(inputs, k, c0, h0, kernel, bias, w_c_if=None, w_c_o=None,
     use_peepholes = w_c_if is not None
     if not use_peepholes:  # the op's convention: [0, 0] matrices, never read
         w_c_if = w_c_o = tf.zeros([0, 0], tf.convert_to_tensor(kernel).dtype)
+    clip = check_gate_gradient_clip(gate_gradient_clip) or 0.0
+    if forward_only:  # the clip acts on a gradient only; there is none here
+        return tuple(library.phased_lstm_sequence_inference(
+            inputs, k, c0, h0, kernel, bias, w_c_if, w_c_o, use_peepholes=use_peepholes))
     h, c_final, h_final, _, _ = library.phased_lstm_sequence(
         inputs, k, c0, h0, kernel, bias, w_c_if, w_c_o, use_peepholes=use_peepholes,
-        gate_gradient_clip=check_gate_gradient_clip(gate_gradient_clip) or 0.0)
+        gate_gradient_clip=clip)
     return h, c_final, h_final
 
 
@@ -274,7 +342,7 @@ def _phased_lstm_sequence_grad(op, d_h, d_c_final, d_h_final, unused_d_c, unused
     return list(grads)
 
 
-def fused_gru_sequence(inputs, k, h0, kernel, bias):
+def fused_gru_sequence(inputs, k, h0, kernel, bias, forward_only=False):
     """The Phased GRU recurrence over a whole sequence, in one kernel.
 
     Args:
@@ -285,6 +353,9 @@ def fused_gru_sequence(inputs, k, h0, kernel, bias):
         gates/kernel (reset, update) beside its candidate/kernel (whose h rows multiply r h);
         `PhasedGRUCell.packed_weights`.
       bias: [3 units], the same columns.
+      forward_only: if True, run the evaluation op `PhasedGRUSequenceInference`: the same
+        results bit for bit, without saving every step's gates [steps, batch, 3 units] for a
+        gradient. A gradient through it raises ForwardOnlyGradientError.
 
     Returns:
       (h of every step [steps, batch, units], final h [batch, units]).
@@ -296,6 +367,8 @@ def fused_gru_sequence(inputs, k, h0, kernel, bias):
     if library is None:
         raise RuntimeError("the fused Phased GRU kernel is not available: "
                            f"{GRU.failure() or FUSED_ENV + '=0'}")
+    if forward_only:
+        return tuple(library.phased_gru_sequence_inference(inputs, k, h0, kernel, bias))
     h, h_final, _ = library.phased_gru_sequence(inputs, k, h0, kernel, bias)
     return h, h_final
 

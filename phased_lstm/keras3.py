@@ -621,7 +621,10 @@ class PhasedLSTM(keras.layers.RNN):
           sequences: features [batch, steps, input_size], or [features, times].
           initial_state: optional [h, c], each [batch, units].
           mask: optional [batch, steps] bools (for a list input, the features' mask is used).
-          training: whether the training leak applies (see `inference_leak`).
+          training: whether the training leak applies (see `inference_leak`). False or None
+            (Keras' inference) also runs the fused kernel's forward-only op (TensorFlow
+            backend), which saves nothing for a gradient, where no gradient tape is recording
+            (`fused_rnn.keras_forward_only`): the same results.
 
         Returns:
           The output, or [output, h, c] with return_state.
@@ -630,7 +633,7 @@ class PhasedLSTM(keras.layers.RNN):
             mask = mask[0] if mask else None
         features, k = self._features_and_gate(sequences, training)
         if self._runs_fused_kernel(features, mask, initial_state):
-            return self._fused_call(features, k, initial_state, mask)
+            return self._fused_call(features, k, initial_state, mask, training)
         # Keras' loop reads the gate beside the features at each step.
         shape = ops.shape(features)
         k = ops.broadcast_to(k, (shape[0], shape[1], self.units))
@@ -651,8 +654,9 @@ class PhasedLSTM(keras.layers.RNN):
         from phased_lstm import fused_rnn  # pylint: disable=import-outside-toplevel
         return fused_rnn.kernel_device_reason(features.device) is None
 
-    def _fused_call(self, features, k, initial_state, mask):
-        """call's result from the fused kernel (TensorFlow backend).
+    def _fused_call(self, features, k, initial_state, mask, training):
+        """call's result from the fused kernel (TensorFlow backend); its forward-only op at
+        inference (`fused_rnn.keras_forward_only(training)`).
 
         A mask is folded into the gate, as in phased_lstm_rnn: k = 0 at a masked step keeps
         the state and repeats the last output, which is what Keras' loop does there (from a
@@ -680,7 +684,7 @@ class PhasedLSTM(keras.layers.RNN):
                      if cell.use_peepholes else ())
         h_seq, c, h = fused_rnn.fused_sequence(
             tf.transpose(features, [1, 0, 2]), tf.transpose(k, [1, 0, 2]), c0, h0,
-            kernel, bias, *peepholes)
+            kernel, bias, *peepholes, forward_only=fused_rnn.keras_forward_only(training))
         output = tf.transpose(h_seq, [1, 0, 2]) if self.return_sequences else h
         return (output, h, c) if self.return_state else output  # as RNN.call
 

@@ -20,6 +20,7 @@ import math
 import numbers
 
 from phased_lstm.fast_rnn import phased_lstm_rnn
+from phased_lstm.fused_rnn import keras_forward_only
 from phased_lstm.legacy_tf import rnn_cell, tf
 from phased_lstm.phased_lstm_cell import PhasedLSTMCell
 from phased_lstm.time_gate import float_time, scalar_argument
@@ -256,7 +257,10 @@ class PhasedLSTM(keras.layers.Layer):
         Args:
           inputs: features [batch, steps, input_size], or [features, times].
           mask: optional [batch, steps] bools (for a list input, the features' mask is used).
-          training: whether the training leak applies (see `inference_leak`).
+          training: whether the training leak applies (see `inference_leak`). False or None
+            (Keras' inference) also runs the fused kernel's forward-only op, which saves
+            nothing for a gradient, where no gradient tape is recording
+            (`fused_rnn.keras_forward_only`): the same results.
 
         Returns:
           The output, or [output, h, c] with return_state (see the class docstring).
@@ -271,7 +275,8 @@ class PhasedLSTM(keras.layers.Layer):
         # phased_lstm_rnn's gradient reads its time gate twice from a TensorArray, which
         # eager TensorArrays forbid; eagerly its loop would run step by step anyway.
         if mask is None and not tf.executing_eagerly():
-            outputs, (c, h) = phased_lstm_rnn(self.cell, times, features, leak=leak)
+            outputs, (c, h) = phased_lstm_rnn(self.cell, times, features, leak=leak,
+                                              forward_only=keras_forward_only(training))
             # Its transposes lose the static steps and batch, which Keras shows and checks.
             outputs.set_shape(features.shape[:2].concatenate([self.units]))
             for state in (c, h):

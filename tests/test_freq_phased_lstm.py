@@ -541,3 +541,57 @@ def test_clip_norm_bounds_the_gradient_adam_is_given(clip_norm):
     unclipped = gradient_norm()
     assert unclipped > 10 * clip_norm  # so that clipping has work to do
     assert gradient_norm(f"--clip_norm={clip_norm}") == pytest.approx(clip_norm, rel=1e-4)
+
+
+# Validates one model on the training graph's tensors and on Model.eval_loss/eval_accuracy (the
+# Phased LSTM's validation tower), after a training step moved the weights off their start.
+EVALUATION_TOWER = """
+import json
+import sys
+import types
+from absl import flags
+import freq_phased_lstm as script
+from phased_lstm import fused_rnn, tf
+flags.FLAGS(["freq_phased_lstm.py", "--num_units=6"] + sys.argv[1:])
+script.apply_preset()
+out = {}
+for name in script.MODELS:
+    with tf.Graph().as_default() as graph:
+        tf.compat.v1.set_random_seed(0)
+        model = script.Model(name)
+        ops = {op.type for op in graph.get_operations()}
+        data = script.validation_data(0, 1, 40, "standard")
+        training_tensors = types.SimpleNamespace(feed=model.feed, leak=model.leak,
+                                                 eval_loss=model.loss, eval_accuracy=model.accuracy)
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            sess.run(model.train_op, model.feed(script.training_batch(0, 1, 8, "standard")))
+            out[name] = {
+                "tower": model.eval_loss is not model.loss,
+                "inference_op": "PhasedLSTMSequenceInference" in ops,
+                "training_op": "PhasedLSTMSequence" in ops,
+                "variables": [v.op.name for v in tf.compat.v1.global_variables()],
+                "validation": script.evaluate(sess, model, data, 16),
+                "on_training_tensors": script.evaluate(sess, training_tensors, data, 16)}
+out["available"] = fused_rnn.fused_kernel_available()
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("preset", [None, "authors"])
+def test_validation_tower_gives_the_training_graphs_numbers(preset):
+    proc = subprocess.run([sys.executable, "-c", EVALUATION_TOWER]
+                          + ([f"--preset={preset}"] if preset else []), cwd=ROOT,
+                          capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+    check_ok(proc)
+    out = json.loads(proc.stdout.splitlines()[-1])
+    phased, lstm = out["PhasedLSTMCell"], out["LSTMCell"]
+    # The Phased LSTM's tower: the forward-only op where the kernel runs, on the same
+    # variables (no second copy), with the same numbers bit for bit.
+    assert phased["tower"] and phased["inference_op"] == out["available"]
+    assert phased["training_op"] == out["available"]
+    assert not any("_1/" in name for name in phased["variables"]), phased["variables"]
+    assert phased["validation"] == phased["on_training_tensors"]
+    # The LSTM validates on its training tensors, as before.
+    assert not lstm["tower"]
+    assert lstm["validation"] == lstm["on_training_tensors"]

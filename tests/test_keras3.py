@@ -719,3 +719,54 @@ def test_fused_kernel_runs_exactly_where_it_can():
     gpu = [tf.config.PhysicalDevice("/physical_device:GPU:0", "GPU")]
     with mock.patch.object(tf.config, "get_visible_devices", return_value=gpu):
         assert runs_fused()[0] is False  # the recurrence would run on the GPU: Keras' loop
+
+
+@needs_tf_backend
+@pytest.mark.parametrize("peep", [False, True])
+def test_inference_runs_the_forward_only_op_with_the_training_results(peep):
+    # training False or None (Keras' inference) without a tape: the forward-only op, whose
+    # results are the training op's bit for bit; with a tape recording, the training op.
+    from phased_lstm import fused_rnn
+
+    _require_fused_kernel()
+    rng = np.random.default_rng(9)
+    inputs = [tf.constant(rng.normal(size=(BATCH, STEPS, INPUT_SIZE)).astype(np.float32)),
+              tf.constant(np.cumsum(rng.uniform(0.5, 3.0, size=(BATCH, STEPS)), axis=1))]
+    layer = PhasedLSTM(UNITS, use_peepholes=peep, return_sequences=True, return_state=True,
+                       ratio_on=0.5, period_init_max=10.0)
+    layer(inputs)
+
+    def traced(training):
+        concrete = tf.function(lambda: layer(inputs, training=training)).get_concrete_function()
+        return ([np.asarray(t) for t in concrete()],
+                {op.type for op in concrete.graph.get_operations()})
+
+    want, training_ops = traced(True)
+    assert "PhasedLSTMSequence" in training_ops
+    assert "PhasedLSTMSequenceInference" not in training_ops
+    for training in (False, None):
+        got, ops_seen = traced(training)
+        assert "PhasedLSTMSequenceInference" in ops_seen
+        assert "PhasedLSTMSequence" not in ops_seen
+        for name, a, b in zip(["output", "h", "c"], got, want):
+            np.testing.assert_array_equal(a, b, err_msg=f"{name}, training={training}")
+    # Eagerly too, and through Keras' predict.
+    np.testing.assert_array_equal(np.asarray(layer(inputs)[0]), want[0])
+    symbolic = [keras.Input((STEPS, INPUT_SIZE)), keras.Input((STEPS,), dtype="float64")]
+    model = keras.Model(symbolic, layer(symbolic)[0])
+    # (predict's data adapter casts the float64 times to float32: equal up to their rounding.)
+    np.testing.assert_allclose(model.predict([np.asarray(t) for t in inputs], verbose=0),
+                               want[0], rtol=1e-5, atol=1e-6)
+
+    # A tape recording while the layer runs with training=None: the training op, gradients.
+    @tf.function
+    def gradients():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(inputs)[0])
+        return tape.gradient(loss, layer.trainable_weights)
+
+    grads = gradients()
+    assert all(g is not None for g in grads)
+    assert "PhasedLSTMSequenceInference" not in {
+        op.type for op in gradients.get_concrete_function().graph.get_operations()}
+    assert fused_rnn.keras_forward_only(None) and not fused_rnn.keras_forward_only(True)

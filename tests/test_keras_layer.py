@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 
 import numpy_reference as ref
-from phased_lstm import MIN_PERIOD, PhasedLSTMCell, tf
+from phased_lstm import MIN_PERIOD, PhasedLSTMCell, fused_rnn, tf
 from phased_lstm.keras_layer import PhasedLSTM
 from tf_helpers import cell_variables, load_params
 
@@ -244,6 +244,48 @@ class PhasedLSTMLayerTest(tf.test.TestCase):
         self.assertAllClose(plain(inputs, training=False)[0],
                             _reference(params, times, x, False)[0], atol=2e-5)
         self.assertEqual(PhasedLSTM(3, alpha=0.01).leak, 0.01)
+
+    def test_inference_runs_the_forward_only_op_with_the_training_results(self):
+        # training False or None (Keras' inference), traced without a tape: the fused kernel's
+        # forward-only op, bit for bit the training op's results; under a tape, the training op.
+        rng = np.random.default_rng(7)
+        times, x = _inputs(rng)
+        inputs = [x, times.astype(np.float32)]
+        fused = fused_rnn.fused_kernel_available()
+        for peep in (False, True):
+            layer, _ = _built_layer(rng, peep)
+
+            def traced(training):
+                concrete = tf.function(
+                    lambda: layer(inputs, training=training)).get_concrete_function()
+                return ([t.numpy() for t in concrete()],
+                        {op.type for op in concrete.graph.get_operations()})
+
+            want, training_ops = traced(True)
+            self.assertNotIn("PhasedLSTMSequenceInference", training_ops)
+            for training in (False, None):
+                got, ops_seen = traced(training)
+                self.assertEqual("PhasedLSTMSequenceInference" in ops_seen, fused)
+                self.assertNotIn("PhasedLSTMSequence", ops_seen)
+                for name, a, b in zip(("output", "h", "c"), got, want):
+                    self.assertAllEqual(a, b, msg=f"{name}, peepholes {peep}, {training}")
+
+            @tf.function
+            def gradients():
+                with tf.GradientTape() as tape:
+                    loss = tf.reduce_sum(layer(inputs)[0])  # training None, as many loops
+                return tape.gradient(loss, layer.trainable_weights)
+
+            self.assertNotIn(None, gradients())
+
+        # Building a TF 1.x graph, a gradient may come later (minimize): the training op.
+        with tf.Graph().as_default() as graph:
+            layer, _ = _built_layer(rng)
+            outputs = layer([tf.constant(x), tf.constant(times, tf.float32)])[0]
+            self.assertNotIn("PhasedLSTMSequenceInference",
+                             {op.type for op in graph.get_operations()})
+            self.assertNotIn(None, tf.gradients(tf.reduce_sum(outputs),
+                                                layer.trainable_weights))
 
     def test_float64_times_keep_the_phase_of_large_timestamps(self):
         rng = np.random.default_rng(6)

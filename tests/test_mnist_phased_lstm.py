@@ -442,7 +442,8 @@ def test_the_phased_cells_run_their_sequence_function_and_log_the_path(model):
 def test_a_phased_gru_checkpoint_from_dynamic_rnn_restores(tmp_path):
     # -m PhasedGRUCell ran under dynamic_rnn before phased_gru_rnn: its checkpoints (Adam's slots
     # included) restore into the script's graph now, and give the same loss.
-    def dynamic_rnn_run_rnn(cell, time, pixels):
+    def dynamic_rnn_run_rnn(cell, time, pixels, forward_only=False):
+        del forward_only  # dynamic_rnn has no forward-only path
         time = tf.tile(time, [tf.shape(pixels)[0], 1, 1])
         return tf.compat.v1.nn.dynamic_rnn(cell, (time, pixels), dtype=tf.float32)[0]
 
@@ -526,3 +527,38 @@ def test_event_driven_evaluation_equals_the_dense_one():
             dense = sess.run([model.loss, model.accuracy], feed)
             event = sess.run([model.eval_loss, model.eval_accuracy], feed)
     np.testing.assert_allclose(event, dense, rtol=1e-5)
+
+
+@pytest.mark.parametrize("model", ["PhasedLSTMCell", "PhasedGRUCell"])
+def test_the_evaluation_tower_gives_the_training_graphs_numbers(model):
+    # The phased cells evaluate on a second tower (the fused kernels' forward-only ops) over the
+    # same variables: after a training step, the same loss and accuracy bit for bit as the
+    # training graph's tensors, which the script evaluated before.
+    library = {"PhasedLSTMCell": fused_rnn.LSTM, "PhasedGRUCell": fused_rnn.GRU}[model]
+    inference_op = {"PhasedLSTMCell": "PhasedLSTMSequenceInference",
+                    "PhasedGRUCell": "PhasedGRUSequenceInference"}[model]
+    rng = np.random.default_rng(0)
+    pixels = rng.random((12, 784, 1), dtype=np.float32)
+    labels = rng.integers(0, 10, 12)
+    with flagsaver.flagsaver(num_units=4), tf.Graph().as_default() as graph:
+        tf.compat.v1.set_random_seed(0)
+        built = script.Model(model)
+        assert built.eval_loss is not built.loss
+        assert (inference_op in {op.type for op in graph.get_operations()}) == library.available()
+        names = [v.op.name for v in tf.compat.v1.global_variables()]
+        assert not any("_1/" in name for name in names), names  # no second copy of a weight
+        training_tensors = types.SimpleNamespace(pixels=built.pixels, labels=built.labels,
+                                                 leak=built.leak, eval_loss=built.loss,
+                                                 eval_accuracy=built.accuracy)
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            sess.run(built.train_op, {built.pixels: pixels[:4], built.labels: labels[:4]})
+            tower = script.evaluate(sess, built, pixels, labels, batch_size=5)
+            before = script.evaluate(sess, training_tensors, pixels, labels, batch_size=5)
+    assert tower == before
+
+
+def test_the_lstms_evaluate_on_their_training_tensors():
+    with flagsaver.flagsaver(num_units=3), tf.Graph().as_default():
+        built = script.Model("BasicLSTMCell")
+    assert built.eval_loss is built.loss and built.eval_accuracy is built.accuracy

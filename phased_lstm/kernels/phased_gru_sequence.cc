@@ -25,6 +25,11 @@
 // (r, u, c); the gradient reads h_{t-1} from the outputs. The weight gradients are accumulated
 // per block and step, so that no [steps, batch, 3 units] gradient buffer is needed.
 //
+// PhasedGRUSequenceInference is the same forward (the same function, ForwardRows, with
+// SaveForGradient false) for evaluation: one step's gates per block in scratch instead of every
+// step's gates in an output, and no gradient (fused_rnn.py registers one that raises). Its
+// outputs are the training forward's bit for bit.
+//
 // ForEachShard and NumShards are phased_lstm_sequence.cc's: each source is its own library,
 // cached under a hash of that source alone, so they share no header.
 
@@ -34,6 +39,7 @@
 #include <vector>
 
 #include "Eigen/Core"
+#include "tensorflow/core/framework/allocator.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -87,6 +93,20 @@ absl::Status InferSequenceDims(InferenceContext* c, DimensionHandle* steps,
   return absl::OkStatus();
 }
 
+// The forward ops' shapes: h and h_final, then (SaveForGradient) gates.
+template <bool SaveForGradient>
+absl::Status ForwardShapes(InferenceContext* c) {
+  DimensionHandle steps, batch, units, three_units;
+  TF_RETURN_IF_ERROR(InferSequenceDims(c, &steps, &batch, &units, &three_units));
+  ShapeHandle bias;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(4), 1, &bias));
+  TF_RETURN_IF_ERROR(c->Merge(three_units, c->Dim(bias, 0), &three_units));
+  c->set_output(0, c->MakeShape({steps, batch, units}));
+  c->set_output(1, c->MakeShape({batch, units}));
+  if (SaveForGradient) c->set_output(2, c->MakeShape({steps, batch, three_units}));
+  return absl::OkStatus();
+}
+
 REGISTER_OP("PhasedGRUSequence")
     .Input("x: T")
     .Input("k: T")
@@ -97,17 +117,7 @@ REGISTER_OP("PhasedGRUSequence")
     .Output("h_final: T")
     .Output("gates: T")
     .Attr("T: {float, double}")
-    .SetShapeFn([](InferenceContext* c) {
-      DimensionHandle steps, batch, units, three_units;
-      TF_RETURN_IF_ERROR(InferSequenceDims(c, &steps, &batch, &units, &three_units));
-      ShapeHandle bias;
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(4), 1, &bias));
-      TF_RETURN_IF_ERROR(c->Merge(three_units, c->Dim(bias, 0), &three_units));
-      c->set_output(0, c->MakeShape({steps, batch, units}));
-      c->set_output(1, c->MakeShape({batch, units}));
-      c->set_output(2, c->MakeShape({steps, batch, three_units}));
-      return absl::OkStatus();
-    })
+    .SetShapeFn(ForwardShapes<true>)
     .Doc(R"doc(
 The Phased GRU recurrence over a whole sequence, time-major: PhasedGRUCell's GRU step (TF 1.x
 GRUCell's: the reset gate multiplies h before the candidate's product), kept in proportion to
@@ -123,6 +133,21 @@ h: h of every step, [steps, batch, units].
 h_final: h after the last step (h0 when steps is 0).
 gates: r, u and the candidate c of every step, [steps, batch, 3 * units], saved for the
   gradient.
+)doc");
+
+REGISTER_OP("PhasedGRUSequenceInference")
+    .Input("x: T")
+    .Input("k: T")
+    .Input("h0: T")
+    .Input("kernel: T")
+    .Input("bias: T")
+    .Output("h: T")
+    .Output("h_final: T")
+    .Attr("T: {float, double}")
+    .SetShapeFn(ForwardShapes<false>)
+    .Doc(R"doc(
+PhasedGRUSequence for evaluation: the same inputs and h and h_final, bit for bit, without saving
+every step's gates. It has no gradient.
 )doc");
 
 REGISTER_OP("PhasedGRUSequenceGrad")
@@ -223,12 +248,38 @@ int NumShards(OpKernelContext* ctx, int64_t batch) {
       1, std::min<int64_t>(threads, batch / kMinRowsPerShard)));
 }
 
-// The forward recurrence for rows [b0, b1) of the batch.
+// Scratch for the forward-only ops, placed like an output: element i of an output tensor sits at
+// an address whose remainder modulo the allocator's alignment depends only on i, and Eigen
+// splits element-wise loops and small products by where the destination is aligned, which
+// changes the float rounding. Rows written at Like(i) are aligned as the training op's output
+// element i, so that both ops round alike.
 template <typename T>
+class OutputLikeScratch {
+ public:
+  explicit OutputLikeScratch(int64_t size) : buffer_(size + 2 * kPeriod) {}
+
+  // Where element `element` of an output would fall, modulo the alignment; size elements on.
+  T* Like(int64_t element) {
+    const uintptr_t base = reinterpret_cast<uintptr_t>(buffer_.data());
+    const uintptr_t aligned = (base + kAlign - 1) & ~uintptr_t{kAlign - 1};
+    return reinterpret_cast<T*>(aligned) + element % kPeriod;
+  }
+
+ private:
+  static constexpr uintptr_t kAlign = Allocator::kAllocatorAlignment;
+  static constexpr int64_t kPeriod = kAlign / sizeof(T);  // elements per alignment
+  std::vector<T> buffer_;
+};
+
+// The forward recurrence for rows [b0, b1) of the batch: h of every step and the final h, and
+// with SaveForGradient every step's gates (else a step's gates go to scratch of these rows and
+// gates is null).
+template <typename T, bool SaveForGradient>
 void ForwardRows(const Dims& d, const T* x, const T* k, const T* h0, const T* kernel,
-                 const T* bias, T* h, T* gates, int64_t b0, int64_t b1) {
+                 const T* bias, T* h, T* h_final, T* gates, int64_t b0, int64_t b1) {
   const int64_t rows = b1 - b0, n = d.units, in = d.input_size, batch = d.batch;
   if (rows == 0) return;
+  OutputLikeScratch<T> gates_scratch(SaveForGradient ? 0 : rows * 3 * n);
   ConstMatrixMap<T> w(kernel, in + n, 3 * n);
   const auto w_ru = w.leftCols(2 * n);
   const auto w_c = w.rightCols(n);
@@ -243,7 +294,7 @@ void ForwardRows(const Dims& d, const T* x, const T* k, const T* h0, const T* ke
       xh.leftCols(in) = ConstMatrixMap<T>(x + first * in, rows, in);
       xrh.leftCols(in) = xh.leftCols(in);
     }
-    T* z = gates + first * 3 * n;
+    T* z = SaveForGradient ? gates + first * 3 * n : gates_scratch.Like(first * 3 * n);
     MatrixMap<T> z_rows(z, rows, 3 * n);
     z_rows.leftCols(2 * n).noalias() = xh * w_ru;
     for (int64_t r = 0; r < rows; ++r) {
@@ -265,9 +316,11 @@ void ForwardRows(const Dims& d, const T* x, const T* k, const T* h0, const T* ke
       h_prev = h_r;
     }
   }
+  MatrixMap<T>(h_final + b0 * n, rows, n) = xh.rightCols(n);  // h0 when there are no steps
 }
 
-template <typename T>
+// PhasedGRUSequence (SaveForGradient) and PhasedGRUSequenceInference.
+template <typename T, bool SaveForGradient>
 class PhasedGRUSequenceOp : public OpKernel {
  public:
   explicit PhasedGRUSequenceOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
@@ -276,20 +329,21 @@ class PhasedGRUSequenceOp : public OpKernel {
     Dims d;
     if (!GetDims(ctx, &d)) return;
     if (!CheckShape(ctx, 4, "bias", TensorShape({3 * d.units}))) return;
-    Tensor *h, *h_final, *gates;
+    Tensor *h, *h_final, *gates = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({d.steps, d.batch, d.units}), &h));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({d.batch, d.units}), &h_final));
-    OP_REQUIRES_OK(
-        ctx, ctx->allocate_output(2, TensorShape({d.steps, d.batch, 3 * d.units}), &gates));
+    if (SaveForGradient) {
+      OP_REQUIRES_OK(
+          ctx, ctx->allocate_output(2, TensorShape({d.steps, d.batch, 3 * d.units}), &gates));
+    }
     auto in = [ctx](int index) { return ctx->input(index).flat<T>().data(); };
-    const T* h0 = in(2);
     T* h_out = h->flat<T>().data();
-    T* gates_out = gates->flat<T>().data();
+    T* h_final_out = h_final->flat<T>().data();
+    T* gates_out = SaveForGradient ? gates->flat<T>().data() : nullptr;
     ForEachShard(ctx, NumShards(ctx, d.batch), d.batch, [&](int, int64_t b0, int64_t b1) {
-      ForwardRows<T>(d, in(0), in(1), h0, in(3), in(4), h_out, gates_out, b0, b1);
+      ForwardRows<T, SaveForGradient>(d, in(0), in(1), in(2), in(3), in(4), h_out, h_final_out,
+                                      gates_out, b0, b1);
     });
-    const int64_t last = (d.steps - 1) * d.batch * d.units, size = d.batch * d.units;
-    std::copy_n(d.steps > 0 ? h_out + last : h0, size, h_final->flat<T>().data());
   }
 };
 
@@ -419,7 +473,10 @@ class PhasedGRUSequenceGradOp : public OpKernel {
 #define REGISTER(T)                                                                \
   REGISTER_KERNEL_BUILDER(                                                         \
       Name("PhasedGRUSequence").Device(DEVICE_CPU).TypeConstraint<T>("T"),         \
-      PhasedGRUSequenceOp<T>);                                                     \
+      PhasedGRUSequenceOp<T, true>);                                               \
+  REGISTER_KERNEL_BUILDER(                                                         \
+      Name("PhasedGRUSequenceInference").Device(DEVICE_CPU).TypeConstraint<T>("T"), \
+      PhasedGRUSequenceOp<T, false>);                                              \
   REGISTER_KERNEL_BUILDER(                                                         \
       Name("PhasedGRUSequenceGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"),     \
       PhasedGRUSequenceGradOp<T>);

@@ -35,6 +35,12 @@
 // and every c [steps, batch, units]; the gradient recomputes c~ and tanh(c~) from them. The
 // weight gradients are accumulated per block and step ([x_t, h_{t-1}]^T dz_t, and the
 // peepholes' likewise), so that no [steps, batch, 4 units] gradient buffer is needed.
+//
+// PhasedLSTMSequenceInference is the same forward (the same function, ForwardRows, with
+// SaveForGradient false) for evaluation: it keeps one step's gates and two steps' c per block
+// in scratch instead of writing them for every step, and has no gradient (fused_rnn.py
+// registers one that raises). Its outputs are the training forward's bit for bit: the same
+// operations on the same values, only stored elsewhere.
 
 #include <algorithm>
 #include <cmath>
@@ -43,6 +49,7 @@
 #include <vector>
 
 #include "Eigen/Core"
+#include "tensorflow/core/framework/allocator.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -116,6 +123,27 @@ absl::Status InferPeepholeShapes(InferenceContext* c, int w_c_if, DimensionHandl
   return absl::OkStatus();
 }
 
+// The forward ops' shapes: h, c_final and h_final, then (SaveForGradient) c and gates.
+template <bool SaveForGradient>
+absl::Status ForwardShapes(InferenceContext* c) {
+  DimensionHandle steps, batch, units, four_units;
+  TF_RETURN_IF_ERROR(InferSequenceDims(c, &steps, &batch, &units, &four_units));
+  ShapeHandle bias;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(5), 1, &bias));
+  TF_RETURN_IF_ERROR(c->Merge(four_units, c->Dim(bias, 0), &four_units));
+  TF_RETURN_IF_ERROR(InferPeepholeShapes(c, 6, units));
+  ShapeHandle sequence = c->MakeShape({steps, batch, units});
+  ShapeHandle state = c->MakeShape({batch, units});
+  c->set_output(0, sequence);
+  c->set_output(1, state);
+  c->set_output(2, state);
+  if (SaveForGradient) {
+    c->set_output(3, sequence);
+    c->set_output(4, c->MakeShape({steps, batch, four_units}));
+  }
+  return absl::OkStatus();
+}
+
 REGISTER_OP("PhasedLSTMSequence")
     .Input("x: T")
     .Input("k: T")
@@ -133,22 +161,7 @@ REGISTER_OP("PhasedLSTMSequence")
     .Attr("T: {float, double}")
     .Attr("use_peepholes: bool = false")
     .Attr("gate_gradient_clip: float = 0")
-    .SetShapeFn([](InferenceContext* c) {
-      DimensionHandle steps, batch, units, four_units;
-      TF_RETURN_IF_ERROR(InferSequenceDims(c, &steps, &batch, &units, &four_units));
-      ShapeHandle bias;
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(5), 1, &bias));
-      TF_RETURN_IF_ERROR(c->Merge(four_units, c->Dim(bias, 0), &four_units));
-      TF_RETURN_IF_ERROR(InferPeepholeShapes(c, 6, units));
-      ShapeHandle sequence = c->MakeShape({steps, batch, units});
-      ShapeHandle state = c->MakeShape({batch, units});
-      c->set_output(0, sequence);
-      c->set_output(1, state);
-      c->set_output(2, state);
-      c->set_output(3, sequence);
-      c->set_output(4, c->MakeShape({steps, batch, four_units}));
-      return absl::OkStatus();
-    })
+    .SetShapeFn(ForwardShapes<true>)
     .Doc(R"doc(
 The Phased LSTM recurrence over a whole sequence, time-major, gate columns [i, f, o, j], with
 TF 1.x PhasedLSTMCell's full-matrix peepholes when use_peepholes is true.
@@ -171,6 +184,27 @@ gates: the activated gates of every step, [steps, batch, 4 * units], saved for t
 use_peepholes: whether w_c_if and w_c_o are used.
 gate_gradient_clip: not used by the forward; kept on the op for its gradient (see
   PhasedLSTMSequenceGrad).
+)doc");
+
+REGISTER_OP("PhasedLSTMSequenceInference")
+    .Input("x: T")
+    .Input("k: T")
+    .Input("c0: T")
+    .Input("h0: T")
+    .Input("kernel: T")
+    .Input("bias: T")
+    .Input("w_c_if: T")
+    .Input("w_c_o: T")
+    .Output("h: T")
+    .Output("c_final: T")
+    .Output("h_final: T")
+    .Attr("T: {float, double}")
+    .Attr("use_peepholes: bool = false")
+    .SetShapeFn(ForwardShapes<false>)
+    .Doc(R"doc(
+PhasedLSTMSequence for evaluation: the same inputs, attributes (but gate_gradient_clip) and
+h, c_final and h_final, bit for bit, without saving every step's c and gates. It has no
+gradient.
 )doc");
 
 REGISTER_OP("PhasedLSTMSequenceGrad")
@@ -311,14 +345,53 @@ struct Weights {
   const T* w_c_o;   // [units, units]
 };
 
+// Scratch for the forward-only ops, placed like an output: element i of an output tensor sits at
+// an address whose remainder modulo the allocator's alignment depends only on i, and Eigen
+// splits element-wise loops and small products by where the destination is aligned, which
+// changes the float rounding. Rows written at Like(i) are aligned as the training op's output
+// element i, so that both ops round alike.
+template <typename T>
+class OutputLikeScratch {
+ public:
+  explicit OutputLikeScratch(int64_t size) : buffer_(size + 2 * kPeriod) {}
+
+  // Where element `element` of an output would fall, modulo the alignment; size elements on.
+  T* Like(int64_t element) {
+    const uintptr_t base = reinterpret_cast<uintptr_t>(buffer_.data());
+    const uintptr_t aligned = (base + kAlign - 1) & ~uintptr_t{kAlign - 1};
+    return reinterpret_cast<T*>(aligned) + element % kPeriod;
+  }
+
+ private:
+  static constexpr uintptr_t kAlign = Allocator::kAllocatorAlignment;
+  static constexpr int64_t kPeriod = kAlign / sizeof(T);  // elements per alignment
+  std::vector<T> buffer_;
+};
+
+// Where the forward writes: h of every step and the final state always; with SaveForGradient,
+// c and the activated gates of every step (else null).
+template <typename T>
+struct ForwardOutputs {
+  T* h;        // [steps, batch, units]
+  T* c_final;  // [batch, units]
+  T* h_final;  // [batch, units]
+  T* c;        // [steps, batch, units]
+  T* gates;    // [steps, batch, 4 units]
+};
+
 // The forward recurrence for rows [b0, b1) of the batch. Peepholes is a template parameter so
 // that without them each step is one pass over the rows; with them the output gate needs every
-// row's c~ first, hence a second pass.
-template <typename T, bool Peepholes>
+// row's c~ first, hence a second pass. Without SaveForGradient, a step's gates and c go to
+// scratch of these rows (c to two buffers in turn: c_{t-1} is read while c_t is written).
+template <typename T, bool Peepholes, bool SaveForGradient>
 void ForwardRows(const Dims& d, const T* x, const T* k, const T* c0, const T* h0,
-                 const Weights<T>& weights, T* h, T* c, T* gates, int64_t b0, int64_t b1) {
+                 const Weights<T>& weights, const ForwardOutputs<T>& out, int64_t b0,
+                 int64_t b1) {
   const int64_t rows = b1 - b0, n = d.units, in = d.input_size, batch = d.batch;
   if (rows == 0) return;
+  OutputLikeScratch<T> gates_scratch(SaveForGradient ? 0 : rows * 4 * n);
+  OutputLikeScratch<T> c_scratch[2] = {OutputLikeScratch<T>(SaveForGradient ? 0 : rows * n),
+                                       OutputLikeScratch<T>(SaveForGradient ? 0 : rows * n)};
   ConstMatrixMap<T> w(weights.kernel, in + n, 4 * n);
   ConstMatrixMap<T> w_c_if(weights.w_c_if, Peepholes ? n : 0, Peepholes ? 2 * n : 0);
   ConstMatrixMap<T> w_c_o(weights.w_c_o, Peepholes ? n : 0, Peepholes ? n : 0);
@@ -334,15 +407,15 @@ void ForwardRows(const Dims& d, const T* x, const T* k, const T* c0, const T* h0
   for (int64_t t = 0; t < d.steps; ++t) {
     const int64_t first = t * batch + b0;  // the first row of this block at step t
     if (in > 0) xh.leftCols(in) = ConstMatrixMap<T>(x + first * in, rows, in);
-    T* z = gates + first * 4 * n;
+    T* z = SaveForGradient ? out.gates + first * 4 * n : gates_scratch.Like(first * 4 * n);
     MatrixMap<T> z_rows(z, rows, 4 * n);
     z_rows.noalias() = xh * w;
     if (Peepholes) {
       z_rows.leftCols(2 * n).noalias() += ConstMatrixMap<T>(c_prev, rows, n) * w_c_if;
     }
     const T* k_t = k + (t * d.k_batch + (d.k_batch == 1 ? 0 : b0)) * n;
-    T* c_t = c + first * n;
-    T* h_t = h + first * n;
+    T* c_t = SaveForGradient ? out.c + first * n : c_scratch[t % 2].Like(first * n);
+    T* h_t = out.h + first * n;
     // o, h~ and h_t of row r, once z_o is complete.
     auto output = [&](int64_t r, const T* c_lstm_r) {
       ArrayMap<T> o(z + r * 4 * n + 2 * n, n);
@@ -370,9 +443,13 @@ void ForwardRows(const Dims& d, const T* x, const T* k, const T* c0, const T* h0
     }
     c_prev = c_t;
   }
+  // c0 and h0 when there are no steps.
+  std::copy_n(c_prev, rows * n, out.c_final + b0 * n);
+  MatrixMap<T>(out.h_final + b0 * n, rows, n) = xh.rightCols(n);
 }
 
-template <typename T>
+// PhasedLSTMSequence (SaveForGradient) and PhasedLSTMSequenceInference.
+template <typename T, bool SaveForGradient>
 class PhasedLSTMSequenceOp : public OpKernel {
  public:
   explicit PhasedLSTMSequenceOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
@@ -386,13 +463,15 @@ class PhasedLSTMSequenceOp : public OpKernel {
     if (!CheckPeepholes(ctx, 6, use_peepholes_, d)) return;
     const TensorShape sequence({d.steps, d.batch, d.units});
     const TensorShape state({d.batch, d.units});
-    Tensor *h, *c_final, *h_final, *c, *gates;
+    Tensor *h, *c_final, *h_final, *c = nullptr, *gates = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, sequence, &h));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, state, &c_final));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, state, &h_final));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, sequence, &c));
-    OP_REQUIRES_OK(
-        ctx, ctx->allocate_output(4, TensorShape({d.steps, d.batch, 4 * d.units}), &gates));
+    if (SaveForGradient) {
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(3, sequence, &c));
+      OP_REQUIRES_OK(
+          ctx, ctx->allocate_output(4, TensorShape({d.steps, d.batch, 4 * d.units}), &gates));
+    }
     auto in = [ctx](int index) { return ctx->input(index).flat<T>().data(); };
     const T* x = in(0);
     const T* k = in(1);
@@ -400,16 +479,15 @@ class PhasedLSTMSequenceOp : public OpKernel {
     const T* h0 = in(3);
     const Weights<T> weights{in(4), in(5), use_peepholes_ ? in(6) : nullptr,
                              use_peepholes_ ? in(7) : nullptr};
-    T* h_out = h->flat<T>().data();
-    T* c_out = c->flat<T>().data();
-    T* gates_out = gates->flat<T>().data();
+    const ForwardOutputs<T> out{h->flat<T>().data(), c_final->flat<T>().data(),
+                                h_final->flat<T>().data(),
+                                SaveForGradient ? c->flat<T>().data() : nullptr,
+                                SaveForGradient ? gates->flat<T>().data() : nullptr};
     ForEachShard(ctx, NumShards(ctx, d.batch), d.batch, [&](int, int64_t b0, int64_t b1) {
-      (use_peepholes_ ? ForwardRows<T, true> : ForwardRows<T, false>)(
-          d, x, k, c0, h0, weights, h_out, c_out, gates_out, b0, b1);
+      (use_peepholes_ ? ForwardRows<T, true, SaveForGradient>
+                      : ForwardRows<T, false, SaveForGradient>)(d, x, k, c0, h0, weights, out,
+                                                                b0, b1);
     });
-    const int64_t last = (d.steps - 1) * d.batch * d.units, size = d.batch * d.units;
-    std::copy_n(d.steps > 0 ? c_out + last : c0, size, c_final->flat<T>().data());
-    std::copy_n(d.steps > 0 ? h_out + last : h0, size, h_final->flat<T>().data());
   }
 
  private:
@@ -602,7 +680,10 @@ class PhasedLSTMSequenceGradOp : public OpKernel {
 #define REGISTER(T)                                                                   \
   REGISTER_KERNEL_BUILDER(                                                            \
       Name("PhasedLSTMSequence").Device(DEVICE_CPU).TypeConstraint<T>("T"),           \
-      PhasedLSTMSequenceOp<T>);                                                       \
+      PhasedLSTMSequenceOp<T, true>);                                                 \
+  REGISTER_KERNEL_BUILDER(                                                            \
+      Name("PhasedLSTMSequenceInference").Device(DEVICE_CPU).TypeConstraint<T>("T"),  \
+      PhasedLSTMSequenceOp<T, false>);                                                \
   REGISTER_KERNEL_BUILDER(                                                            \
       Name("PhasedLSTMSequenceGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"),       \
       PhasedLSTMSequenceGradOp<T>);
