@@ -31,117 +31,21 @@ Environment:
 """
 
 import os
-import threading
-
-from absl import logging
 
 from phased_lstm import op_library
 from phased_lstm.gate_gradient import check_gate_gradient_clip
+from phased_lstm.kernel_build import FUSED_ENV, KERNELS, KernelLibrary, disabled  # noqa: F401
 # Plain TensorFlow, not legacy_tf: the Keras 3 layer uses this module on the TensorFlow backend
 # and must not select tf-keras (nothing here needs the TF 1.x cells).
 import tensorflow as tf
 
-FUSED_ENV = "PHASED_LSTM_FUSED"
-KERNELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
 SOURCE = os.path.join(KERNELS, "phased_lstm_sequence.cc")
 GRU_SOURCE = os.path.join(KERNELS, "phased_gru_sequence.cc")
 DTYPES = (tf.float32, tf.float64)
 
 
-def disabled():
-    """Whether PHASED_LSTM_FUSED turns the fused kernels off."""
-    return os.environ.get(FUSED_ENV, "").strip().lower() in ("0", "false", "no", "off")
-
-
-class KernelLibrary:
-    """One fused op library: built from its source on first use, loaded once per process.
-
-    Each cell's kernel is its own library (its own source, cache key and remembered failure), so
-    that one failing to build leaves the other's fast path alone.
-
-    Args:
-      source: path of the C++ source.
-      cell: the cell's name in the logs ("Phased LSTM").
-      function: the sequence function that runs the kernel ("phased_lstm_rnn"), in the messages.
-    """
-
-    def __init__(self, source, cell, function):
-        self.source = source
-        self.cell = cell
-        self.function = function
-        self._lock = threading.Lock()
-        self._loaded = None  # the op_library.Loaded once loading succeeded
-        self._failure = None  # why it failed (see failure), once it did
-
-    def load(self, rebuild=False):
-        """The op module, or None; tries to build and load it once per process (or again if
-        rebuild)."""
-        if disabled() and not rebuild:
-            return None
-        with self._lock:
-            if rebuild and self._loaded is not None:
-                # TensorFlow cannot register the same ops twice in one process.
-                raise RuntimeError("the fused kernel is already loaded in this process; rebuild "
-                                   f"it in a new one: {op_library.REBUILD_COMMAND}")
-            if rebuild or (self._loaded is None and self._failure is None):
-                self._loaded = self._failure = None
-                try:
-                    self._loaded = op_library.load(self.source, rebuild=rebuild)
-                    logging.info("%s: the fused sequence kernel is available to %s (%s build, "
-                                 "%s).", self.cell, self.function, self._loaded.rung.name,
-                                 " ".join(self._loaded.rung.arch_flags) or "no -march")
-                except (op_library.BuildError, OSError) as error:  # OSError: the cache's lock
-                    self._failure = error
-                    logging.warning("%s: %s", self.cell, self.unavailable_message(error))
-        return self._loaded.module if self._loaded is not None else None
-
-    def unavailable_message(self, error):
-        """One line: why the kernel is unavailable, what runs instead, and how to retry."""
-        log_path = getattr(error, "log_path", None)
-        where = f"; compiler log: {log_path}" if log_path else ""
-        return (f"the fused sequence kernel is not available: {error}{where}. {self.function} "
-                "uses its pure-TensorFlow path (same results, slower); after fixing the cause, "
-                f"`{op_library.REBUILD_COMMAND}` builds again.")
-
-    def available(self):
-        """Whether the kernel can run (building it on first call if needed); see
-        `fused_kernel_available`."""
-        return self.load() is not None
-
-    def failure(self):
-        """Why the kernel is unavailable in this process (an op_library.LadderError, or the
-        OSError of a cache that could not be used), or None."""
-        self.load()
-        return self._failure
-
-    def loaded_build(self):
-        """The op_library.Loaded of this process (its rung, path and attempts), or None."""
-        self.load()
-        return self._loaded
-
-    def rebuild(self):
-        """Forgets the cached builds and failures, builds again and loads; returns (Loaded or
-        None, the LadderError or None)."""
-        self.load(rebuild=True)
-        return self._loaded, self._failure
-
-    def cached_description(self):
-        """Which path the sequence function runs, from the cache alone: compiles and loads
-        nothing (for --help)."""
-        if disabled():
-            return f"the TensorFlow loop ({FUSED_ENV}=0 turns the fused kernel off)"
-        state, rung = op_library.cached_status(self.source)
-        if state == "cached":
-            return f"the fused kernel ({rung.name} build, cached)"
-        if state == "not built":
-            return ("the fused kernel, compiled on first use (about a minute; "
-                    f"`{op_library.REBUILD_COMMAND}` builds it now)")
-        return ("the TensorFlow loop, slower: every build of the fused kernel failed on this "
-                f"machine (`{op_library.REBUILD_COMMAND}` says why and builds again)")
-
-
-LSTM = KernelLibrary(SOURCE, "Phased LSTM", "phased_lstm_rnn")
-GRU = KernelLibrary(GRU_SOURCE, "Phased GRU", "phased_gru_rnn")
+LSTM = KernelLibrary(SOURCE, op_library.TENSORFLOW, "Phased LSTM", "phased_lstm_rnn")
+GRU = KernelLibrary(GRU_SOURCE, op_library.TENSORFLOW, "Phased GRU", "phased_gru_rnn")
 LIBRARIES = (LSTM, GRU)
 
 

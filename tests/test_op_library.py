@@ -193,6 +193,25 @@ class BuildCacheTest(tf.test.TestCase):
             changed_compiler = op_library.library_key(self.source, rung)
         self.assertLen({key, changed_source, changed_compiler}, 3)
 
+    def test_key_follows_every_header_the_source_includes(self):
+        folder = os.path.dirname(self.source)
+        core = write(os.path.join(folder, "core.h"), '#include "deeper.h"\n// one')
+        deeper = write(os.path.join(folder, "deeper.h"), "// one")
+        write(self.source, '#include "core.h"\n#include <vector>\n#include "absent.h"\n')
+        self.assertEqual(op_library.source_files(self.source), [self.source, core, deeper])
+        keys = [op_library.library_key(self.source, self.ladder[0])]
+        for header in (core, deeper):
+            with open(header, "a") as f:
+                f.write("// edited\n")
+            keys.append(op_library.library_key(self.source, self.ladder[0]))
+        self.assertLen(set(keys), 3)
+
+    def test_the_kernels_keys_cover_their_shared_core(self):
+        core = os.path.join(fused_rnn.KERNELS, "phased_lstm_core.h")
+        self.assertIn(core, op_library.source_files(fused_rnn.SOURCE))
+        self.assertIn(core, op_library.source_files(
+            os.path.join(fused_rnn.KERNELS, "phased_lstm_xla_ffi.cc")))
+
     def test_a_new_compiler_at_the_same_command_is_another_key(self):
         compiler = write(os.path.join(temp_dir(self), "c++"), "#!/bin/sh\nexit 1\n")
         os.chmod(compiler, 0o755)
