@@ -10,25 +10,9 @@ on the frequency task.) `PhasedLSTMCell(gate_gradient_clip=...)` and every path 
 `phased_lstm_rnn` apply it; the fused kernel holds the value as a float32 attribute.
 """
 
-import math
-import numbers
-
 import tensorflow as tf
 
-
-def check_gate_gradient_clip(value):
-    """Returns value as a float > 0, or None for None or 0 (no clipping).
-
-    Raises:
-      ValueError: for a negative, non-finite or non-numeric value.
-    """
-    if value is None:
-        return None
-    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
-            or not math.isfinite(value) or value < 0):
-        raise ValueError("gate_gradient_clip must be a finite number > 0, or None or 0 for no "
-                         f"clipping; got {value!r}")
-    return float(value) or None
+from phased_lstm.gate_math import check_gate_gradient_clip  # noqa: F401  (its home before)
 
 
 def clip_gradient(x, clip):

@@ -142,3 +142,19 @@ def time_gate(ops, time, period, phase, ratio_on, leak, dtype, mod_gradient="tf1
     if not isinstance(leak, (int, float)):
         leak = ops.cast(leak, dtype)
     return gate_from_cycle(ops, cycle, ratio_on, leak)
+
+
+def check_gate_gradient_clip(value):
+    """The per-step gate gradient clip (`phased_lstm.gate_gradient`) as a float > 0, or None
+    for None or 0 (no clipping).
+
+    Raises:
+      ValueError: for a negative, non-finite or non-numeric value.
+    """
+    if value is None:
+        return None
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+            or not math.isfinite(value) or value < 0):
+        raise ValueError("gate_gradient_clip must be a finite number > 0, or None or 0 for no "
+                         f"clipping; got {value!r}")
+    return float(value) or None

@@ -3,15 +3,18 @@
     from phased_lstm.keras3 import PhasedLSTM, PhasedLSTMCell
 
 Written with `keras.layers` and `keras.ops` only; it never imports tf-keras, imports TensorFlow
-only on the TensorFlow backend (for the fused kernel), and sets no environment variable. `PhasedLSTMCell` is a cell that `keras.layers.RNN` runs, so
+only on the TensorFlow backend (for the fused kernel), and sets no environment variable.
+`PhasedLSTMCell` is a cell that `keras.layers.RNN` runs, so
 return_sequences, return_state, stateful, go_backwards, initial_state, masking, unroll and
 `Bidirectional` are Keras' own; `PhasedLSTM` is `keras.layers.RNN` over that cell, taking the
 features alone (the timestamps are then the step index) or `[features, times]`. As the TF 1.x
 fast path does, `PhasedLSTM` computes the time gate for all steps before the loop (it depends on
 the times alone), so the recurrence carries neither the gate's work nor its gradient. On the
 TensorFlow backend it runs the recurrence in the fused C++ kernel (`phased_lstm.fused_rnn`)
-where `phased_lstm_rnn` would, as `keras.layers.LSTM` picks cuDNN when it can; TensorFlow is
-imported only there, and the weights and saved files are the same on every path.
+where `phased_lstm_rnn` would, as `keras.layers.LSTM` picks cuDNN when it can; on the JAX
+backend (CPU) the same C++ runs as XLA custom calls (`phased_lstm.jax_ffi`), under `jax.jit`
+too. TensorFlow is imported only on its backend, and the weights and saved files are the same
+on every path.
 
 The equations, initialisers, variables and guarantees are those of the TF 1.x cell
 (`phased_lstm.PhasedLSTMCell`); the time gate is the same function (`phased_lstm.gate_math`).
@@ -28,7 +31,7 @@ import numbers
 import keras
 from keras import ops
 
-from phased_lstm import gate_math
+from phased_lstm import gate_math, kernel_build
 from phased_lstm.gate_math import MIN_PERIOD, MIN_RATIO_ON  # noqa: F401  (re-exported)
 
 if int(keras.__version__.split(".")[0]) < 3:
@@ -539,8 +542,8 @@ class PhasedLSTM(keras.layers.RNN):
         # As keras.layers.LSTM does for cuDNN: XLA cannot compile the fused kernel (a
         # TensorFlow custom op), so a layer that may run it asks its model not to jit_compile.
         # Decided here, before any model is compiled (on a CPU-only machine Keras does not
-        # jit_compile by default anyway).
-        if self._fused_kernel_wanted():
+        # jit_compile by default anyway). JAX's kernel is an XLA custom call: jit is fine.
+        if self._fused_kernel_wanted() and keras.backend.backend() == "tensorflow":
             self.supports_jit = False
 
     @property
@@ -557,20 +560,30 @@ class PhasedLSTM(keras.layers.RNN):
         super().build(self._sequence_shape(sequences_shape), initial_state_shape)
 
     def _fused_kernel_wanted(self):
-        """Whether call would take the fused kernel if it builds: the TensorFlow backend, the
-        CPU (no GPU visible), a float32 or float64 layer that neither unrolls nor goes
-        backwards, and PHASED_LSTM_FUSED not 0. Decided without building the kernel."""
-        if keras.backend.backend() != "tensorflow" or self.unroll or self.go_backwards:
+        """Whether call would take the fused kernel if it builds: the TensorFlow backend with
+        no GPU visible, or the JAX backend on the CPU; a float32 or float64 layer that neither
+        unrolls nor goes backwards, and PHASED_LSTM_FUSED not 0. Decided without building the
+        kernel."""
+        backend = keras.backend.backend()
+        if backend not in ("tensorflow", "jax") or self.unroll or self.go_backwards:
             return False
         if self.compute_dtype not in ("float32", "float64"):
             return False
+        if kernel_build.disabled():
+            return False
+        if backend == "jax":
+            import jax  # pylint: disable=import-outside-toplevel
+            return jax.default_backend() == "cpu"
         from phased_lstm import fused_rnn  # pylint: disable=import-outside-toplevel
-        return not fused_rnn.disabled() and fused_rnn.kernel_device_reason("") is None
+        return fused_rnn.kernel_device_reason("") is None
 
     def _fused_kernel_may_run(self):
-        """_fused_kernel_wanted, and the kernel was built and loaded."""
+        """_fused_kernel_wanted, and the backend's kernel was built and loaded."""
         if not self._fused_kernel_wanted():
             return False
+        if keras.backend.backend() == "jax":
+            from phased_lstm import jax_ffi  # pylint: disable=import-outside-toplevel
+            return jax_ffi.fused_kernel_available()
         from phased_lstm import fused_rnn  # pylint: disable=import-outside-toplevel
         return fused_rnn.fused_kernel_available()
 
@@ -651,41 +664,49 @@ class PhasedLSTM(keras.layers.RNN):
             return False
         if not self._fused_kernel_may_run():
             return False
+        if keras.backend.backend() == "jax":  # _fused_kernel_wanted: JAX runs on the CPU
+            return True
         from phased_lstm import fused_rnn  # pylint: disable=import-outside-toplevel
         return fused_rnn.kernel_device_reason(features.device) is None
 
     def _fused_call(self, features, k, initial_state, mask, training):
-        """call's result from the fused kernel (TensorFlow backend); its forward-only op at
-        inference (`fused_rnn.keras_forward_only(training)`).
+        """call's result from the fused kernel: the TensorFlow op (`phased_lstm.fused_rnn`),
+        its forward-only op at inference (`fused_rnn.keras_forward_only(training)`); or on JAX
+        the same C++ as XLA custom calls (`phased_lstm.jax_ffi`), forward-only wherever no
+        gradient is taken.
 
         A mask is folded into the gate, as in phased_lstm_rnn: k = 0 at a masked step keeps
         the state and repeats the last output, which is what Keras' loop does there (from a
         zero state). Masked steps' features and gates are zeroed first, so that NaN padding
         cannot reach the state.
         """
-        import tensorflow as tf  # pylint: disable=import-outside-toplevel
-        from phased_lstm import fused_rnn  # pylint: disable=import-outside-toplevel
-
         cell = self.cell
         if mask is not None:
-            live = tf.cast(mask, tf.bool)[:, :, None]
-            features = tf.where(live, features, tf.zeros_like(features))
-            k = tf.where(live, k, tf.zeros_like(k))
+            live = ops.cast(mask, "bool")[:, :, None]
+            features = ops.where(live, features, ops.zeros_like(features))
+            k = ops.where(live, k, ops.zeros_like(k))
         if initial_state is None:
-            zeros = tf.zeros([tf.shape(features)[0], self.units], self.compute_dtype)
+            zeros = ops.zeros((ops.shape(features)[0], self.units), self.compute_dtype)
             initial_state = [zeros, zeros]
-        h0, c0 = (tf.cast(state, self.compute_dtype) for state in initial_state)
+        h0, c0 = (ops.cast(state, self.compute_dtype) for state in initial_state)
         rows = cell.new_input_kernel.shape[0]  # input_size + units: the [x, h] rows
-        # The op's layout: kernel [x, h] x columns [i, f, o, j]; the peephole rows apart.
-        kernel = tf.concat([cell.mask_gates_kernel[:rows], cell.output_gate_kernel[:rows],
-                            cell.new_input_kernel], axis=1)
-        bias = tf.concat([cell.mask_gates_bias, cell.output_gate_bias, cell.new_input_bias], 0)
+        # The kernel's layout: kernel [x, h] x columns [i, f, o, j]; the peephole rows apart.
+        kernel = ops.concatenate([cell.mask_gates_kernel[:rows], cell.output_gate_kernel[:rows],
+                                  cell.new_input_kernel], axis=1)
+        bias = ops.concatenate([cell.mask_gates_bias, cell.output_gate_bias,
+                                cell.new_input_bias], axis=0)
         peepholes = ((cell.mask_gates_kernel[rows:], cell.output_gate_kernel[rows:])
                      if cell.use_peepholes else ())
-        h_seq, c, h = fused_rnn.fused_sequence(
-            tf.transpose(features, [1, 0, 2]), tf.transpose(k, [1, 0, 2]), c0, h0,
-            kernel, bias, *peepholes, forward_only=fused_rnn.keras_forward_only(training))
-        output = tf.transpose(h_seq, [1, 0, 2]) if self.return_sequences else h
+        arguments = (ops.transpose(features, [1, 0, 2]), ops.transpose(k, [1, 0, 2]), c0, h0,
+                     kernel, bias, *peepholes)
+        if keras.backend.backend() == "jax":
+            from phased_lstm import jax_ffi  # pylint: disable=import-outside-toplevel
+            h_seq, c, h = jax_ffi.fused_sequence(*arguments)
+        else:
+            from phased_lstm import fused_rnn  # pylint: disable=import-outside-toplevel
+            h_seq, c, h = fused_rnn.fused_sequence(
+                *arguments, forward_only=fused_rnn.keras_forward_only(training))
+        output = ops.transpose(h_seq, [1, 0, 2]) if self.return_sequences else h
         return (output, h, c) if self.return_state else output  # as RNN.call
 
     def get_config(self):

@@ -106,12 +106,15 @@ class Toolchain:
       load: a function of the built library's path that returns the loaded module; it raises
         one of `load_errors` where the library does not load.
       load_errors: the exception types of a library that does not load (a failed rung).
+      missing: why no build can start (headers not found), or None: `load` then fails at once,
+        without calling the compiler.
     """
     name: str
     flags: tuple
     identity: tuple
     load: object
     load_errors: tuple = (OSError,)
+    missing: str = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -409,7 +412,10 @@ def load(source, toolchain, rebuild=False, ladder=None):
 
     Raises:
       LadderError: if no rung builds and loads; its `attempts` say why each did not.
+      BuildError: if the toolchain says no build can start (`Toolchain.missing`).
     """
+    if toolchain.missing:
+        raise BuildError(f"cannot build against {toolchain.name}: {toolchain.missing}")
     folder = _writable_cache_dir()
     ladder = build_ladder() if ladder is None else ladder
     if rebuild:
