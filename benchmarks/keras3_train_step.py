@@ -10,8 +10,9 @@ Dense(10)]), compiled with Adam 1e-3 and sparse softmax cross-entropy (jit_compi
 XLA on TensorFlow and JAX), one `train_on_batch` per step. The Phased LSTM's timestamps are the
 step index. train_step.py runs this once per backend and adds the rows to its table.
 
-On TensorFlow the PhasedLSTM runs the fused kernel where it can (phased_lstm.fused_rnn);
-"PhasedLSTM (Keras loop)" is the same layer traced with PHASED_LSTM_FUSED=0, Keras' own loop.
+On TensorFlow the PhasedLSTM runs the fused kernel where it can (phased_lstm.fused_rnn), on JAX
+the same C++ as XLA custom calls (phased_lstm.jax_ffi); "PhasedLSTM (Keras loop)" is the same
+layer traced with PHASED_LSTM_FUSED=0, Keras' own loop.
 """
 
 import contextlib
@@ -40,7 +41,7 @@ MODELS = {
     "PhasedLSTM": lambda units: PhasedLSTM(units),
     "LSTM": lambda units: keras.layers.LSTM(units),
 }
-if keras.backend.backend() == "tensorflow":
+if keras.backend.backend() in ("tensorflow", "jax"):  # the backends with a fused kernel
     MODELS["PhasedLSTM (Keras loop)"] = MODELS["PhasedLSTM"]
 
 

@@ -27,6 +27,10 @@
 #include "phased_lstm_core.h"
 #include "xla/ffi/api/ffi.h"
 
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
+
 namespace ffi = xla::ffi;
 
 namespace phased_lstm {
@@ -41,6 +45,21 @@ void RunOnThreads(int shards, int64_t batch, const ShardWork& work) {
   }
   work(0, 0, batch / shards);
   for (std::thread& thread : threads) thread.join();
+}
+
+// Asks Linux to back the 2 MiB-aligned part of a result buffer with huge pages before the
+// kernel first writes it. XLA's CPU client maps large buffers afresh for each call (the saved
+// gates alone are [steps, batch, 4 units]), and faulting them in 4 KiB pages costs more than
+// the recurrence (measured: docs/speed.md). A hint only: where transparent huge pages are off,
+// or the call fails, nothing changes.
+void AdviseHugePages(ffi::Result<ffi::AnyBuffer>& buffer) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(buffer->untyped_data());
+  const uintptr_t first = (begin + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t end = (begin + buffer->size_bytes()) & ~(kHuge - 1);
+  if (end > first) madvise(reinterpret_cast<void*>(first), end - first, MADV_HUGEPAGE);
+#endif
 }
 
 std::string ShapeText(const ffi::AnyBuffer& buffer) {
@@ -141,6 +160,7 @@ ffi::Error ForwardImpl(ffi::AnyBuffer x, ffi::AnyBuffer k, ffi::AnyBuffer c0, ff
     ffi::ErrorOr<ffi::Result<ffi::AnyBuffer>> ret = rets.get<ffi::AnyBuffer>(i);
     if (ret.has_error()) return ret.error();
     out.push_back(ret.value());
+    AdviseHugePages(out.back());
   }
   auto run = [&](auto zero) {
     using T = decltype(zero);
@@ -193,6 +213,7 @@ ffi::Error GradImpl(ffi::AnyBuffer x, ffi::AnyBuffer k, ffi::AnyBuffer c0, ffi::
         "PhasedLstm: gate_gradient_clip must be finite and >= 0 (0: no clipping); got " +
         std::to_string(gate_gradient_clip));
   }
+  for (ffi::Result<ffi::AnyBuffer>* buffer : {&dx, &dk, &dc0, &dh0}) AdviseHugePages(*buffer);
   auto run = [&](auto zero) {
     using T = decltype(zero);
     const Weights<T> weights{In<T>(kernel), nullptr, use_peepholes ? In<T>(w_c_if) : nullptr,
