@@ -2,6 +2,10 @@
 
     python -m phased_lstm.build            # forget cached builds and failures, build again
     python -m phased_lstm.build --status   # only say what the cache holds; build nothing
+    python -m phased_lstm.build --backend=jax   # the same for the Keras 3 layer on JAX
+
+With --backend=jax the library is the XLA FFI one that the Keras 3 PhasedLSTM runs on JAX
+(`phased_lstm.jax_ffi`), and TensorFlow is not imported.
 
 The kernels (the Phased LSTM's and the Phased GRU's, each its own library) are built on first
 use anyway (`phased_lstm.op_library`); a build that failed is remembered so that later processes
@@ -16,10 +20,24 @@ import sys
 
 from absl import app, flags
 
-from phased_lstm import fused_rnn, op_library
+from phased_lstm import kernel_build
 
 flags.DEFINE_bool("status", False, "Only report what the cache holds; compile nothing.")
+flags.DEFINE_enum("backend", "tensorflow", ["tensorflow", "jax"],
+                  "Whose kernels: TensorFlow's ops (phased_lstm_rnn, phased_gru_rnn) or the "
+                  "XLA FFI library of the Keras 3 layer on JAX.")
 FLAGS = flags.FLAGS
+
+
+def _libraries():
+    """(the KernelLibrary objects of FLAGS.backend, where their `function` runs the kernel,
+    what it runs without it)."""
+    if FLAGS.backend == "jax":
+        from phased_lstm import jax_ffi  # pylint: disable=import-outside-toplevel
+        return (jax_ffi.LIBRARY,), "float32 and float64 layers on the CPU", "Keras' loop"
+    from phased_lstm import fused_rnn  # pylint: disable=import-outside-toplevel
+    return fused_rnn.LIBRARIES, ("float32 and float64 cells whose recurrence runs on the CPU "
+                                 "(on a GPU it runs its TensorFlow loop)"), "its TensorFlow loop"
 
 
 def _print_attempt(attempt):
@@ -37,38 +55,40 @@ def _print_attempt(attempt):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    print(f"CPU: {op_library.cpu_name()}; compiler: {' '.join(op_library.compiler())}; "
-          f"cache: {op_library.cache_dir()}")
+    print(f"CPU: {kernel_build.cpu_name()}; compiler: {' '.join(kernel_build.compiler())}; "
+          f"cache: {kernel_build.cache_dir()}")
     print("builds, best first: " + "; ".join(
         f"{rung.name} ({' '.join(rung.arch_flags) or 'no -march'})"
-        for rung in op_library.build_ladder()))
+        for rung in kernel_build.build_ladder()))
+    libraries, where, instead = _libraries()
     if FLAGS.status:
         failed = False
-        for library in fused_rnn.LIBRARIES:
-            for rung, failure in op_library.remembered_failures(library.source):
+        for library in libraries:
+            for rung, failure in kernel_build.remembered_failures(library.source,
+                                                                  library.toolchain):
                 print(f"  {rung.name}: failed before: {failure.get('reason')} "
                       f"(log: {failure.get('log')})")
             print(f"{library.function} runs " + library.cached_description())
-            failed |= op_library.cached_status(library.source)[0] == "failed"
-        return 1 if failed or fused_rnn.disabled() else 0
+            failed |= kernel_build.cached_status(library.source,
+                                                 library.toolchain)[0] == "failed"
+        return 1 if failed or kernel_build.disabled() else 0
     status = 0
-    for library in fused_rnn.LIBRARIES:
+    for library in libraries:
         print(f"building {library.source} again:")
         loaded, failure = library.rebuild()
-        for attempt in (loaded or failure).attempts:
+        for attempt in getattr(loaded or failure, "attempts", ()):  # none: no build started
             _print_attempt(attempt)
         if loaded is None:
-            print(f"{library.function} runs its TensorFlow loop (slower): "
+            print(f"{library.function} runs {instead} (slower): "
                   + library.unavailable_message(failure))
             status = 1
-        elif fused_rnn.disabled():
-            print(f"built, but {fused_rnn.FUSED_ENV}=0 turns the fused kernel off: "
-                  f"{library.function} runs its TensorFlow loop")
+        elif kernel_build.disabled():
+            print(f"built, but {kernel_build.FUSED_ENV}=0 turns the fused kernel off: "
+                  f"{library.function} runs {instead}")
             status = 1
         else:
             print(f"{library.function} runs the fused kernel ({loaded.rung.name} build) for "
-                  "float32 and float64 cells whose recurrence runs on the CPU (on a GPU it runs "
-                  "its TensorFlow loop)")
+                  + where)
     return status
 
 

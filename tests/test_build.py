@@ -5,6 +5,7 @@ by copying the library this test process built from the same source (the Phased 
 Phased GRU's), so that no test here compiles.
 """
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -68,6 +69,35 @@ class BuildCommandTest(tf.test.TestCase):
         again = self._build(compiler)  # forgets the remembered failures
         self.assertEqual(again.returncode, 1)
         self.assertEqual(self._calls(), 2 * rungs)
+
+    def test_the_jax_library_builds_with_the_same_ladder_without_tensorflow(self):
+        if importlib.util.find_spec("jax") is None:
+            self.skipTest("jax is not installed")
+        compiler = self._compiler("exit 1")
+        rungs = len(op_library.build_ladder())
+        first = self._build(compiler, "--backend=jax")
+        self.assertEqual(first.returncode, 1, msg=first.stderr[-2000:])
+        self.assertIn("phased_lstm_xla_ffi.cc again", first.stdout)
+        self.assertEqual(first.stdout.count(": failed: the compiler"), rungs, msg=first.stdout)
+        self.assertIn("PhasedLSTM on JAX runs Keras' loop (slower)", first.stdout)
+        self.assertEqual(self._calls(), rungs)
+        status = self._build(compiler, "--backend=jax", "--status")
+        self.assertEqual(status.returncode, 1)
+        self.assertIn("PhasedLSTM on JAX runs Keras' loop, slower: every build", status.stdout)
+        self.assertEqual(self._calls(), rungs)
+        # A JAX user's build does not import TensorFlow.
+        probe = subprocess.run(
+            [sys.executable, "-c",
+             "import runpy, sys\n"
+             "sys.argv = ['build', '--backend=jax', '--status']\n"
+             "try:\n"
+             "    runpy.run_module('phased_lstm.build', run_name='__main__')\n"
+             "except SystemExit:\n"
+             "    pass\n"
+             "print('tensorflow imported:', 'tensorflow' in sys.modules)\n"],
+            env=dict(os.environ, PHASED_LSTM_KERNEL_CACHE=self.cache, PYTHONPATH=REPO),
+            capture_output=True, text=True, timeout=600, cwd=self.folder)
+        self.assertIn("tensorflow imported: False", probe.stdout, msg=probe.stderr[-2000:])
 
     def test_a_working_compiler_builds_and_the_kernel_runs(self):
         _require_kernel(self)
