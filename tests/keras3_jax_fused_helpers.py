@@ -8,7 +8,8 @@ MODE:
     weight, with and without peepholes and a mask, in float32, and in float64 where
     JAX_ENABLE_X64=1. Keys "<case>/<path>/<name>", and "<case>/<path>/ffi" (whether the jitted
     function's jaxpr calls the kernel); path "fused", "loop", and with a mask "fused_nan" (the
-    fused path with NaN padding at the masked steps).
+    fused path with NaN padding at the masked steps); without a mask "<case>/numpy/output" and
+    "<case>/numpy/c", numpy_reference's float64 steps with the layer's weights.
   sequence: jax_ffi.fused_sequence's gradients (float64; JAX_ENABLE_X64=1) for the case in a
     third argument (`sequence`), with gate_gradient_clip and without, k per example and shared.
   fit: one epoch of model.fit, SGD, for two models with the same initial weights, fused and
@@ -26,9 +27,12 @@ from unittest import mock
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jax  # noqa: E402
 import keras  # noqa: E402
+
+import numpy_reference as ref  # noqa: E402
 
 from phased_lstm import jax_ffi  # noqa: E402
 from phased_lstm.keras3 import PhasedLSTM  # noqa: E402
@@ -77,6 +81,18 @@ def compare():
                 layer([np.zeros_like(x), times])
                 weights = [v.value for v in layer.trainable_variables]
                 case = f"{dtype}-peep{int(peep)}-mask{int(masked)}"
+                if not masked:
+                    params = {name: np.asarray(value, np.float64)
+                              for name, value in layer.cell.get_tf1_weights().items()}
+                    c = h = np.zeros((BATCH, UNITS))
+                    outputs = []
+                    for s in range(STEPS):
+                        c, h = ref.phased_lstm_step(params, times[:, s, None].astype(np.float64),
+                                                    x[:, s].astype(np.float64), c, h, peep,
+                                                    layer.cell.leak)
+                        outputs.append(h)
+                    results[f"{case}/numpy/output"] = np.stack(outputs, axis=1)
+                    results[f"{case}/numpy/c"] = c
                 paths = [("fused", True, x), ("loop", False, x)]
                 if masked:  # Keras' loop runs the cell on the padding: NaN gradients there
                     paths.append(("fused_nan", True, np.where(mask[:, :, None], x, np.nan)))
