@@ -14,6 +14,8 @@ MODE:
     third argument (`sequence`), with gate_gradient_clip and without, k per example and shared.
   fit: one epoch of model.fit, SGD, for two models with the same initial weights, fused and
     Keras' loop: their weights after it, and how often the fused function was traced.
+  fit_data_parallel: the same under keras.distribution.DataParallel over every device (the
+    test forces two CPU devices with XLA_FLAGS), and the number of devices.
   fallback: what the layer does where the kernel cannot be built (PHASED_LSTM_CXX and
     PHASED_LSTM_KERNEL_CACHE set by the test): JSON with the failure, the outputs' agreement
     with Keras' loop, and whether TensorFlow was imported.
@@ -148,7 +150,10 @@ def sequence():
     return results
 
 
-def fit():
+def fit(data_parallel=False):
+    if data_parallel:
+        keras.distribution.set_distribution(
+            keras.distribution.DataParallel(devices=jax.devices()))
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(64, 12, 1)).astype(np.float32)
     y = rng.integers(0, 3, 64)
@@ -172,7 +177,8 @@ def fit():
     with _fused(False):
         models[False].fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
     results = {"traced": np.array(len(traced)),
-               "jit": np.array(bool(models[True].jit_compile))}
+               "jit": np.array(bool(models[True].jit_compile)),
+               "devices": np.array(len(jax.devices()))}
     for on in (True, False):
         for i, w in enumerate(models[on].get_weights()):
             results[f"{'fused' if on else 'loop'}/{i}"] = w
@@ -203,7 +209,8 @@ def main(argv):
         with open(path, "w") as f:
             json.dump(fallback(), f)
         return
-    np.savez(path, **{"compare": compare, "sequence": sequence, "fit": fit}[mode]())
+    np.savez(path, **{"compare": compare, "sequence": sequence, "fit": fit,
+                      "fit_data_parallel": lambda: fit(data_parallel=True)}[mode]())
 
 
 if __name__ == "__main__":

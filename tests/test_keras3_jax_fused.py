@@ -118,9 +118,15 @@ def test_kernel_gradient_matches_the_numpy_back_propagation_with_and_without_cli
                                got["broadcast/k"].sum(axis=1), rtol=1e-12, atol=1e-12)
 
 
-def test_model_fit_trains_the_fused_layer_as_keras_loop_does():
+@pytest.mark.parametrize("data_parallel", [False, True])
+def test_model_fit_trains_the_fused_layer_as_keras_loop_does(data_parallel):
     _require_jax_kernel()
-    got = _run("fit")
+    if data_parallel:  # the batch split over two CPU devices
+        got = _run("fit_data_parallel",
+                   {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+        assert got["devices"] == 2
+    else:
+        got = _run("fit")
     assert got["traced"] > 0  # the fused function was traced into the train step
     assert got["jit"]  # and the model jit-compiled it (XLA)
     count = len([key for key in got if key.startswith("fused/")])
