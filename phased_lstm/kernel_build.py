@@ -136,7 +136,8 @@ class Attempt:
 
 @dataclasses.dataclass(frozen=True)
 class Loaded:
-    """A loaded library: what the toolchain's load gave (the ops' Python module, say), the rung that built it, every attempt."""
+    """A loaded library: what the toolchain's load gave (the ops' Python module, say), the rung
+    that built it, every attempt."""
     module: object
     rung: Rung
     path: str
@@ -533,8 +534,8 @@ class KernelLibrary:
         self._failure = None  # why it failed (see failure), once it did
 
     def load(self, rebuild=False):
-        """The loaded module (Loaded.module), or None; tries to build and load it once per process (or again if
-        rebuild)."""
+        """The loaded module (Loaded.module), or None; tries to build and load it once per process
+        (or again if rebuild)."""
         if disabled() and not rebuild:
             return None
         with self._lock:
