@@ -1,7 +1,7 @@
 """The machine and builds a benchmark ran on, for its tables' headings.
 
-Its own module (no flags) so that benchmarks which import the scripts, whose flags clash with
-train_step.py's, can name the machine too.
+Its own module (no flags) so that every benchmark can name the machine, whatever flags it
+defines.
 """
 
 import os
