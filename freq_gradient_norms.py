@@ -13,7 +13,7 @@ the learned timing (the Phased LSTM's open ratios and periods).
     python freq_gradient_norms.py --log_dir runs_freq --sampling high_res --seed 0 \\
         --data_sampling standard
     python freq_gradient_norms.py --sampling high_res --at_init
-    python freq_gradient_norms.py --log_dir runs_freq_authors --sampling high_res --seed 1 \
+    python freq_gradient_norms.py --log_dir runs_freq_authors --sampling high_res --seed 1 \\
         --gate_gradient_clip 0.01
 
 --gate_gradient_clip given on the command line replaces the run's own (the same weights'
