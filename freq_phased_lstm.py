@@ -99,7 +99,6 @@ epochs, or high_res at hours.
 """
 
 
-
 @dataclasses.dataclass(frozen=True)
 class FrequencyConfig:
     """One run's settings: one field per flag, and the run's seed.
