@@ -69,13 +69,16 @@ class KernelLibrary:
       cell: the cell's name in the logs ("Phased LSTM").
       function: the sequence function that runs the kernel ("phased_lstm_rnn"), in the messages.
       kernel: what the library computes, in the messages.
+      fallback: what runs where it is unavailable, in the messages ("its ..." and "the ...").
     """
 
-    def __init__(self, source, cell, function, kernel="fused sequence kernel"):
+    def __init__(self, source, cell, function, kernel="fused sequence kernel",
+                 fallback="TensorFlow loop"):
         self.source = source
         self.cell = cell
         self.function = function
         self.kernel = kernel
+        self.fallback = fallback
         self._lock = threading.Lock()
         self._loaded = None  # the op_library.Loaded once loading succeeded
         self._failure = None  # why it failed (see failure), once it did
@@ -136,22 +139,22 @@ class KernelLibrary:
         """Which path the sequence function runs, from the cache alone: compiles and loads
         nothing (for --help)."""
         if disabled():
-            return f"the TensorFlow loop ({FUSED_ENV}=0 turns the fused kernel off)"
+            return f"the {self.fallback} ({FUSED_ENV}=0 turns the fused kernel off)"
         state, rung = op_library.cached_status(self.source)
         if state == "cached":
             return f"the fused kernel ({rung.name} build, cached)"
         if state == "not built":
             return ("the fused kernel, compiled on first use (about a minute; "
                     f"`{op_library.REBUILD_COMMAND}` builds it now)")
-        return ("the TensorFlow loop, slower: every build of the fused kernel failed on this "
+        return (f"the {self.fallback}, slower: every build of the fused kernel failed on this "
                 f"machine (`{op_library.REBUILD_COMMAND}` says why and builds again)")
 
 
 LSTM = KernelLibrary(SOURCE, "Phased LSTM", "phased_lstm_rnn")
 GRU = KernelLibrary(GRU_SOURCE, "Phased GRU", "phased_gru_rnn")
 # The evaluation gate of both cells: used with their forward-only ops (see fused_time_gate).
-TIME_GATE = KernelLibrary(TIME_GATE_SOURCE, "Phased time gate",
-                          "forward_only=True's time gate", "fused time-gate kernel")
+TIME_GATE = KernelLibrary(TIME_GATE_SOURCE, "Phased time gate", "the forward-only time gate",
+                          "fused time-gate kernel", "TensorFlow gate ops")
 LIBRARIES = (LSTM, GRU, TIME_GATE)
 
 
