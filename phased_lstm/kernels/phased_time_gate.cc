@@ -101,12 +101,23 @@ use_live: whether live is read.
 )doc");
 
 // g++ vectorises floor only without trapping math, which changes no value (it allows no
-// reassociation nor contraction); clang's default is the same.
+// reassociation nor contraction); clang's default is the same. Functions with other options
+// are not inlined here (<cmath>'s float overloads), hence these.
 #if defined(__GNUC__) && !defined(__clang__)
 #define PHASED_NO_TRAPPING_MATH __attribute__((optimize("no-trapping-math")))
 #else
 #define PHASED_NO_TRAPPING_MATH
 #endif
+
+PHASED_NO_TRAPPING_MATH inline float Floor(float x) { return __builtin_floorf(x); }
+PHASED_NO_TRAPPING_MATH inline double Floor(double x) { return __builtin_floor(x); }
+// a b + c rounded once.
+PHASED_NO_TRAPPING_MATH inline float Fma(float a, float b, float c) {
+  return __builtin_fmaf(a, b, c);
+}
+PHASED_NO_TRAPPING_MATH inline double Fma(double a, double b, double c) {
+  return __builtin_fma(a, b, c);
+}
 
 // phi = (x - q period) / period with q = floor(x / period), x = t - phase (see the header),
 // vectorised over a row; returns whether every remainder fell in [0, period).
@@ -116,8 +127,8 @@ PHASED_NO_TRAPPING_MATH bool FastCycleRow(const Ttime* time, const Ttime* period
   int exact = 1;
   for (int64_t u = 0; u < units; ++u) {
     const Ttime x = time[PerUnitTime ? u : 0] - phase[u];
-    const Ttime q = std::floor(x / period[u]);
-    const Ttime m = std::fma(-q, period[u], x);
+    const Ttime q = Floor(x / period[u]);
+    const Ttime m = Fma(-q, period[u], x);
     exact &= static_cast<int>(m >= Ttime(0)) & static_cast<int>(m < period[u]);
     cycle[u] = m / period[u];
   }
@@ -139,8 +150,8 @@ PHASED_NO_TRAPPING_MATH void ExactCycleRow(const Ttime* time, const Ttime* perio
                                            const Ttime* phase, int64_t units, Ttime* cycle) {
   for (int64_t u = 0; u < units; ++u) {
     const Ttime x = time[PerUnitTime ? u : 0] - phase[u];
-    const Ttime q = std::floor(x / period[u]);
-    const Ttime m = std::fma(-q, period[u], x);
+    const Ttime q = Floor(x / period[u]);
+    const Ttime m = Fma(-q, period[u], x);
     if (!(m >= Ttime(0) && m < period[u])) cycle[u] = FloorMod(x, period[u]) / period[u];
   }
 }
