@@ -20,10 +20,11 @@ gradient either.
 
 Each op library is compiled from its source on first use, against the installed TensorFlow, and
 cached, trying builds down a ladder of instruction sets until one works (`phased_lstm.op_library`:
-where and how); `KernelLibrary` holds one library's state (`LSTM`, `GRU`). Where none can be
-built (no compiler, failed builds or loads), `fused_kernel_available()` (the LSTM's) or
-`fused_gru_kernel_available()` is False, one warning says why and where the compiler's log is,
-and the sequence function uses its pure-TensorFlow path: same results, slower. The failure is
+where and how); `KernelLibrary` holds one library's state (`LSTM`, `GRU`, `TIME_GATE`). Where
+none can be built (no compiler, failed builds or loads), `fused_kernel_available()` (the
+LSTM's), `fused_gru_kernel_available()` or `TIME_GATE.available()` is False, one warning says
+why and where the compiler's log is, and the sequence function uses its pure-TensorFlow path
+(for the gate: TensorFlow's gate ops): same results, slower. The failure is
 remembered, so later processes take that path at once; `python -m phased_lstm.build` builds
 again.
 
