@@ -17,4 +17,5 @@ def describe():
         return f"off ({fused_rnn.FUSED_ENV}=0)" if fused_rnn.disabled() else "not available"
 
     return (f"{op_library.cpu_name()}, {os.cpu_count()} CPU cores, TensorFlow {tf.__version__}"
-            f", fused kernel: {build(fused_rnn.LSTM)}, fused GRU kernel: {build(fused_rnn.GRU)}")
+            f", fused kernel: {build(fused_rnn.LSTM)}, fused GRU kernel: {build(fused_rnn.GRU)}"
+            f", fused time-gate kernel: {build(fused_rnn.TIME_GATE)}")

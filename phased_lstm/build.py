@@ -3,13 +3,13 @@
     python -m phased_lstm.build            # forget cached builds and failures, build again
     python -m phased_lstm.build --status   # only say what the cache holds; build nothing
 
-The kernels (the Phased LSTM's and the Phased GRU's, each its own library) are built on first
-use anyway (`phased_lstm.op_library`); a build that failed is remembered so that later processes
-do not call the compiler again. Run this after fixing the cause (installing a compiler, setting
-PHASED_LSTM_CXX), or to see what each build attempt gave. Exits 0 when both fused kernels are
-available, 1 when either sequence function falls back to TensorFlow; with --status, 1 when every
-build of either kernel failed before or PHASED_LSTM_FUSED=0, else 0 (built, or to be built on
-first use).
+The kernels (the Phased LSTM's, the Phased GRU's and the evaluation time gate's, each its own
+library) are built on first use anyway (`phased_lstm.op_library`); a build that failed is
+remembered so that later processes do not call the compiler again. Run this after fixing the
+cause (installing a compiler, setting PHASED_LSTM_CXX), or to see what each build attempt gave.
+Exits 0 when every fused kernel is available, 1 when any falls back to TensorFlow; with
+--status, 1 when every build of any kernel failed before or PHASED_LSTM_FUSED=0, else 0 (built,
+or to be built on first use).
 """
 
 import sys
@@ -58,17 +58,17 @@ def main(argv):
         for attempt in (loaded or failure).attempts:
             _print_attempt(attempt)
         if loaded is None:
-            print(f"{library.function} runs its TensorFlow loop (slower): "
+            print(f"{library.function} runs its {library.fallback} (slower): "
                   + library.unavailable_message(failure))
             status = 1
         elif fused_rnn.disabled():
             print(f"built, but {fused_rnn.FUSED_ENV}=0 turns the fused kernel off: "
-                  f"{library.function} runs its TensorFlow loop")
+                  f"{library.function} runs its {library.fallback}")
             status = 1
         else:
             print(f"{library.function} runs the fused kernel ({loaded.rung.name} build) for "
                   "float32 and float64 cells whose recurrence runs on the CPU (on a GPU it runs "
-                  "its TensorFlow loop)")
+                  f"its {library.fallback})")
     return status
 
 

@@ -12,14 +12,19 @@ through it the timing variables') is TensorFlow's, from the gate's ops.
 
 For evaluation, `PhasedLSTMSequenceInference` and `PhasedGRUSequenceInference` (forward_only=True
 here) run the same forward, with the same results bit for bit, without writing every step's
-activations for a gradient; a gradient through them raises `ForwardOnlyGradientError`.
+activations for a gradient; a gradient through them raises `ForwardOnlyGradientError`. Before
+them, the sequence functions compute the time gate with `PhasedTimeGate`
+(kernels/phased_time_gate.cc, its own library `TIME_GATE`: `fused_time_gate`), TensorFlow's gate
+bit for bit in one pass instead of a dozen element-wise ops, where it is available; it has no
+gradient either.
 
 Each op library is compiled from its source on first use, against the installed TensorFlow, and
 cached, trying builds down a ladder of instruction sets until one works (`phased_lstm.op_library`:
-where and how); `KernelLibrary` holds one library's state (`LSTM`, `GRU`). Where none can be
-built (no compiler, failed builds or loads), `fused_kernel_available()` (the LSTM's) or
-`fused_gru_kernel_available()` is False, one warning says why and where the compiler's log is,
-and the sequence function uses its pure-TensorFlow path: same results, slower. The failure is
+where and how); `KernelLibrary` holds one library's state (`LSTM`, `GRU`, `TIME_GATE`). Where
+none can be built (no compiler, failed builds or loads), `fused_kernel_available()` (the
+LSTM's), `fused_gru_kernel_available()` or `TIME_GATE.available()` is False, one warning says
+why and where the compiler's log is, and the sequence function uses its pure-TensorFlow path
+(for the gate: TensorFlow's gate ops): same results, slower. The failure is
 remembered, so later processes take that path at once; `python -m phased_lstm.build` builds
 again.
 
@@ -45,6 +50,7 @@ FUSED_ENV = "PHASED_LSTM_FUSED"
 KERNELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
 SOURCE = os.path.join(KERNELS, "phased_lstm_sequence.cc")
 GRU_SOURCE = os.path.join(KERNELS, "phased_gru_sequence.cc")
+TIME_GATE_SOURCE = os.path.join(KERNELS, "phased_time_gate.cc")
 DTYPES = (tf.float32, tf.float64)
 
 
@@ -63,12 +69,17 @@ class KernelLibrary:
       source: path of the C++ source.
       cell: the cell's name in the logs ("Phased LSTM").
       function: the sequence function that runs the kernel ("phased_lstm_rnn"), in the messages.
+      kernel: what the library computes, in the messages.
+      fallback: what runs where it is unavailable, in the messages ("its ..." and "the ...").
     """
 
-    def __init__(self, source, cell, function):
+    def __init__(self, source, cell, function, kernel="fused sequence kernel",
+                 fallback="TensorFlow loop"):
         self.source = source
         self.cell = cell
         self.function = function
+        self.kernel = kernel
+        self.fallback = fallback
         self._lock = threading.Lock()
         self._loaded = None  # the op_library.Loaded once loading succeeded
         self._failure = None  # why it failed (see failure), once it did
@@ -87,8 +98,8 @@ class KernelLibrary:
                 self._loaded = self._failure = None
                 try:
                     self._loaded = op_library.load(self.source, rebuild=rebuild)
-                    logging.info("%s: the fused sequence kernel is available to %s (%s build, "
-                                 "%s).", self.cell, self.function, self._loaded.rung.name,
+                    logging.info("%s: the %s is available to %s (%s build, %s).", self.cell,
+                                 self.kernel, self.function, self._loaded.rung.name,
                                  " ".join(self._loaded.rung.arch_flags) or "no -march")
                 except (op_library.BuildError, OSError) as error:  # OSError: the cache's lock
                     self._failure = error
@@ -99,7 +110,7 @@ class KernelLibrary:
         """One line: why the kernel is unavailable, what runs instead, and how to retry."""
         log_path = getattr(error, "log_path", None)
         where = f"; compiler log: {log_path}" if log_path else ""
-        return (f"the fused sequence kernel is not available: {error}{where}. {self.function} "
+        return (f"the {self.kernel} is not available: {error}{where}. {self.function} "
                 "uses its pure-TensorFlow path (same results, slower); after fixing the cause, "
                 f"`{op_library.REBUILD_COMMAND}` builds again.")
 
@@ -129,20 +140,23 @@ class KernelLibrary:
         """Which path the sequence function runs, from the cache alone: compiles and loads
         nothing (for --help)."""
         if disabled():
-            return f"the TensorFlow loop ({FUSED_ENV}=0 turns the fused kernel off)"
+            return f"the {self.fallback} ({FUSED_ENV}=0 turns the fused kernel off)"
         state, rung = op_library.cached_status(self.source)
         if state == "cached":
             return f"the fused kernel ({rung.name} build, cached)"
         if state == "not built":
             return ("the fused kernel, compiled on first use (about a minute; "
                     f"`{op_library.REBUILD_COMMAND}` builds it now)")
-        return ("the TensorFlow loop, slower: every build of the fused kernel failed on this "
+        return (f"the {self.fallback}, slower: every build of the fused kernel failed on this "
                 f"machine (`{op_library.REBUILD_COMMAND}` says why and builds again)")
 
 
 LSTM = KernelLibrary(SOURCE, "Phased LSTM", "phased_lstm_rnn")
 GRU = KernelLibrary(GRU_SOURCE, "Phased GRU", "phased_gru_rnn")
-LIBRARIES = (LSTM, GRU)
+# The evaluation gate of both cells: used with their forward-only ops (see fused_time_gate).
+TIME_GATE = KernelLibrary(TIME_GATE_SOURCE, "Phased time gate", "the forward-only time gate",
+                          "fused time-gate kernel", "TensorFlow gate ops")
+LIBRARIES = (LSTM, GRU, TIME_GATE)
 
 
 def _load(rebuild=False):
@@ -227,7 +241,9 @@ class ForwardOnlyGradientError(LookupError):
 def _forward_only_gradient(op, *unused_grads):
     """The gradient of the inference ops: refused, so that it can never be zeros."""
     del unused_grads
-    function = "phased_gru_rnn" if op.type.startswith("PhasedGRU") else "phased_lstm_rnn"
+    function = {"PhasedGRUSequenceInference": "phased_gru_rnn",
+                "PhasedTimeGate": "phased_lstm_rnn and phased_gru_rnn"}.get(op.type,
+                                                                          "phased_lstm_rnn")
     raise ForwardOnlyGradientError(
         f"{op.type} was built for evaluation (forward_only=True) and keeps no activations "
         "for a gradient; build the recurrence with forward_only=False (the default of "
@@ -237,6 +253,7 @@ def _forward_only_gradient(op, *unused_grads):
 
 tf.RegisterGradient("PhasedLSTMSequenceInference")(_forward_only_gradient)
 tf.RegisterGradient("PhasedGRUSequenceInference")(_forward_only_gradient)
+tf.RegisterGradient("PhasedTimeGate")(_forward_only_gradient)
 
 
 def keras_forward_only(training):
@@ -383,3 +400,38 @@ def _phased_gru_sequence_grad(op, d_h, d_h_final, unused_d_gates):
     d_h = tf.zeros_like(h) if d_h is None else d_h
     d_h_final = tf.zeros_like(h0) if d_h_final is None else d_h_final
     return list(GRU.load().phased_gru_sequence_grad(x, k, h0, kernel, h, gates, d_h, d_h_final))
+
+
+def fused_time_gate(time, period, phase, ratio_on, leak, live=None):
+    """The time gate k of every step, time-major, in one kernel (`PhasedTimeGate`).
+
+    TensorFlow's gate (`gate_math.time_gate`) bit for bit, for evaluation: a gradient through
+    it raises ForwardOnlyGradientError. The timing parameters come already valid and cast, as
+    `gate_math.fused_gate_parameters` makes them.
+
+    Args:
+      time: timestamps [batch or 1, steps, 1 or units], float32 or float64, all finite.
+      period: tau [units] in the time's dtype, >= MIN_PERIOD.
+      phase: s [units] in the time's dtype.
+      ratio_on: r_on [units] in the gate's dtype, in [MIN_RATIO_ON, 1].
+      leak: the closed gate's slope, a scalar of the gate's dtype.
+      live: optional bool [batch, steps]: False at padded steps, where k is 0.
+
+    Returns:
+      k [steps, batch, units] in ratio_on's dtype; [steps, 1, units] when time has a batch of
+      1 and there is no live.
+
+    Raises:
+      RuntimeError: if the kernel is not available (`TIME_GATE.available()`).
+      tf.errors.InvalidArgumentError: when run, for a NaN or infinite timestamp or shapes that
+        do not match.
+    """
+    library = TIME_GATE.load()
+    if library is None:
+        raise RuntimeError("the fused time-gate kernel is not available: "
+                           f"{TIME_GATE.failure() or FUSED_ENV + '=0'}")
+    use_live = live is not None
+    if not use_live:  # the op's convention: a [0, 0] mask, never read
+        live = tf.zeros([0, 0], tf.bool)
+    return library.phased_time_gate(time, period, phase, ratio_on, leak, live,
+                                    use_live=use_live)

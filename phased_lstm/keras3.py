@@ -325,6 +325,29 @@ class PhasedLSTMCell(keras.layers.Layer):
         return gate_math.time_gate(ops, time, self.period, self.phase, self.ratio_on,
                                    self._leak(training), self.compute_dtype, self.mod_gradient)
 
+    def forward_only_gate(self, time, training=None, live=None):
+        """time_gate's k, time-major, from the fused gate kernel (TensorFlow backend only):
+        the same values, no gradient (`fused_rnn.fused_time_gate`).
+
+        Args:
+          time: timestamps [batch or 1, steps, 1], float32 or float64.
+          training: whether the training leak applies.
+          live: optional bool [batch, steps], False at masked steps: k is 0 there.
+
+        Returns:
+          k [steps, batch (or 1 without live, for shared times), units] in the cell's dtype.
+
+        Raises:
+          ValueError: as time_gate.
+        """
+        from phased_lstm import fused_rnn  # pylint: disable=import-outside-toplevel
+
+        time = _finite_times(time)
+        parameters = gate_math.fused_gate_parameters(
+            ops, self.period, self.phase, self.ratio_on, self._leak(training),
+            keras.backend.standardize_dtype(time.dtype), self.compute_dtype)
+        return fused_rnn.fused_time_gate(time, *parameters, live=live)
+
     def call(self, inputs, states, training=None):
         """One step.
 
@@ -594,13 +617,14 @@ class PhasedLSTM(keras.layers.RNN):
             return "float64" if _backend_has_float64() else "float32"
         return dtype
 
-    def _features_and_gate(self, inputs, training):
-        """(features [batch, steps, input_size], k [batch or 1, steps, units]), both in the
-        layer's dtype.
+    def _features_and_times(self, inputs):
+        """(features [batch, steps, input_size] in the layer's dtype, times [batch or 1, steps,
+        1] in the dtype the phase is computed in).
 
-        The gate k is computed for all steps at once, the phase in the times' dtype (float64
-        keeps it for large timestamps), then cast to the layer's dtype. The implicit step index
-        is shared by the batch, so its gate is computed once, [1, steps, units].
+        The gate k is computed from the times for all steps at once, the phase in the times'
+        dtype (float64 keeps it for large timestamps), then cast to the layer's dtype. The
+        implicit step index is shared by the batch, so its gate is computed once, [1, steps,
+        units].
         """
         features, times = _split(inputs)
         features = ops.cast(ops.convert_to_tensor(features), self.compute_dtype)
@@ -612,7 +636,7 @@ class PhasedLSTM(keras.layers.RNN):
             times = ops.cast(times, time_dtype)
             if len(times.shape) == 2:
                 times = times[:, :, None]
-        return features, self.cell.time_gate(times, training)
+        return features, times
 
     def call(self, sequences, initial_state=None, mask=None, training=False):
         """Runs the cell over the sequences.
@@ -631,9 +655,10 @@ class PhasedLSTM(keras.layers.RNN):
         """
         if isinstance(mask, (list, tuple)):
             mask = mask[0] if mask else None
-        features, k = self._features_and_gate(sequences, training)
+        features, times = self._features_and_times(sequences)
         if self._runs_fused_kernel(features, mask, initial_state):
-            return self._fused_call(features, k, initial_state, mask, training)
+            return self._fused_call(features, times, initial_state, mask, training)
+        k = self.cell.time_gate(times, training)
         # Keras' loop reads the gate beside the features at each step.
         shape = ops.shape(features)
         k = ops.broadcast_to(k, (shape[0], shape[1], self.units))
@@ -654,9 +679,10 @@ class PhasedLSTM(keras.layers.RNN):
         from phased_lstm import fused_rnn  # pylint: disable=import-outside-toplevel
         return fused_rnn.kernel_device_reason(features.device) is None
 
-    def _fused_call(self, features, k, initial_state, mask, training):
-        """call's result from the fused kernel (TensorFlow backend); its forward-only op at
-        inference (`fused_rnn.keras_forward_only(training)`).
+    def _fused_call(self, features, times, initial_state, mask, training):
+        """call's result from the fused kernel (TensorFlow backend); at inference
+        (`fused_rnn.keras_forward_only(training)`) its forward-only op, after the fused gate
+        kernel's k where that kernel is available (the same values).
 
         A mask is folded into the gate, as in phased_lstm_rnn: k = 0 at a masked step keeps
         the state and repeats the last output, which is what Keras' loop does there (from a
@@ -667,10 +693,16 @@ class PhasedLSTM(keras.layers.RNN):
         from phased_lstm import fused_rnn  # pylint: disable=import-outside-toplevel
 
         cell = self.cell
-        if mask is not None:
-            live = tf.cast(mask, tf.bool)[:, :, None]
-            features = tf.where(live, features, tf.zeros_like(features))
-            k = tf.where(live, k, tf.zeros_like(k))
+        forward_only = fused_rnn.keras_forward_only(training)
+        live = None if mask is None else tf.cast(mask, tf.bool)
+        if forward_only and fused_rnn.TIME_GATE.available():
+            k = cell.forward_only_gate(times, training, live)  # time-major
+        else:
+            k = tf.transpose(cell.time_gate(times, training), [1, 0, 2])
+            if live is not None:
+                k = tf.where(tf.transpose(live)[:, :, None], k, tf.zeros_like(k))
+        if live is not None:
+            features = tf.where(live[:, :, None], features, tf.zeros_like(features))
         if initial_state is None:
             zeros = tf.zeros([tf.shape(features)[0], self.units], self.compute_dtype)
             initial_state = [zeros, zeros]
@@ -683,8 +715,8 @@ class PhasedLSTM(keras.layers.RNN):
         peepholes = ((cell.mask_gates_kernel[rows:], cell.output_gate_kernel[rows:])
                      if cell.use_peepholes else ())
         h_seq, c, h = fused_rnn.fused_sequence(
-            tf.transpose(features, [1, 0, 2]), tf.transpose(k, [1, 0, 2]), c0, h0,
-            kernel, bias, *peepholes, forward_only=fused_rnn.keras_forward_only(training))
+            tf.transpose(features, [1, 0, 2]), k, c0, h0, kernel, bias, *peepholes,
+            forward_only=forward_only)
         output = tf.transpose(h_seq, [1, 0, 2]) if self.return_sequences else h
         return (output, h, c) if self.return_state else output  # as RNN.call
 

@@ -744,12 +744,21 @@ def test_inference_runs_the_forward_only_op_with_the_training_results(peep):
     want, training_ops = traced(True)
     assert "PhasedLSTMSequence" in training_ops
     assert "PhasedLSTMSequenceInference" not in training_ops
+    assert "PhasedTimeGate" not in training_ops
     for training in (False, None):
         got, ops_seen = traced(training)
         assert "PhasedLSTMSequenceInference" in ops_seen
         assert "PhasedLSTMSequence" not in ops_seen
+        # The gate from the fused gate kernel where it builds: the same values.
+        assert ("PhasedTimeGate" in ops_seen) == fused_rnn.TIME_GATE.available()
         for name, a, b in zip(["output", "h", "c"], got, want):
             np.testing.assert_array_equal(a, b, err_msg=f"{name}, training={training}")
+    # A mask, folded into the gate (the fused gate kernel's live rows): the same results too.
+    mask = tf.constant(rng.uniform(size=(BATCH, STEPS)) > 0.3)
+    masked = [tf.function(lambda: layer(inputs, mask=mask, training=training))()
+              for training in (True, False)]
+    for name, a, b in zip(["output", "h", "c"], *masked):
+        np.testing.assert_array_equal(np.asarray(b), np.asarray(a), err_msg=f"masked {name}")
     # Eagerly too, and through Keras' predict.
     np.testing.assert_array_equal(np.asarray(layer(inputs)[0]), want[0])
     symbolic = [keras.Input((STEPS, INPUT_SIZE)), keras.Input((STEPS,), dtype="float64")]
