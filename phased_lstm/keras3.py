@@ -33,7 +33,7 @@ from phased_lstm.gate_math import MIN_PERIOD, MIN_RATIO_ON  # noqa: F401  (re-ex
 
 if int(keras.__version__.split(".")[0]) < 3:
     raise ImportError(f"phased_lstm.keras3 needs Keras 3; found keras {keras.__version__}. "
-                      "With Keras 2 (tf-keras) use phased_lstm.PhasedLSTM.")
+                      "With Keras 2 (tf-keras) use phased_lstm.keras_layer.PhasedLSTM.")
 
 _PACKAGE = "phased_lstm"
 
