@@ -428,6 +428,69 @@ def test_config_round_trips_every_setting():
     again = PhasedLSTM.from_config(config)
     assert again.get_config() == config
     assert again.cell.mod_gradient == "exact" and again.go_backwards and again.cell.use_peepholes
+    # The layer always runs its cell on the gate: not a setting of the layer.
+    assert "gate_in_inputs" not in config and again.cell.gate_in_inputs
+
+
+def test_gate_in_inputs_cell_is_the_timestamp_cell_fed_its_gate():
+    rng = np.random.default_rng(21)
+    features = rng.normal(size=(BATCH, STEPS, INPUT_SIZE)).astype(np.float32)
+    times = np.cumsum(rng.uniform(0.5, 3.0, size=(BATCH, STEPS, 1)), axis=1).astype(np.float32)
+    from_times = keras.layers.RNN(PhasedLSTMCell(UNITS, ratio_on=0.5, period_init_max=10.0),
+                                  return_sequences=True)
+    want = from_times(np.concatenate([features, times], axis=-1))
+    cell = from_times.cell
+    from_gate = keras.layers.RNN(PhasedLSTMCell.from_config(
+        {**cell.get_config(), "gate_in_inputs": True}), return_sequences=True)
+    k = cell.time_gate(times, training=False)
+    from_gate.build((BATCH, STEPS, INPUT_SIZE + UNITS))
+    from_gate.set_weights(from_times.get_weights())
+    got = from_gate(ops.concatenate([features, k], axis=-1))
+    np.testing.assert_allclose(ops.convert_to_numpy(got), ops.convert_to_numpy(want),
+                               rtol=1e-6, atol=1e-6)
+    assert from_gate.cell.get_config()["gate_in_inputs"] is True
+    with pytest.raises(ValueError, match=r"input_size \+ 4\] \(the features, then k\)"):
+        keras.layers.RNN(PhasedLSTMCell(UNITS, gate_in_inputs=True))(
+            np.zeros((2, 3, 2), np.float32))
+
+
+def _drop_key(config, key):
+    """config (nested dicts and lists) without `key` anywhere."""
+    if isinstance(config, dict):
+        return {k: _drop_key(v, key) for k, v in config.items() if k != key}
+    if isinstance(config, list):
+        return [_drop_key(v, key) for v in config]
+    return config
+
+
+def test_keras_files_saved_without_gate_in_inputs_still_load():
+    """A .keras file as the code before `gate_in_inputs` wrote it: its config has no such key."""
+    import zipfile
+
+    rng = np.random.default_rng(22)
+    x = rng.uniform(size=(4, STEPS, 2)).astype(np.float32)
+    models = {
+        "cell": keras.Sequential([keras.Input((STEPS, 2)),
+                                  keras.layers.RNN(PhasedLSTMCell(3, ratio_on=0.4))]),
+        "layer": keras.Sequential([keras.Input((STEPS, 1)), PhasedLSTM(3, ratio_on=0.4)]),
+    }
+    with tempfile.TemporaryDirectory() as directory:
+        for name, model in models.items():
+            x_in = x if name == "cell" else x[..., :1]
+            saved, old = (os.path.join(directory, f"{name}{n}.keras") for n in ("", "_old"))
+            model.save(saved)
+            with zipfile.ZipFile(saved) as source, zipfile.ZipFile(old, "w") as target:
+                for item in source.infolist():
+                    data = source.read(item.filename)
+                    if item.filename == "config.json":
+                        config = json.loads(data)
+                        data = json.dumps(_drop_key(config, "gate_in_inputs"))
+                        assert ("gate_in_inputs" in json.dumps(config)) == (name == "cell")
+                    target.writestr(item, data)
+            loaded = keras.saving.load_model(old)
+            np.testing.assert_allclose(loaded.predict(x_in, verbose=0),
+                                       model.predict(x_in, verbose=0), rtol=1e-6, atol=1e-6)
+            assert loaded.layers[0].cell.gate_in_inputs == (name == "layer")
 
 
 def test_saved_model_loads_in_fresh_processes_without_custom_objects():
@@ -448,7 +511,8 @@ def test_saved_model_loads_in_fresh_processes_without_custom_objects():
             "d = sys.argv[1]\n"
             "model = keras.saving.load_model(d + '/model.keras')\n"
             "got = model.predict(np.load(d + '/x.npy'), verbose=0)\n"
-            "print(type(model.layers[0]).__module__, np.abs(got - np.load(d + '/want.npy')).max())\n")
+            "print(type(model.layers[0]).__module__,\n"
+            "      np.abs(got - np.load(d + '/want.npy')).max())\n")
         for backend in ("tensorflow", "jax"):
             out = _subprocess(["-c", code, directory], backend).split()
             assert out[-2] == "phased_lstm.keras3", (backend, out)
@@ -592,7 +656,8 @@ def test_issue_snippet_keras3_first_then_phased_lstm():
         "        (tf.zeros([1, 3, 1]), tf.zeros([1, 3, 1])), dtype=tf.float32)\n"
         "tf.keras.Sequential([tf.keras.Input((10, 1)), PhasedLSTM(8)])\n"
         "import os\n"
-        "print(tf.keras.layers.Layer is keras.layers.Layer, os.environ.get('TF_USE_LEGACY_KERAS'))\n")
+        "print(tf.keras.layers.Layer is keras.layers.Layer,\n"
+        "      os.environ.get('TF_USE_LEGACY_KERAS'))\n")
     assert out.split() == ["(2,", "8)", "True", "None"], out
 
 
