@@ -11,14 +11,15 @@ hits every model alike; the table reports each model's median against BasicLSTMC
 Keras 3 rows (`--keras3_backends`, default tensorflow and jax): the Keras 3 PhasedLSTM
 (`phased_lstm.keras3`) and keras.layers.LSTM in the same Sequential model, trained with
 `train_on_batch` (jit_compile "auto": XLA), timed interleaved in one subprocess per backend by
-benchmarks/keras3_train_step.py. Their ratio to keras.layers.LSTM is from within that subprocess; their
-ratio to BasicLSTMCell compares across processes.
+benchmarks/keras3_train_step.py. Their ratio to keras.layers.LSTM is from within that
+subprocess; their ratio to BasicLSTMCell compares across processes.
 
 Peak memory is measured apart, one model per fresh subprocess: the growth of the process's
 peak resident set (VmHWM) over a few training steps, above what it held after a first step,
 i.e. the memory the training step itself needs. It varies between runs with what malloc kept
-from the first step (docs/speed.md, "Where the time goes"), so the table also gives the bytes that the kernels of one traced step allocate (TF 1.x step stats):
-deterministic, and an upper bound of the step's peak tensor memory.
+from the first step (docs/speed.md, "Where the time goes"), so the table also gives the bytes
+that the kernels of one traced step allocate (TF 1.x step stats): deterministic, and an upper
+bound of the step's peak tensor memory.
 
     python -m benchmarks.train_step --scaling            # the models at other units and lengths
 
@@ -256,8 +257,8 @@ def keras3_rows(backend):
         return None
     env = dict(os.environ, KERAS_BACKEND=backend)
     env.pop("TF_USE_LEGACY_KERAS", None)
-    args = [sys.executable, "-m", "benchmarks.keras3_train_step", f"--batch_size={FLAGS.batch_size}",
-            f"--length={FLAGS.length}", f"--num_units={FLAGS.num_units}",
+    args = [sys.executable, "-m", "benchmarks.keras3_train_step",
+            f"--batch_size={FLAGS.batch_size}", f"--length={FLAGS.length}", f"--num_units={FLAGS.num_units}",
             f"--repeats={FLAGS.repeats}", f"--warmup={max(FLAGS.warmup, 1)}"]
     result = subprocess.run(args, capture_output=True, text=True, check=True, env=env,
                             cwd=REPOSITORY_ROOT)
