@@ -343,6 +343,7 @@ class PhasedLSTMCell(keras.layers.Layer):
         Returns:
           (h, [h, c]), each [batch, units].
         """
+        # An LSTM step of its own (docs/library.md lists them): keras.ops, for every backend.
         h_prev, c_prev = states
         extra = self._extra_columns()
         x = ops.cast(inputs[:, :-extra], self.compute_dtype)
