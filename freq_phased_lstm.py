@@ -25,10 +25,10 @@ batch 32, 157 batches per epoch, 70 epochs, 5 seeds, accuracy on fresh validatio
 their gate biases and head; see the flags' help) in its own folder, runs_freq_authors/.
 
 --quick changes only --epochs (per sampling: standard 60, high_res 5, async 60) and --val_size
-(500), each unless given on the command line: 6 to 15 minutes for one model, one sampling and
-one seed on a 2-core CPU (QUICK_NOTE in the script has the timings). It keeps
-the paper's epoch of 157 batches of 32, so that its epochs compare with the paper's 70 and a
-quick run continues to them when run again without --quick.
+(500), each unless given on the command line; how long that takes, and on which machine:
+QUICK_NOTE (docs/results_frequency.md). It keeps the paper's epoch of 157 batches of 32, so
+that its epochs compare with the paper's 70 and a quick run continues to them when run again
+without --quick.
 
 Each run (one sampling, one model, one seed) writes `<log_dir>/<sampling>/<model>/seed<k>/`:
 log.tsv (one row per training batch, with `step` the batch number and `epoch` its epoch; the
@@ -82,20 +82,8 @@ PAPER = {
 QUICK = {"epochs": {"standard": 60, "high_res": 5, "async": 60, "two_sines": 5},
          "val_size": 500}
 QUICK_NOTE = """\
---quick's epochs were chosen on the project's first, slower machine, when the fused kernel did
-not run peepholes yet: 60 epochs of standard or async and 5 of high_res took about 15 minutes
-for the Phased LSTM. Seconds per epoch in the latest round of runs over seeds
-(docs/results_frequency.md; a faster 2-core AMD EPYC, TensorFlow pinned to one core while the
-other core trained too; the Phased LSTM on the fused kernel, the LSTM under dynamic_rnn):
-
-    seconds per epoch    standard   high_res   async
-    Phased LSTM          7.9        72         7.3
-    LSTM                 6.7        73         6.6
-    (steps of a batch    122        1216       121, padded to the batch's longest)
-
-An epoch is the paper's 157 batches of 32 and its validation on 500 fresh sequences (0.3 s;
-1-3 s in high_res). One epoch count for all would leave standard and async at a handful of
-epochs, or high_res at hours.
+--quick's epochs, why they were chosen and how long they take, with the machine they were
+measured on: docs/results_frequency.md, "How long --quick takes".
 """
 
 
@@ -249,8 +237,8 @@ def define_flags(flag_values):
                       "given explicitly override it.", **fv)
     flags.DEFINE_bool("quick", default.quick, "A shorter run: --epochs " + ", ".join(
         f"{s} {e}" for s, e in QUICK["epochs"].items()) + f" and --val_size {QUICK['val_size']} "
-        "unless given; nothing else changes. 6 to 15 minutes per model, sampling and seed on a "
-        "2-core CPU (the timings: QUICK_NOTE in the script).", **fv)
+        "unless given; nothing else changes. How long it takes, and on which machine: "
+        "docs/results_frequency.md (QUICK_NOTE in the script).", **fv)
     script_main.take_over_log_dir(flag_values)
     flags.DEFINE_string("log_dir", default.log_dir, "Folder of the runs: <log_dir>/<sampling>/"
                         "<model>/seed<k>/ holds log.tsv, TensorBoard events, checkpoints/ and "

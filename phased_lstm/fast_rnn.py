@@ -387,6 +387,8 @@ def _sequence_without_peepholes(cell, inputs, k, initial_state):
         # stacking on a new first axis copies whole blocks (a concat on axis 1 copies by row).
 
         def forward(t, c_prev, h_prev, h_ta, saved_ta):
+            # An LSTM step of its own (docs/library.md lists them): it saves, packed, what the
+            # hand-written gradient below reads.
             # [x, h] @ kernel per step, as BasicLSTMCell: a product of the inputs for all steps
             # before the loop would be a [steps, batch, 4 units] tensor to write and read back.
             z = tf.nn.bias_add(tf.concat([inputs_ta.read(t), h_prev], axis=1) @ kernel, bias)
@@ -458,6 +460,8 @@ def _peephole_step(cell):
     w_c_mask, w_c_out = cell.peephole_weights()
 
     def step(state, x_and_k):
+        # An LSTM step of its own (docs/library.md lists them): weights packed once outside the
+        # loop; the cell's own step here measured slower.
         (c_prev, h_prev), (x, k) = state, x_and_k
         z = clip_gradient(tf.concat([x, h_prev], 1) @ w_xh + bias, cell.gate_gradient_clip)
         i_f, o, j = tf.split(z, [2 * n, n, n], axis=1)

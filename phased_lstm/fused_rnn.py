@@ -145,7 +145,7 @@ class KernelLibrary:
         if state == "cached":
             return f"the fused kernel ({rung.name} build, cached)"
         if state == "not built":
-            return ("the fused kernel, compiled on first use (about a minute; "
+            return ("the fused kernel, compiled on first use (once; "
                     f"`{op_library.REBUILD_COMMAND}` builds it now)")
         return (f"the {self.fallback}, slower: every build of the fused kernel failed on this "
                 f"machine (`{op_library.REBUILD_COMMAND}` says why and builds again)")

@@ -3,7 +3,8 @@
     from phased_lstm.keras3 import PhasedLSTM, PhasedLSTMCell
 
 Written with `keras.layers` and `keras.ops` only; it never imports tf-keras, imports TensorFlow
-only on the TensorFlow backend (for the fused kernel), and sets no environment variable. `PhasedLSTMCell` is a cell that `keras.layers.RNN` runs, so
+only on the TensorFlow backend (for the fused kernel), and sets no environment variable.
+`PhasedLSTMCell` is a cell that `keras.layers.RNN` runs, so
 return_sequences, return_state, stateful, go_backwards, initial_state, masking, unroll and
 `Bidirectional` are Keras' own; `PhasedLSTM` is `keras.layers.RNN` over that cell, taking the
 features alone (the timestamps are then the step index) or `[features, times]`. As the TF 1.x
@@ -33,7 +34,7 @@ from phased_lstm.gate_math import MIN_PERIOD, MIN_RATIO_ON  # noqa: F401  (re-ex
 
 if int(keras.__version__.split(".")[0]) < 3:
     raise ImportError(f"phased_lstm.keras3 needs Keras 3; found keras {keras.__version__}. "
-                      "With Keras 2 (tf-keras) use phased_lstm.PhasedLSTM.")
+                      "With Keras 2 (tf-keras) use phased_lstm.keras_layer.PhasedLSTM.")
 
 _PACKAGE = "phased_lstm"
 
@@ -188,6 +189,10 @@ class PhasedLSTMCell(keras.layers.Layer):
         hand-set invalid value cannot produce NaN.
       mod_gradient: the gradient of (t - s) mod tau: "tf1" (default; TF 1.x's: tau learns only
         through phi = mod / tau) or "exact" (the mod's own derivative).
+      gate_in_inputs: what each step's input ends with: False (default) the timestamp,
+        [batch, input_size + 1]; True the time gate k already computed for the step,
+        [batch, input_size + units] (how `PhasedLSTM` runs the cell: `time_gate` for all steps
+        before the loop). Recorded in the config; configs without it mean False.
       **kwargs: Keras layer arguments (name, dtype, ...).
 
     Raises:
@@ -205,7 +210,7 @@ class PhasedLSTMCell(keras.layers.Layer):
                  kernel_regularizer=None, bias_regularizer=None, period_regularizer=None,
                  phase_regularizer=None, ratio_on_regularizer=None, kernel_constraint=None,
                  bias_constraint=None, period_constraint=None, phase_constraint=None,
-                 ratio_on_constraint=None, mod_gradient="tf1", **kwargs):
+                 ratio_on_constraint=None, mod_gradient="tf1", gate_in_inputs=False, **kwargs):
         # The time must reach call() in its own dtype (float64 for large timestamps).
         kwargs["autocast"] = False
         super().__init__(**kwargs)
@@ -248,20 +253,20 @@ class PhasedLSTMCell(keras.layers.Layer):
         self.ratio_on_constraint = get_con(ratio_on_constraint)
         self.state_size = [self.units, self.units]
         self.output_size = self.units
-        # Set by PhasedLSTM: each step's input then ends with the gate k (units columns, computed
-        # for all steps before the loop) instead of the timestamp. Not part of the config.
-        self._gate_in_inputs = False
+        self.gate_in_inputs = bool(gate_in_inputs)
 
     def _extra_columns(self):
-        return self.units if self._gate_in_inputs else 1
+        return self.units if self.gate_in_inputs else 1
 
     def build(self, input_shape):
-        """Creates the weights for steps of [batch, input_size + 1] (features, then time)."""
+        """Creates the weights for steps of [batch, input_size + 1] (features, then time), or
+        [batch, input_size + units] (features, then k) with `gate_in_inputs`."""
         extra = self._extra_columns()
         if input_shape[-1] is None or input_shape[-1] < extra:
             raise ValueError(
-                "PhasedLSTMCell's step input is [batch, input_size + 1] (the features, then the "
-                f"timestamp) with a known last dimension; got shape {tuple(input_shape)}")
+                f"PhasedLSTMCell's step input is [batch, input_size + {extra}] (the features, "
+                f"then {'k' if self.gate_in_inputs else 'the timestamp'}) with a known last "
+                f"dimension; got shape {tuple(input_shape)}")
         input_size, n = input_shape[-1] - extra, self.units
         peep = n if self.use_peepholes else 0
 
@@ -354,12 +359,14 @@ class PhasedLSTMCell(keras.layers.Layer):
         Args:
           inputs: [batch, input_size + 1]: the features, then the timestamp (any float dtype;
             the phase is computed in it).
+            With `gate_in_inputs`, [batch, input_size + units]: the features, then k.
           states: [h, c], each [batch, units].
           training: whether the training leak applies.
 
         Returns:
           (h, [h, c]), each [batch, units].
         """
+        # An LSTM step of its own (docs/library.md lists them): keras.ops, for every backend.
         h_prev, c_prev = states
         extra = self._extra_columns()
         x = ops.cast(inputs[:, :-extra], self.compute_dtype)
@@ -375,7 +382,7 @@ class PhasedLSTMCell(keras.layers.Layer):
                                   + self.output_gate_bias)
         h_lstm = output_gate * ops.tanh(c_lstm)
 
-        if self._gate_in_inputs:
+        if self.gate_in_inputs:
             k = ops.cast(inputs[:, -extra:], self.compute_dtype)
         else:
             k = self.time_gate(inputs[:, -1:], training)
@@ -416,7 +423,7 @@ class PhasedLSTMCell(keras.layers.Layer):
             "trainable_ratio_on": self.trainable_ratio_on,
             "period_init_min": self.period_init_min, "period_init_max": self.period_init_max,
             "trainable_period": self.trainable_period, "trainable_phase": self.trainable_phase,
-            "mod_gradient": self.mod_gradient,
+            "mod_gradient": self.mod_gradient, "gate_in_inputs": self.gate_in_inputs,
         }
         for name in ("period", "phase", "ratio_on", "kernel", "bias"):
             initializer = getattr(self, f"{name}_initializer")
@@ -548,12 +555,12 @@ class PhasedLSTM(keras.layers.RNN):
             kernel_constraint=kernel_constraint, bias_constraint=bias_constraint,
             period_constraint=period_constraint, phase_constraint=phase_constraint,
             ratio_on_constraint=ratio_on_constraint, mod_gradient=mod_gradient,
-            dtype=kwargs.get("dtype"), trainable=kwargs.get("trainable", True),
+            # The gate depends on the times alone: call() computes it for every step at once,
+            # in the times' dtype, and the loop reads it beside the features (like
+            # phased_lstm_rnn), so that the recurrence carries no gate work nor its gradient.
+            gate_in_inputs=True, dtype=kwargs.get("dtype"),
+            trainable=kwargs.get("trainable", True),
             name="phased_lstm_cell")
-        # The gate depends on the times alone: call() computes it for every step at once, in the
-        # times' dtype, and the loop reads it beside the features (like phased_lstm_rnn, the
-        # TF 1.x fast path), so that the recurrence carries no gate work nor its gradient.
-        cell._gate_in_inputs = True  # pylint: disable=protected-access
         # Times keep their dtype (float64); the features are cast in call.
         kwargs["autocast"] = False
         super().__init__(cell, return_sequences=return_sequences, return_state=return_state,

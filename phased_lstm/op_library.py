@@ -308,7 +308,7 @@ def _compile(source, rung, files):
                                    suffix=".partial")
     os.close(fd)
     command = build_command(source, partial, rung)
-    logging.info("Compiling %s (%s build: %s) against TensorFlow %s (once; about a minute).",
+    logging.info("Compiling %s (%s build: %s) against TensorFlow %s (once, then cached).",
                  os.path.basename(source), rung.name, " ".join(rung.arch_flags) or "no -march",
                  tf.__version__)
     try:

@@ -83,8 +83,8 @@ def check_finite_time(time):
     """Returns the timestamps, with a check that fails the step if one is NaN or infinite.
 
     A reduction and an Assert beside the gate's own work (once per sequence on the fast path).
-    tf.debugging.check_numerics would say the same but measured 8% of a fast-path MNIST
-    training step; this costs nothing measurable.
+    tf.debugging.check_numerics would say the same at a cost that showed in a training step
+    (docs/speed.md, "Where the time goes").
 
     Raises:
       tf.errors.InvalidArgumentError: when run (at once when eager), for a NaN or infinite

@@ -21,10 +21,10 @@ import pytest
 
 import freq_phased_lstm
 import mnist_phased_lstm
-from phased_lstm import (PhasedGRUCell, PhasedLSTM, PhasedLSTMCell, exp_uniform_initializer,
-                         tf)
+from phased_lstm import PhasedGRUCell, PhasedLSTMCell, exp_uniform_initializer, tf
 from phased_lstm.event_rnn import event_driven_phased_lstm
 from phased_lstm.fast_rnn import phased_lstm_rnn
+from phased_lstm.keras_layer import PhasedLSTM
 from script_helpers import parse_flags, run
 
 NON_FINITE = ("nan", "inf", "-inf")
