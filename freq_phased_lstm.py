@@ -25,10 +25,10 @@ batch 32, 157 batches per epoch, 70 epochs, 5 seeds, accuracy on fresh validatio
 their gate biases and head; see the flags' help) in its own folder, runs_freq_authors/.
 
 --quick changes only --epochs (per sampling: standard 60, high_res 5, async 60) and --val_size
-(500), each unless given on the command line: 6 to 15 minutes for one model, one sampling and
-one seed on a 2-core CPU (QUICK_NOTE in the script has the timings). It keeps
-the paper's epoch of 157 batches of 32, so that its epochs compare with the paper's 70 and a
-quick run continues to them when run again without --quick.
+(500), each unless given on the command line; how long that takes, and on which machine:
+QUICK_NOTE (docs/results_frequency.md). It keeps the paper's epoch of 157 batches of 32, so
+that its epochs compare with the paper's 70 and a quick run continues to them when run again
+without --quick.
 
 Each run (one sampling, one model, one seed) writes `<log_dir>/<sampling>/<model>/seed<k>/`:
 log.tsv (one row per training batch, with `step` the batch number and `epoch` its epoch; the
@@ -41,20 +41,18 @@ beside the paper's). Running the same command again resumes from the last checkp
 finished runs; Ctrl-C or SIGTERM checkpoints and stops.
 """
 
+import dataclasses
 import glob
-import json
 import math
 import os
 import re
-import signal
-import sys
-import warnings
+from typing import Optional
 
 from absl import app, flags, logging
 import numpy as np
 
 from phased_lstm import PhasedLSTMCell, tf
-from experiments import frequency_data, loop, over_seeds, training
+from experiments import frequency_data, loop, over_seeds, script_main, training
 from experiments.gate_clipped_lstm import GateClippedLSTMCell
 from phased_lstm import fused_rnn
 from phased_lstm.fast_rnn import describe_path, phased_lstm_rnn
@@ -84,76 +82,94 @@ PAPER = {
 QUICK = {"epochs": {"standard": 60, "high_res": 5, "async": 60, "two_sines": 5},
          "val_size": 500}
 QUICK_NOTE = """\
---quick's epochs were chosen on the project's first, slower machine, when the fused kernel did
-not run peepholes yet: 60 epochs of standard or async and 5 of high_res took about 15 minutes
-for the Phased LSTM. Seconds per epoch in the latest round of runs over seeds
-(docs/results_frequency.md; a faster 2-core AMD EPYC, TensorFlow pinned to one core while the
-other core trained too; the Phased LSTM on the fused kernel, the LSTM under dynamic_rnn):
-
-    seconds per epoch    standard   high_res   async
-    Phased LSTM          7.9        72         7.3
-    LSTM                 6.7        73         6.6
-    (steps of a batch    122        1216       121, padded to the batch's longest)
-
-An epoch is the paper's 157 batches of 32 and its validation on 500 fresh sequences (0.3 s;
-1-3 s in high_res). One epoch count for all would leave standard and async at a handful of
-epochs, or high_res at hours.
+--quick's epochs, why they were chosen and how long they take, with the machine they were
+measured on: docs/results_frequency.md, "How long --quick takes".
 """
 
-FLAGS = flags.FLAGS
+
+@dataclasses.dataclass(frozen=True)
+class FrequencyConfig:
+    """One run's settings: one field per flag, and the run's seed.
+
+    Read once in main() from the flags (configs_from_flags: one config per sampling and seed
+    of the command), or from the settings that a run recorded (from_settings). `sampling` is
+    one of CONDITIONS (the command's --sampling all is one run per sampling) and `seed` the
+    run's (the command's --seeds gives 0 .. seeds-1); epochs and val_size have --quick's values
+    where it chose them. The defaults are the flags', the paper's settings. A run saves them,
+    as its settings, with each checkpoint and in results.json (`settings()`); resuming compares
+    RESUME_MUST_MATCH of them. The flags' help says what each one means.
+    """
+    sampling: str = "standard"
+    seed: int = 0
+    model: str = "PhasedLSTMCell"
+    epochs: int = 70
+    batches_per_epoch: int = 157
+    batch_size: int = 32
+    seeds: int = 5
+    val_size: int = 2000
+    eval_batch_size: int = 500
+    num_units: int = 110
+    learning_rate: float = 1e-3
+    clip_norm: float = 0.0
+    gate_gradient_clip: float = 0.0
+    gate_biases: str = "tf"
+    head: str = "linear"
+    preset: Optional[str] = None
+    quick: bool = False
+    log_dir: str = "runs_freq/"
+    checkpoint_every_secs: float = 300.0
+    fresh: bool = False
+    plot_only: bool = False
+    ratio_on: float = 0.05
+    trainable_ratio_on: bool = True
+    period_init_min: float = math.e
+    period_init_max: float = math.e ** 3
+    phase_init_max: float = 100.0
+    peepholes: bool = True
+    mod_gradient: str = "tf1"
+    leak: float = 0.001
+
+    def settings(self):
+        """The settings a run records: {name: value}, sorted by name (JSON-able)."""
+        return dict(sorted(dataclasses.asdict(self).items()))
+
+    @classmethod
+    def from_settings(cls, settings, unrecorded=None):
+        """The config of a run from the settings it recorded (a checkpoint's or results.json's).
+
+        Args:
+          settings: {name: value}; names that are no field are ignored.
+          unrecorded: {name: value} for settings older runs did not record: the value they ran
+            with (RESUME_UNRECORDED by default). Fields in neither keep their defaults.
+
+        Returns:
+          (the FrequencyConfig, the names of the fields that kept their defaults).
+        """
+        unrecorded = RESUME_UNRECORDED if unrecorded is None else unrecorded
+        known = {**unrecorded, **settings}
+        names = [field.name for field in dataclasses.fields(cls)]
+        return (cls(**{name: known[name] for name in names if name in known}),
+                [name for name in names if name not in known])
 
 
-# name: makes the cell from the flags and the leak tensor (which only the Phased LSTM uses).
-# TensorFlow's LSTMCell adds a forget bias of 1 to the gate; the authors' biases start at 0.
+# name: makes the cell from a FrequencyConfig and the leak tensor (which only the Phased LSTM
+# uses). TensorFlow's LSTMCell adds a forget bias of 1 to the gate; the authors' biases start at 0.
 MODELS = {
-    "PhasedLSTMCell": lambda leak: PhasedLSTMCell(
-        FLAGS.num_units, use_peepholes=FLAGS.peepholes, leak=leak, ratio_on=FLAGS.ratio_on,
-        trainable_ratio_on=FLAGS.trainable_ratio_on, period_init_min=FLAGS.period_init_min,
-        period_init_max=FLAGS.period_init_max, mod_gradient=FLAGS.mod_gradient,
-        phase_initializer=tf.compat.v1.random_uniform_initializer(0.0, FLAGS.phase_init_max),
-        gate_gradient_clip=FLAGS.gate_gradient_clip),
-    "LSTMCell": lambda leak: GateClippedLSTMCell(
-        FLAGS.num_units, FLAGS.gate_gradient_clip, use_peepholes=FLAGS.peepholes,
-        forget_bias=1.0 if FLAGS.gate_biases == "tf" else 0.0),
+    "PhasedLSTMCell": lambda config, leak: PhasedLSTMCell(
+        config.num_units, use_peepholes=config.peepholes, leak=leak, ratio_on=config.ratio_on,
+        trainable_ratio_on=config.trainable_ratio_on, period_init_min=config.period_init_min,
+        period_init_max=config.period_init_max, mod_gradient=config.mod_gradient,
+        phase_initializer=tf.compat.v1.random_uniform_initializer(0.0, config.phase_init_max),
+        gate_gradient_clip=config.gate_gradient_clip),
+    "LSTMCell": lambda config, leak: GateClippedLSTMCell(
+        config.num_units, config.gate_gradient_clip, use_peepholes=config.peepholes,
+        forget_bias=1.0 if config.gate_biases == "tf" else 0.0),
 }
 # --gate_biases authors: the authors' input gate bias (their forget, output and cell biases
 # start at 0).
 AUTHORS_INPUT_GATE_BIAS = -0.1
 # Lasagne's leaky_rectify, the authors' head: max(x, 0.01 x).
 AUTHORS_HEAD_LEAKINESS = 0.01
-
-flags.DEFINE_enum("sampling", "standard", list(CONDITIONS) + ["all"], "How the sine waves are "
-                  "sampled: standard (every 1 ms), high_res (every 0.1 ms), async (at random "
-                  "times); all: the three in turn.")
-flags.DEFINE_enum("model", "PhasedLSTMCell", list(MODELS), "The recurrent cell.", short_name="m")
-flags.DEFINE_integer("epochs", 70, "Train each run until this epoch; a larger value than a "
-                     "finished run's continues it. --quick: per sampling, see --quick.",
-                     lower_bound=1)
-flags.DEFINE_integer("batches_per_epoch", 157, "Training batches of fresh data per epoch; "
-                     "the validation follows each epoch.", lower_bound=1)
-flags.DEFINE_integer("batch_size", 32, "Training sequences per batch (half of them from the "
-                     "[5, 6] ms band).", lower_bound=1)
-flags.DEFINE_integer("seeds", 5, "Train seeds 0 .. seeds-1 in turn, each its own run "
-                     "<log_dir>/<sampling>/<model>/seed<k>/. A seed sets the initial weights "
-                     "and the data.", lower_bound=1)
-flags.DEFINE_integer("val_size", 2000, "Fresh validation sequences after each epoch (their "
-                     "own seed stream). --quick: 500.", lower_bound=1)
-flags.DEFINE_integer("eval_batch_size", 500, "Validation sequences per batch (memory only; "
-                     "the result is the same).", lower_bound=1)
-flags.DEFINE_integer("num_units", 110, "Units of the recurrent layer.", lower_bound=1)
-flags.DEFINE_float("learning_rate", 1e-3, "Adam's learning rate, > 0.")
-flags.DEFINE_float("clip_norm", 0.0, "If > 0, scale each batch's gradients down to this global "
-                   "norm at most before Adam's step (tf.clip_by_global_norm); 0: no clipping, "
-                   "as the paper.", lower_bound=0.0)
-flags.DEFINE_float("gate_gradient_clip", 0.0, "Both models: if > 0, clip the gradient of the "
-                   "gates' pre-activations element-wise to [-v, v] inside every step, as the "
-                   "authors' code (its --grad_clip, 10); 0: no clipping.", lower_bound=0.0)
-flags.DEFINE_enum("gate_biases", "tf", ["tf", "authors"], "Both models' initial gate biases. "
-                  "tf: TensorFlow's cells (all 0, and LSTMCell adds a forget bias of 1.0); "
-                  "authors: input gate -0.1, the others 0, no forget bias added.")
-flags.DEFINE_enum("head", "linear", ["linear", "leaky_relu"], "The output layer before the "
-                  "softmax: linear, or 2 units with a leaky rectifier (slope 0.01), as the "
-                  "authors' code.")
 # One flag for a whole published configuration; flags given on the command line still win.
 PRESETS = {
     # The authors' public code (dannyneil/public_plstm, freq_task.py): per-step gate-gradient
@@ -161,60 +177,138 @@ PRESETS = {
     "authors": dict(gate_gradient_clip=10.0, gate_biases="authors", head="leaky_relu",
                     val_size=500, log_dir="runs_freq_authors/"),
 }
-flags.DEFINE_enum("preset", None, list(PRESETS), "authors: train as the paper's authors' code "
-                  "does: --gate_gradient_clip 10, --gate_biases authors, --head leaky_relu, "
-                  "--val_size 500, --log_dir runs_freq_authors/; flags given explicitly "
-                  "override it.")
-flags.DEFINE_bool("quick", False, "A shorter run: --epochs " + ", ".join(
-    f"{s} {e}" for s, e in QUICK["epochs"].items()) + f" and --val_size {QUICK['val_size']} "
-    "unless given; nothing else changes. 6 to 15 minutes per model, sampling and seed on a "
-    "2-core CPU (the timings: QUICK_NOTE in the script).")
-# absl.logging defines --log_dir for log files, which it only writes when asked (this script does
-# not); the name is taken over for the runs' folder.
-delattr(FLAGS, "log_dir")
-flags.DEFINE_string("log_dir", "runs_freq/", "Folder of the runs: <log_dir>/<sampling>/<model>/"
-                    "seed<k>/ holds log.tsv, TensorBoard events, checkpoints/ and results.json; "
-                    f"<log_dir>/{PLOT_NAME} and <log_dir>/{RESULTS_TABLE_NAME} the summary.")
-flags.DEFINE_float("checkpoint_every_secs", 300.0, "Save a checkpoint this often (also on "
-                   "Ctrl-C, SIGTERM and at the end of a run); 0: after every batch.",
-                   lower_bound=0.0)
-flags.DEFINE_bool("fresh", False, "Delete the log, checkpoints and results of each run this "
-                  "command trains and start it afresh, instead of resuming.")
-flags.DEFINE_bool("plot_only", False, f"Do not train: redraw <log_dir>/{PLOT_NAME}, "
-                  f"<log_dir>/{RESULTS_TABLE_NAME} and each <log_dir>/<sampling>/<model>/"
-                  f"{RUN_PLOT_NAME} from the logs in log_dir.")
-# The Phased LSTM's own settings (the paper's frequency task).
-flags.DEFINE_float("ratio_on", 0.05, "PhasedLSTMCell: initial open ratio r_on, in (0, 1].")
-flags.DEFINE_bool("trainable_ratio_on", True, "PhasedLSTMCell: whether r_on is learned.")
-flags.DEFINE_float("period_init_min", math.e, "PhasedLSTMCell (> 0): periods start "
-                   "log-uniform in [period_init_min, period_init_max] ms; e and e**3 give the "
-                   "paper's tau ~ exp(U(1, 3)).")
-flags.DEFINE_float("period_init_max", math.e ** 3, "PhasedLSTMCell: see period_init_min.")
-flags.DEFINE_float("phase_init_max", 100.0, "PhasedLSTMCell: phases s start U(0, "
-                   "phase_init_max) ms.", lower_bound=0.0)
-flags.DEFINE_bool("peepholes", True, "Peephole connections from the cell state to the gates "
-                  "(both models).")
-flags.DEFINE_enum("mod_gradient", "tf1", ["tf1", "exact"], "PhasedLSTMCell: how the time gate's "
-                  "(t - s) mod period is differentiated: tf1, TF 1.x's rule (the period gets no "
-                  "gradient through the wrap), or exact (the mod's own derivative, as runs of "
-                  "this repository made before the rule was added).")
-flags.DEFINE_float("leak", 0.001, "PhasedLSTMCell: slope alpha of the closed time gate while "
-                   "training (validation uses 0, as the paper).", lower_bound=0.0)
+FLOAT_FLAGS = ("learning_rate", "checkpoint_every_secs", "ratio_on", "period_init_min",
+               "period_init_max", "phase_init_max", "leak", "clip_norm", "gate_gradient_clip")
 
-# First: absl runs validators in order, and the bounds below would let inf through.
-training.require_finite_flags(["learning_rate", "checkpoint_every_secs", "ratio_on",
-                               "period_init_min", "period_init_max", "phase_init_max", "leak",
-                               "clip_norm", "gate_gradient_clip"])
-flags.register_validator("learning_rate", lambda v: v > 0, "--learning_rate must be > 0.")
-flags.register_validator("ratio_on", lambda v: 0 < v <= 1, "--ratio_on must be in (0, 1].")
-flags.register_validator("period_init_min", lambda v: v > 0, "--period_init_min must be > 0.")
-flags.register_multi_flags_validator(
-    ["period_init_min", "period_init_max"],
-    lambda f: f["period_init_max"] >= f["period_init_min"],
-    "--period_init_max must be >= --period_init_min.")
-flags.register_multi_flags_validator(
-    ["fresh", "plot_only"], lambda f: not (f["fresh"] and f["plot_only"]),
-    "--fresh deletes runs and --plot_only trains none; pass one of them.")
+
+def define_flags(flag_values):
+    """Defines this script's flags (one per FrequencyConfig field but seed) and validators.
+
+    Called on absl's FLAGS when the script runs (and by freq_gradient_norms.py); importing the
+    script defines nothing, so that other scripts and tests can import it (with a FlagValues of
+    their own to parse).
+
+    Args:
+      flag_values: the FlagValues to define them in.
+    """
+    default = FrequencyConfig()
+    fv = dict(flag_values=flag_values)
+    flags.DEFINE_enum("sampling", default.sampling, list(CONDITIONS) + ["all"], "How the sine "
+                      "waves are sampled: standard (every 1 ms), high_res (every 0.1 ms), async "
+                      "(at random times); all: the three in turn.", **fv)
+    flags.DEFINE_enum("model", default.model, list(MODELS), "The recurrent cell.",
+                      short_name="m", **fv)
+    flags.DEFINE_integer("epochs", default.epochs, "Train each run until this epoch; a larger "
+                         "value than a finished run's continues it. --quick: per sampling, see "
+                         "--quick.", lower_bound=1, **fv)
+    flags.DEFINE_integer("batches_per_epoch", default.batches_per_epoch, "Training batches of "
+                         "fresh data per epoch; the validation follows each epoch.",
+                         lower_bound=1, **fv)
+    flags.DEFINE_integer("batch_size", default.batch_size, "Training sequences per batch (half "
+                         "of them from the [5, 6] ms band).", lower_bound=1, **fv)
+    flags.DEFINE_integer("seeds", default.seeds, "Train seeds 0 .. seeds-1 in turn, each its own "
+                         "run <log_dir>/<sampling>/<model>/seed<k>/. A seed sets the initial "
+                         "weights and the data.", lower_bound=1, **fv)
+    flags.DEFINE_integer("val_size", default.val_size, "Fresh validation sequences after each "
+                         "epoch (their own seed stream). --quick: 500.", lower_bound=1, **fv)
+    flags.DEFINE_integer("eval_batch_size", default.eval_batch_size, "Validation sequences per "
+                         "batch (memory only; the result is the same).", lower_bound=1, **fv)
+    flags.DEFINE_integer("num_units", default.num_units, "Units of the recurrent layer.",
+                         lower_bound=1, **fv)
+    flags.DEFINE_float("learning_rate", default.learning_rate, "Adam's learning rate, > 0.", **fv)
+    flags.DEFINE_float("clip_norm", default.clip_norm, "If > 0, scale each batch's gradients "
+                       "down to this global norm at most before Adam's step "
+                       "(tf.clip_by_global_norm); 0: no clipping, as the paper.",
+                       lower_bound=0.0, **fv)
+    flags.DEFINE_float("gate_gradient_clip", default.gate_gradient_clip, "Both models: if > 0, "
+                       "clip the gradient of the gates' pre-activations element-wise to [-v, v] "
+                       "inside every step, as the authors' code (its --grad_clip, 10); 0: no "
+                       "clipping.", lower_bound=0.0, **fv)
+    flags.DEFINE_enum("gate_biases", default.gate_biases, ["tf", "authors"], "Both models' "
+                      "initial gate biases. tf: TensorFlow's cells (all 0, and LSTMCell adds a "
+                      "forget bias of 1.0); authors: input gate -0.1, the others 0, no forget "
+                      "bias added.", **fv)
+    flags.DEFINE_enum("head", default.head, ["linear", "leaky_relu"], "The output layer before "
+                      "the softmax: linear, or 2 units with a leaky rectifier (slope 0.01), as "
+                      "the authors' code.", **fv)
+    flags.DEFINE_enum("preset", default.preset, list(PRESETS), "authors: train as the paper's "
+                      "authors' code does: --gate_gradient_clip 10, --gate_biases authors, "
+                      "--head leaky_relu, --val_size 500, --log_dir runs_freq_authors/; flags "
+                      "given explicitly override it.", **fv)
+    flags.DEFINE_bool("quick", default.quick, "A shorter run: --epochs " + ", ".join(
+        f"{s} {e}" for s, e in QUICK["epochs"].items()) + f" and --val_size {QUICK['val_size']} "
+        "unless given; nothing else changes. How long it takes, and on which machine: "
+        "docs/results_frequency.md (QUICK_NOTE in the script).", **fv)
+    script_main.take_over_log_dir(flag_values)
+    flags.DEFINE_string("log_dir", default.log_dir, "Folder of the runs: <log_dir>/<sampling>/"
+                        "<model>/seed<k>/ holds log.tsv, TensorBoard events, checkpoints/ and "
+                        f"results.json; <log_dir>/{PLOT_NAME} and <log_dir>/"
+                        f"{RESULTS_TABLE_NAME} the summary.", **fv)
+    flags.DEFINE_float("checkpoint_every_secs", default.checkpoint_every_secs, "Save a "
+                       "checkpoint this often (also on Ctrl-C, SIGTERM and at the end of a run); "
+                       "0: after every batch.", lower_bound=0.0, **fv)
+    flags.DEFINE_bool("fresh", default.fresh, "Delete the log, checkpoints and results of each "
+                      "run this command trains and start it afresh, instead of resuming.", **fv)
+    flags.DEFINE_bool("plot_only", default.plot_only, f"Do not train: redraw <log_dir>/"
+                      f"{PLOT_NAME}, <log_dir>/{RESULTS_TABLE_NAME} and each <log_dir>/"
+                      f"<sampling>/<model>/{RUN_PLOT_NAME} from the logs in log_dir.", **fv)
+    # The Phased LSTM's own settings (the paper's frequency task).
+    flags.DEFINE_float("ratio_on", default.ratio_on, "PhasedLSTMCell: initial open ratio r_on, "
+                       "in (0, 1].", **fv)
+    flags.DEFINE_bool("trainable_ratio_on", default.trainable_ratio_on, "PhasedLSTMCell: "
+                      "whether r_on is learned.", **fv)
+    flags.DEFINE_float("period_init_min", default.period_init_min, "PhasedLSTMCell (> 0): "
+                       "periods start log-uniform in [period_init_min, period_init_max] ms; e "
+                       "and e**3 give the paper's tau ~ exp(U(1, 3)).", **fv)
+    flags.DEFINE_float("period_init_max", default.period_init_max, "PhasedLSTMCell: see "
+                       "period_init_min.", **fv)
+    flags.DEFINE_float("phase_init_max", default.phase_init_max, "PhasedLSTMCell: phases s "
+                       "start U(0, phase_init_max) ms.", lower_bound=0.0, **fv)
+    flags.DEFINE_bool("peepholes", default.peepholes, "Peephole connections from the cell state "
+                      "to the gates (both models).", **fv)
+    flags.DEFINE_enum("mod_gradient", default.mod_gradient, ["tf1", "exact"], "PhasedLSTMCell: "
+                      "how the time gate's (t - s) mod period is differentiated: tf1, TF 1.x's "
+                      "rule (the period gets no gradient through the wrap), or exact (the mod's "
+                      "own derivative, as runs of this repository made before the rule was "
+                      "added).", **fv)
+    flags.DEFINE_float("leak", default.leak, "PhasedLSTMCell: slope alpha of the closed time "
+                       "gate while training (validation uses 0, as the paper).", lower_bound=0.0,
+                       **fv)
+
+    script_main.require_timing_flags(flag_values, FLOAT_FLAGS)
+    script_main.refuse_fresh_with_plot_only(flag_values, "runs")
+
+
+def config_from_flags(flag_values, sampling, seed):
+    """The FrequencyConfig of one run of the parsed flags' command.
+
+    --preset's values count where the command line gave none, and then --quick's.
+
+    Args:
+      flag_values: the parsed flags (define_flags).
+      sampling: the run's sampling, one of CONDITIONS.
+      seed: the run's seed.
+
+    Returns:
+      A FrequencyConfig.
+    """
+    names = [field.name for field in dataclasses.fields(FrequencyConfig) if field.name != "seed"]
+    values = script_main.flag_dict(flag_values, names, PRESETS)
+    if values["quick"]:
+        for name, quick in QUICK.items():
+            if not flag_values[name].present:
+                values[name] = quick[sampling] if isinstance(quick, dict) else quick
+    return FrequencyConfig(**values | {"sampling": sampling, "seed": seed})
+
+
+def configs_from_flags(flag_values):
+    """The FrequencyConfig of every run of the parsed flags' command, in the order they train:
+    each sampling of --sampling, and in it each seed of --seeds."""
+    sampling = flag_values["sampling"].value
+    samplings = SAMPLINGS if sampling == "all" else (sampling,)
+    return tuple(config_from_flags(flag_values, s, seed) for s in samplings
+                 for seed in range(flag_values["seeds"].value))
+
 
 # Resuming with other values would not continue the same run: they shape the model, the data
 # or the optimisation. The rest (epochs, val_size, folders, ...) may change.
@@ -233,13 +327,6 @@ def resume_must_match(model):
     return RESUME_MUST_MATCH + (("mod_gradient",) if model == "PhasedLSTMCell" else ())
 
 
-def apply_preset():
-    """Sets the flags of --preset that the command line did not give."""
-    for name, value in PRESETS.get(FLAGS.preset, {}).items():
-        if not FLAGS[name].present:
-            FLAGS[name].value = value
-
-
 def authors_gate_biases(getter, name, *args, **kwargs):
     """A variable_scope custom getter that starts the gates' biases as the authors' code: the
     input gate's at AUTHORS_INPUT_GATE_BIAS, the rest at 0 (the cells' own default)."""
@@ -253,27 +340,6 @@ def authors_gate_biases(getter, name, *args, **kwargs):
         kwargs["initializer"] = tf.compat.v1.constant_initializer(
             [AUTHORS_INPUT_GATE_BIAS] * n + [0.0] * (3 * n))
     return getter(name, *args, **kwargs)
-
-
-def run_config(sampling):
-    """(epochs, batches_per_epoch, val_size) of a run of this sampling, --quick applied."""
-    def value(name):
-        if FLAGS.quick and name in QUICK and not FLAGS[name].present:
-            quick = QUICK[name]
-            return quick[sampling] if isinstance(quick, dict) else quick
-        return FLAGS[name].value
-
-    return value("epochs"), value("batches_per_epoch"), value("val_size")
-
-
-def settings(sampling, seed):
-    """Every flag of this script as {name: value}, with this run's sampling, seed and the
-    values --quick chose."""
-    names = [f.name for f in FLAGS.get_key_flags_for_module(sys.modules[__name__])]
-    values = {name: FLAGS[name].value for name in sorted(names)}
-    epochs, batches_per_epoch, val_size = run_config(sampling)
-    return values | {"sampling": sampling, "seed": seed, "epochs": epochs,
-                     "batches_per_epoch": batches_per_epoch, "val_size": val_size}
 
 
 def run_dir(log_dir, sampling, model, seed):
@@ -346,7 +412,7 @@ class Model:
       values, times: placeholders float32 [batch, steps, 1].
       lengths: placeholder int32 [batch].
       labels: placeholder int64 [batch].
-      leak: the Phased LSTM's leak, float32 [] with default --leak; fed 0 to validate.
+      leak: the Phased LSTM's leak, float32 [] with default config.leak; fed 0 to validate.
       cell: the recurrent cell (a PhasedLSTMCell or a GateClippedLSTMCell).
       loss: mean cross-entropy, [].
       accuracy: fraction of correct predictions, [].
@@ -357,15 +423,21 @@ class Model:
       train_op: one Adam step on the batch; increments global_step.
     """
 
-    def __init__(self, model_name):
+    def __init__(self, config):
+        """Builds the graph in the default graph.
+
+        Args:
+          config: a FrequencyConfig; its model, cell settings, head and optimisation.
+        """
+        self._head = config.head
         self.values = tf.compat.v1.placeholder(tf.float32, [None, None, 1], name="values")
         self.times = tf.compat.v1.placeholder(tf.float32, [None, None, 1], name="times")
         self.lengths = tf.compat.v1.placeholder(tf.int32, [None], name="lengths")
         self.labels = tf.compat.v1.placeholder(tf.int64, [None], name="labels")
-        self.leak = tf.compat.v1.placeholder_with_default(FLAGS.leak, [], name="leak")
+        self.leak = tf.compat.v1.placeholder_with_default(config.leak, [], name="leak")
 
-        self.cell = cell = MODELS[model_name](self.leak)
-        getter = authors_gate_biases if FLAGS.gate_biases == "authors" else None
+        self.cell = cell = MODELS[config.model](config, self.leak)
+        getter = authors_gate_biases if config.gate_biases == "authors" else None
         with tf.compat.v1.variable_scope(tf.compat.v1.get_variable_scope(),
                                          custom_getter=getter):
             last = last_output(cell, self.times, self.values, self.lengths)
@@ -379,17 +451,17 @@ class Model:
             self.eval_loss, self.eval_accuracy = self._loss_and_accuracy(eval_last, reuse=True)
 
         self.global_step = tf.compat.v1.train.get_or_create_global_step()
-        optimizer = tf.compat.v1.train.AdamOptimizer(FLAGS.learning_rate)
+        optimizer = tf.compat.v1.train.AdamOptimizer(config.learning_rate)
         grads, variables = zip(*optimizer.compute_gradients(self.loss))
-        if FLAGS.clip_norm > 0:
-            grads, _ = tf.clip_by_global_norm(grads, FLAGS.clip_norm)
+        if config.clip_norm > 0:
+            grads, _ = tf.clip_by_global_norm(grads, config.clip_norm)
         self.train_op = optimizer.apply_gradients(zip(grads, variables),
                                                   global_step=self.global_step)
 
     def _loss_and_accuracy(self, last, reuse=None):
         """The head (variables "logits/", reused by a second tower) and its loss and accuracy."""
         logits = tf.compat.v1.layers.dense(last, NUM_CLASSES, name="logits", reuse=reuse)
-        if FLAGS.head == "leaky_relu":
+        if self._head == "leaky_relu":
             logits = tf.nn.leaky_relu(logits, alpha=AUTHORS_HEAD_LEAKINESS)
         loss = tf.reduce_mean(tf.compat.v1.nn.sparse_softmax_cross_entropy_with_logits(
             labels=self.labels, logits=logits))
@@ -410,16 +482,8 @@ def evaluate(sess, model, data, batch_size):
     Returns:
       (mean loss, accuracy) over the set, as floats.
     """
-    total_loss = total_correct = 0.0
-    size = len(data["labels"])
-    for start in range(0, size, batch_size):
-        rows = slice(start, min(start + batch_size, size))
-        feed = model.feed(data, rows) | {model.leak: 0.0}
-        loss, accuracy = sess.run([model.eval_loss, model.eval_accuracy], feed)
-        n = rows.stop - rows.start
-        total_loss += float(loss) * n
-        total_correct += round(float(accuracy) * n)
-    return total_loss / size, total_correct / size
+    return script_main.evaluate(sess, model, lambda rows: model.feed(data, rows),
+                                len(data["labels"]), batch_size)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -587,19 +651,18 @@ def plot(log_dir):
 # ---------------------------------------------------------------------------------------------
 # Training.
 
-def make_run(log_dir, sampling, seed):
-    """The loop.Run of one run: FLAGS.model on one sampling with one seed."""
-    epochs, batches_per_epoch, _ = run_config(sampling)
-    return loop.Run(run_dir(log_dir, sampling, FLAGS.model, seed),
-                    total_steps=epochs * batches_per_epoch, seed=seed,
-                    settings=settings(sampling, seed), must_match=resume_must_match(FLAGS.model),
-                    checkpoint_every_secs=FLAGS.checkpoint_every_secs,
+def make_run(log_dir, config):
+    """The loop.Run of one run (a FrequencyConfig)."""
+    return loop.Run(run_dir(log_dir, config.sampling, config.model, config.seed),
+                    total_steps=config.epochs * config.batches_per_epoch, seed=config.seed,
+                    settings=config.settings(), must_match=resume_must_match(config.model),
+                    checkpoint_every_secs=config.checkpoint_every_secs,
                     unrecorded=RESUME_UNRECORDED)
 
 
-def make_task(sampling, seed):
-    """The loop.Task of one run: its data, model, validation and results."""
-    epochs, batches_per_epoch, val_size = run_config(sampling)
+def make_task(config):
+    """The loop.Task of one run (a FrequencyConfig): its data, model, validation and results."""
+    sampling, seed, batches_per_epoch = config.sampling, config.seed, config.batches_per_epoch
 
     def epoch_of(step):
         return (step - 1) // batches_per_epoch + 1
@@ -607,14 +670,14 @@ def make_task(sampling, seed):
     def validate(sess, model, step):
         if step % batches_per_epoch:
             return None
-        return evaluate(sess, model, validation_data(seed, epoch_of(step), val_size, sampling),
-                        FLAGS.eval_batch_size)
+        return evaluate(sess, model, validation_data(seed, epoch_of(step), config.val_size,
+                                                     sampling), config.eval_batch_size)
 
     def results(log):
         summary = training.summarize(log, milestones=())
         del summary["test_accuracy_at_step"]
         validated = ~np.isnan(log["test_accuracy"])
-        return {"sampling": sampling, "model": FLAGS.model, "seed": seed,
+        return {"sampling": sampling, "model": config.model, "seed": seed,
                 "epochs": summary["steps"] // batches_per_epoch,
                 "final_validation_accuracy": summary["final_test_accuracy"],
                 "validation_accuracy_per_epoch": {
@@ -622,48 +685,51 @@ def make_task(sampling, seed):
                                                           log["test_accuracy"][validated])},
                 **summary}
 
+    clipped = (f"--clip_norm={config.clip_norm:g}" if config.clip_norm
+               else "--clip_norm=0: not clipped")
     return loop.Task(
-        name=f"{sampling}/{FLAGS.model}/seed{seed}", build=lambda: Model(FLAGS.model),
-        feed=lambda model, step: model.feed(training_batch(seed, step, FLAGS.batch_size,
+        name=f"{sampling}/{config.model}/seed{seed}", build=lambda: Model(config),
+        feed=lambda model, step: model.feed(training_batch(seed, step, config.batch_size,
                                                            sampling)),
         evaluate=validate, results=results, row=lambda step: {"epoch": epoch_of(step)},
         columns=LOG_COLUMNS, eval_tag="validation",
-        where=lambda step, total: f"epoch {step // batches_per_epoch} of {epochs}, batch {step} "
-                                  f"of {total}")
+        where=lambda step, total: f"epoch {step // batches_per_epoch} of {config.epochs}, "
+                                  f"batch {step} of {total}",
+        divergence_advice=script_main.divergence_advice(
+            config.learning_rate, f"gradients too large for a step ({clipped}), the time "
+            "gate's settings (--leak, --period_init_min, --period_init_max, --ratio_on, "
+            "--phase_init_max)",
+            "a lower --learning_rate, a --clip_norm (or other settings)"))
 
 
-def train_all(log_dir):
-    """Trains every run the flags ask for, in turn; returns the exit status."""
-    samplings = SAMPLINGS if FLAGS.sampling == "all" else (FLAGS.sampling,)
-    runs = [(sampling, seed) for sampling in samplings for seed in range(FLAGS.seeds)]
-    if not FLAGS.fresh:
+def train_all(log_dir, configs):
+    """Trains the runs of these FrequencyConfigs in turn; returns the exit status."""
+    fresh = configs[0].fresh
+    if not fresh:
         # Every run's folder and checkpoint, before any work, so that a problem shows at once.
-        for sampling, seed in runs:
-            loop.prepare(make_run(log_dir, sampling, seed))
-    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
-    logging.info("TensorFlow %s, %s.", tf.__version__,
-                 f"GPUs: {', '.join(gpus)}" if gpus else "no GPU: training on the CPU")
-    if FLAGS.quick:
+        for config in configs:
+            loop.prepare(make_run(log_dir, config))
+    script_main.log_devices()
+    if configs[0].quick:
+        per_sampling = {config.sampling: config for config in configs}
         logging.info("--quick: %s", ", ".join(
-            f"{s}: {run_config(s)[0]} epochs of {run_config(s)[1]} batches, validation on "
-            f"{run_config(s)[2]}" for s in samplings))
+            f"{s}: {c.epochs} epochs of {c.batches_per_epoch} batches, validation on "
+            f"{c.val_size}" for s, c in per_sampling.items()))
     table, status = None, 0
     with training.StopSignals() as stop:
-        for number, (sampling, seed) in enumerate(runs, start=1):
+        for number, config in enumerate(configs, start=1):
             if stop.requested:
                 logging.info("Stopped by %s before run %d of %d. Run the same command again "
-                             "to go on.", stop.name, number, len(runs))
+                             "to go on.", stop.name, number, len(configs))
                 break
-            logging.info("Run %d of %d: %s, %s, seed %d.", number, len(runs), sampling,
-                         FLAGS.model, seed)
-            run = make_run(log_dir, sampling, seed)
-            outcome = loop.train(make_task(sampling, seed), run,
-                                 loop.prepare(run, fresh=FLAGS.fresh), stop)
+            logging.info("Run %d of %d: %s, %s, seed %d.", number, len(configs),
+                         config.sampling, config.model, config.seed)
+            run = make_run(log_dir, config)
+            outcome = loop.train(make_task(config), run, loop.prepare(run, fresh=fresh), stop)
             if outcome.status == "finished":
-                with open(run.results_path, encoding="utf-8") as f:
-                    summary = json.load(f)
+                summary = script_main.read_results(run)
                 logging.info("%s/%s/seed%d: final validation accuracy %s after %s epochs.",
-                             sampling, FLAGS.model, seed,
+                             config.sampling, config.model, config.seed,
                              summary.get("final_validation_accuracy"), summary.get("epochs"))
             if read_validations(log_dir):
                 table = plot(log_dir)
@@ -679,27 +745,27 @@ def train_all(log_dir):
     return status
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    # The TF 1.x API is this script's choice; its deprecation notices are noise here.
-    tf.get_logger().setLevel("ERROR")
-    warnings.filterwarnings("ignore", message=r"`tf\.\S+` is deprecated", category=UserWarning)
-    apply_preset()
-    try:
-        log_dir = training.check_writable_dir(FLAGS.log_dir)
-        if FLAGS.plot_only:
+def main(argv, flag_values=flags.FLAGS):
+    """Trains every run of the parsed flags, or with --plot_only draws; returns the exit status.
+
+    Args:
+      argv: app.run's argv (no arguments past the program's name).
+      flag_values: the parsed flags (define_flags); absl's FLAGS when the script runs.
+    """
+    configs = configs_from_flags(flag_values)
+    command = configs[0]  # log_dir and plot_only: the command's, the same in every run
+
+    def work():
+        log_dir = training.check_writable_dir(command.log_dir)
+        if command.plot_only:
             logging.info("%s", plot(log_dir))
             return 0
-        return train_all(log_dir)
-    except training.RunError as error:
-        sys.exit(f"error: {error}")
-    except KeyboardInterrupt:
-        logging.warning("Interrupted; no new checkpoint. Run the same command again to resume "
-                        "from the last one.")
-        return 128 + signal.SIGINT
+        return train_all(log_dir, configs)
+
+    return script_main.run_main(argv, work)
 
 
 if __name__ == "__main__":
     __doc__ += f"\nPhasedLSTMCell's recurrence here: {fused_rnn.cached_description()}.\n"
+    define_flags(flags.FLAGS)
     app.run(main)

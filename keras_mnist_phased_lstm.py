@@ -40,9 +40,9 @@ from absl import app, flags, logging
 import numpy as np
 
 # Not experiments.loop: it needs the TF 1.x API, which --keras 3 never loads.
-from experiments import keras_run, mnist_data, training
+from experiments import keras_run, mnist_data, script_main, training
 
-NUM_PIXELS = 28 * 28
+NUM_PIXELS = mnist_data.NUM_PIXELS
 NUM_CLASSES = 10
 MODELS = ("PhasedLSTM", "LSTM")
 EVAL_BATCH_SIZE = 1000
@@ -89,16 +89,8 @@ flags.DEFINE_float("inference_leak", 0.0, "PhasedLSTM: the slope in evaluate and
 
 flags.register_validator("models", lambda names: names and set(names) <= set(MODELS),
                          f"--models must name some of {MODELS}.")
-# First: absl runs validators in order, and the bounds below would let inf through.
-training.require_finite_flags(["learning_rate", "ratio_on", "period_init_min", "period_init_max",
-                               "leak", "inference_leak"])
-flags.register_validator("learning_rate", lambda v: v > 0, "--learning_rate must be > 0.")
-flags.register_validator("ratio_on", lambda v: 0 < v <= 1, "--ratio_on must be in (0, 1].")
-flags.register_validator("period_init_min", lambda v: v > 0, "--period_init_min must be > 0.")
-flags.register_multi_flags_validator(
-    ["period_init_min", "period_init_max"],
-    lambda f: f["period_init_max"] >= f["period_init_min"],
-    "--period_init_max must be >= --period_init_min.")
+script_main.require_timing_flags(FLAGS, ["learning_rate", "ratio_on", "period_init_min",
+                                          "period_init_max", "leak", "inference_leak"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,11 +125,6 @@ class Config:
         settings = dataclasses.asdict(self)
         settings["models"] = list(self.models)
         return {**settings, "backend": backend}
-
-
-def to_sequences(images):
-    """uint8 [n, 28, 28] -> float32 [n, 784, 1] in [0, 1], row by row."""
-    return (images.reshape(-1, NUM_PIXELS, 1) / np.float32(255.0)).astype(np.float32)
 
 
 def keras_and_layer(flavour):
@@ -300,8 +287,9 @@ def run(config, environ):
         else:
             todo.append(name)
     x_train, y_train, x_test, y_test = mnist_data.load_mnist(config.data_dir)
-    train = (to_sequences(x_train[:config.train_samples]), y_train[:config.train_samples])
-    test = (to_sequences(x_test[:config.test_samples]), y_test[:config.test_samples])
+    train = (mnist_data.to_sequences(x_train[:config.train_samples]),
+             y_train[:config.train_samples])
+    test = (mnist_data.to_sequences(x_test[:config.test_samples]), y_test[:config.test_samples])
     keras_run.check_batch_split(replicas.count, config.batch_size,
                                 {"training": len(train[1])})
     keras_run.check_batch_split(replicas.count, EVAL_BATCH_SIZE, {"test": len(test[1])})

@@ -13,121 +13,175 @@ and redraws `<log_dir>/mnist_curves.png` with every model trained so far. Runnin
 command again resumes from the last checkpoint; Ctrl-C or SIGTERM checkpoints and stops.
 """
 
+import dataclasses
 import functools
-import json
 import math
 import os
-import signal
-import sys
-import warnings
+from typing import Optional
 
 from absl import app, flags, logging
 import numpy as np
 
 from phased_lstm import PhasedGRUCell, PhasedLSTMCell, PhasedRNNCell, rnn_cell, tf
-from experiments import loop, mnist_data, training
+from experiments import loop, mnist_data, script_main, training
 from phased_lstm import fused_rnn
 from phased_lstm.event_rnn import event_driven_phased_lstm
 from phased_lstm.fast_rnn import describe_path, phased_gru_rnn, phased_lstm_rnn
 
-NUM_PIXELS = 28 * 28
+NUM_PIXELS = mnist_data.NUM_PIXELS
 NUM_CLASSES = 10
 PLOT_NAME = "mnist_curves.png"
 # Test accuracies reported in results.json when these steps were evaluated.
 MILESTONES = (1000, 2000)
 
-FLAGS = flags.FLAGS
+
+@dataclasses.dataclass(frozen=True)
+class MnistConfig:
+    """A command's settings: one field per flag, read once in main() (config_from_flags).
+
+    The defaults are the flags' (and the seeds'). A run saves them, as its settings, with each
+    checkpoint and in results.json (`settings()`); resuming compares RESUME_MUST_MATCH of them.
+    The flags' help says what each one means.
+    """
+    model: str = "PhasedLSTMCell"
+    steps: int = 10000
+    batch_size: int = 256
+    num_units: int = 32
+    learning_rate: float = 1e-3
+    lr_half_life: int = 0
+    seed: int = 0
+    eval_every: int = 500
+    eval_batch_size: int = 1000
+    log_dir: str = "runs/"
+    data_dir: str = dataclasses.field(default_factory=mnist_data.default_data_dir)
+    checkpoint_every_secs: float = 300.0
+    fresh: bool = False
+    plot_only: bool = False
+    ratio_on: float = 0.05
+    period_init_min: float = 1.0
+    period_init_max: float = 1000.0
+    peepholes: bool = False
+    leak: float = 0.001
+    mod_gradient: str = "tf1"
+    event_driven_eval: bool = False
+    preset: Optional[str] = None
+
+    def settings(self):
+        """The settings a run records: {flag name: value}, sorted by name (JSON-able)."""
+        return dict(sorted(dataclasses.asdict(self).items()))
+
+    def timing(self, leak):
+        """The phased cells' time-gate arguments; `leak` is the leak tensor."""
+        return dict(leak=leak, ratio_on=self.ratio_on, period_init_min=self.period_init_min,
+                    period_init_max=self.period_init_max, mod_gradient=self.mod_gradient)
 
 
-def _timing(leak):
-    """The phased cells' time-gate settings, from the flags."""
-    return dict(leak=leak, ratio_on=FLAGS.ratio_on, period_init_min=FLAGS.period_init_min,
-                period_init_max=FLAGS.period_init_max, mod_gradient=FLAGS.mod_gradient)
-
-
-# name: makes the cell from the flags and the leak tensor (which only phased cells use). A cell
-# whose input is (time, features) derives from PhasedRNNCell; run_rnn feeds it the timestamps.
+# name: makes the cell from a MnistConfig and the leak tensor (which only phased cells use). A
+# cell whose input is (time, features) derives from PhasedRNNCell; run_rnn feeds it the
+# timestamps.
 MODELS = {
-    "BasicLSTMCell": lambda leak: rnn_cell.BasicLSTMCell(FLAGS.num_units),
-    "LSTMCell": lambda leak: rnn_cell.LSTMCell(FLAGS.num_units, use_peepholes=FLAGS.peepholes),
-    "PhasedLSTMCell": lambda leak: PhasedLSTMCell(FLAGS.num_units, use_peepholes=FLAGS.peepholes,
-                                                  **_timing(leak)),
-    "PhasedGRUCell": lambda leak: PhasedGRUCell(FLAGS.num_units, **_timing(leak)),
+    "BasicLSTMCell": lambda config, leak: rnn_cell.BasicLSTMCell(config.num_units),
+    "LSTMCell": lambda config, leak: rnn_cell.LSTMCell(config.num_units,
+                                                       use_peepholes=config.peepholes),
+    "PhasedLSTMCell": lambda config, leak: PhasedLSTMCell(
+        config.num_units, use_peepholes=config.peepholes, **config.timing(leak)),
+    "PhasedGRUCell": lambda config, leak: PhasedGRUCell(config.num_units, **config.timing(leak)),
 }
-
-flags.DEFINE_enum("model", "PhasedLSTMCell", list(MODELS), "The recurrent cell.", short_name="m")
-flags.DEFINE_integer("steps", 10000, "Train until this step; a larger value than a finished "
-                     "run's continues it.", lower_bound=1)
-flags.DEFINE_integer("batch_size", 256, "Training images per step.", lower_bound=1)
-flags.DEFINE_integer("num_units", 32, "Units of the recurrent layer.", lower_bound=1)
-flags.DEFINE_float("learning_rate", 1e-3, "Adam's learning rate, > 0.")
-flags.DEFINE_integer("lr_half_life", 0, "If > 0, Adam's learning rate halves every this many "
-                     "steps: learning_rate * 0.5 ** (step / lr_half_life). 0: constant, as the "
-                     "seeds.", lower_bound=0)
-flags.DEFINE_integer("seed", 0, "Seeds the initial weights and the order of the training "
-                     "batches (epoch e shuffles with seed + e).", lower_bound=0,
-                     upper_bound=2**31 - 1)
-flags.DEFINE_integer("eval_every", 500, "Evaluate on the whole test set every this many steps "
-                     "(and at the last step).", lower_bound=1)
-flags.DEFINE_integer("eval_batch_size", 1000, "Test images per evaluation batch (memory only; "
-                     "the result is the same).", lower_bound=1)
-# absl.logging defines --log_dir for log files, which it only writes when asked (this script does
-# not); the name is taken over for the runs' folder.
-delattr(FLAGS, "log_dir")
-flags.DEFINE_string("log_dir", "runs/", "Folder of the runs: <log_dir>/<model>/ holds log.tsv, "
-                    "TensorBoard events, checkpoints/ and results.json; <log_dir>/" + PLOT_NAME
-                    + " the curves.")
-flags.DEFINE_string("data_dir", mnist_data.default_data_dir(), "Folder of mnist.npz; MNIST is "
-                    "downloaded there (and checked against its sha256) when missing.")
-flags.DEFINE_float("checkpoint_every_secs", 300.0, "Save a checkpoint this often (also on "
-                   "Ctrl-C, SIGTERM and at the end); 0: after every step.", lower_bound=0.0)
-flags.DEFINE_bool("fresh", False, "Delete this model's log, checkpoints and results in log_dir "
-                  "and start afresh, instead of resuming.")
-flags.DEFINE_bool("plot_only", False, "Do not train: redraw <log_dir>/" + PLOT_NAME + " from "
-                  "the logs in log_dir.")
-# The Phased LSTM's own settings.
-flags.DEFINE_float("ratio_on", 0.05, "Phased cells: initial open ratio r_on, in (0, 1].")
-flags.DEFINE_float("period_init_min", 1.0, "Phased cells (> 0): periods start log-uniform in "
-                   "[period_init_min, period_init_max] (in steps; pixel n is at time n).")
-flags.DEFINE_float("period_init_max", 1000.0, "Phased cells: see period_init_min.")
-flags.DEFINE_bool("peepholes", False, "PhasedLSTMCell and LSTMCell: peephole connections from "
-                  "the cell state to the gates.")
-flags.DEFINE_float("leak", 0.001, "Phased cells: slope alpha of the closed time gate while "
-                   "training (evaluation uses 0, as the paper).", lower_bound=0.0)
-flags.DEFINE_enum("mod_gradient", "tf1", ["tf1", "exact"], "Phased cells: how the time gate's "
-                  "(t - s) mod period is differentiated: tf1, TF 1.x's rule (the period gets no "
-                  "gradient through the wrap), or exact (the mod's own derivative, as runs of "
-                  "this repository made before the rule was added).")
-flags.DEFINE_bool("event_driven_eval", False, "PhasedLSTMCell without peepholes: evaluate with "
-                  "the event-driven path, which computes only the units whose time gate is open "
-                  "(same results, less work; see benchmarks/event_driven.py).")
 # One flag for a whole published configuration; flags given on the command line still win.
 PRESETS = {
     # philipperemy/tensorflow-phased-lstm's cell: peepholes, r_on 0.05, tau ~ exp(U(0, 6)).
     "seed_repo": dict(peepholes=True, ratio_on=0.05, period_init_min=1.0,
                       period_init_max=math.exp(6.0)),
 }
-flags.DEFINE_enum("preset", None, list(PRESETS), "Phased cells: a published configuration. "
-                  "seed_repo: the seed repository's cell (--peepholes, --ratio_on 0.05, periods "
-                  "log-uniform in [1, e^6]); flags given explicitly override it.")
+FLOAT_FLAGS = ("learning_rate", "checkpoint_every_secs", "ratio_on", "period_init_min",
+               "period_init_max", "leak")
 
-# First: absl runs validators in order, and the bounds below would let inf through.
-training.require_finite_flags(["learning_rate", "checkpoint_every_secs", "ratio_on",
-                               "period_init_min", "period_init_max", "leak"])
-flags.register_validator("learning_rate", lambda v: v > 0, "--learning_rate must be > 0.")
-flags.register_validator("ratio_on", lambda v: 0 < v <= 1, "--ratio_on must be in (0, 1].")
-flags.register_validator("period_init_min", lambda v: v > 0, "--period_init_min must be > 0.")
-flags.register_multi_flags_validator(
-    ["period_init_min", "period_init_max"],
-    lambda f: f["period_init_max"] >= f["period_init_min"],
-    "--period_init_max must be >= --period_init_min.")
-flags.register_multi_flags_validator(
-    ["event_driven_eval", "model", "peepholes"],
-    lambda f: not f["event_driven_eval"] or (f["model"] == "PhasedLSTMCell" and not f["peepholes"]),
-    "--event_driven_eval needs -m PhasedLSTMCell without --peepholes.")
-flags.register_multi_flags_validator(
-    ["fresh", "plot_only"], lambda f: not (f["fresh"] and f["plot_only"]),
-    "--fresh deletes a run and --plot_only trains none; pass one of them.")
+
+def define_flags(flag_values):
+    """Defines this script's flags (one per MnistConfig field) and their validators.
+
+    Called on absl's FLAGS when the script runs; importing the script defines nothing, so that
+    other scripts and tests can import it (with a FlagValues of their own to parse).
+
+    Args:
+      flag_values: the FlagValues to define them in.
+    """
+    default = MnistConfig()
+    fv = dict(flag_values=flag_values)
+    flags.DEFINE_enum("model", default.model, list(MODELS), "The recurrent cell.",
+                      short_name="m", **fv)
+    flags.DEFINE_integer("steps", default.steps, "Train until this step; a larger value than a "
+                         "finished run's continues it.", lower_bound=1, **fv)
+    flags.DEFINE_integer("batch_size", default.batch_size, "Training images per step.",
+                         lower_bound=1, **fv)
+    flags.DEFINE_integer("num_units", default.num_units, "Units of the recurrent layer.",
+                         lower_bound=1, **fv)
+    flags.DEFINE_float("learning_rate", default.learning_rate, "Adam's learning rate, > 0.", **fv)
+    flags.DEFINE_integer("lr_half_life", default.lr_half_life, "If > 0, Adam's learning rate "
+                         "halves every this many steps: learning_rate * 0.5 ** (step / "
+                         "lr_half_life). 0: constant, as the seeds.", lower_bound=0, **fv)
+    flags.DEFINE_integer("seed", default.seed, "Seeds the initial weights and the order of the "
+                         "training batches (epoch e shuffles with seed + e).", lower_bound=0,
+                         upper_bound=2**31 - 1, **fv)
+    flags.DEFINE_integer("eval_every", default.eval_every, "Evaluate on the whole test set every "
+                         "this many steps (and at the last step).", lower_bound=1, **fv)
+    flags.DEFINE_integer("eval_batch_size", default.eval_batch_size, "Test images per "
+                         "evaluation batch (memory only; the result is the same).",
+                         lower_bound=1, **fv)
+    script_main.take_over_log_dir(flag_values)
+    flags.DEFINE_string("log_dir", default.log_dir, "Folder of the runs: <log_dir>/<model>/ "
+                        "holds log.tsv, TensorBoard events, checkpoints/ and results.json; "
+                        f"<log_dir>/{PLOT_NAME} the curves.", **fv)
+    flags.DEFINE_string("data_dir", default.data_dir, "Folder of mnist.npz; MNIST is downloaded "
+                        "there (and checked against its sha256) when missing.", **fv)
+    flags.DEFINE_float("checkpoint_every_secs", default.checkpoint_every_secs, "Save a "
+                       "checkpoint this often (also on Ctrl-C, SIGTERM and at the end); 0: "
+                       "after every step.", lower_bound=0.0, **fv)
+    flags.DEFINE_bool("fresh", default.fresh, "Delete this model's log, checkpoints and results "
+                      "in log_dir and start afresh, instead of resuming.", **fv)
+    flags.DEFINE_bool("plot_only", default.plot_only, f"Do not train: redraw <log_dir>/"
+                      f"{PLOT_NAME} from the logs in log_dir.", **fv)
+    # The Phased LSTM's own settings.
+    flags.DEFINE_float("ratio_on", default.ratio_on, "Phased cells: initial open ratio r_on, in "
+                       "(0, 1].", **fv)
+    flags.DEFINE_float("period_init_min", default.period_init_min, "Phased cells (> 0): periods "
+                       "start log-uniform in [period_init_min, period_init_max] (in steps; "
+                       "pixel n is at time n).", **fv)
+    flags.DEFINE_float("period_init_max", default.period_init_max, "Phased cells: see "
+                       "period_init_min.", **fv)
+    flags.DEFINE_bool("peepholes", default.peepholes, "PhasedLSTMCell and LSTMCell: peephole "
+                      "connections from the cell state to the gates.", **fv)
+    flags.DEFINE_float("leak", default.leak, "Phased cells: slope alpha of the closed time gate "
+                       "while training (evaluation uses 0, as the paper).", lower_bound=0.0,
+                       **fv)
+    flags.DEFINE_enum("mod_gradient", default.mod_gradient, ["tf1", "exact"], "Phased cells: "
+                      "how the time gate's (t - s) mod period is differentiated: tf1, TF 1.x's "
+                      "rule (the period gets no gradient through the wrap), or exact (the mod's "
+                      "own derivative, as runs of this repository made before the rule was "
+                      "added).", **fv)
+    flags.DEFINE_bool("event_driven_eval", default.event_driven_eval, "PhasedLSTMCell without "
+                      "peepholes: evaluate with the event-driven path, which computes only the "
+                      "units whose time gate is open (same results, less work; see "
+                      "benchmarks/event_driven.py).", **fv)
+    flags.DEFINE_enum("preset", default.preset, list(PRESETS), "Phased cells: a published "
+                      "configuration. seed_repo: the seed repository's cell (--peepholes, "
+                      "--ratio_on 0.05, periods log-uniform in [1, e^6]); flags given "
+                      "explicitly override it.", **fv)
+
+    script_main.require_timing_flags(flag_values, FLOAT_FLAGS)
+    flags.register_multi_flags_validator(
+        ["event_driven_eval", "model", "peepholes"],
+        lambda f: not f["event_driven_eval"] or (f["model"] == "PhasedLSTMCell"
+                                                 and not f["peepholes"]),
+        "--event_driven_eval needs -m PhasedLSTMCell without --peepholes.", **fv)
+    script_main.refuse_fresh_with_plot_only(flag_values, "a run")
+
+
+def config_from_flags(flag_values):
+    """The MnistConfig of parsed flags, with --preset's values where the command gave none."""
+    names = [field.name for field in dataclasses.fields(MnistConfig)]
+    return MnistConfig(**script_main.flag_dict(flag_values, names, PRESETS))
+
 
 # Resuming with other values would not continue the same run: they shape the model, the data
 # order or the optimisation. The rest (steps, eval_every, folders, ...) may change.
@@ -144,33 +198,8 @@ def resume_must_match(model):
     return RESUME_MUST_MATCH + (("mod_gradient",) if model.startswith("Phased") else ())
 
 
-def apply_preset():
-    """Sets the flags of --preset that the command line did not give."""
-    for name, value in PRESETS.get(FLAGS.preset, {}).items():
-        if not FLAGS[name].present:
-            FLAGS[name].value = value
-
-
-def settings():
-    """Every flag of this script as {name: value}."""
-    names = [f.name for f in FLAGS.get_key_flags_for_module(sys.modules[__name__])]
-    return {name: FLAGS[name].value for name in sorted(names)}
-
-
 # ---------------------------------------------------------------------------------------------
 # Data.
-
-def to_sequences(images):
-    """Turns images into pixel sequences.
-
-    Args:
-      images: uint8 [n, 28, 28].
-
-    Returns:
-      float32 [n, 784, 1] in [0, 1], row by row.
-    """
-    return (images.reshape(-1, NUM_PIXELS, 1) / np.float32(255.0)).astype(np.float32)
-
 
 @functools.lru_cache(maxsize=2)
 def _epoch_order(seed, epoch, num_examples):
@@ -235,31 +264,36 @@ class Model:
     Attributes:
       pixels: placeholder float32 [batch, 784, 1].
       labels: placeholder int64 [batch].
-      leak: the phased cells' leak, float32 [] with default --leak; fed 0 to evaluate.
+      leak: the phased cells' leak, float32 [] with default config.leak; fed 0 to evaluate.
       loss: mean cross-entropy, [].
       accuracy: fraction of correct predictions, [].
       eval_loss, eval_accuracy: the same for evaluation: for the phased cells, those of an
         evaluation tower on the same variables whose recurrence keeps nothing for a gradient
-        (the same numbers; with --event_driven_eval, the event-driven path's); for the
+        (the same numbers; with config.event_driven_eval, the event-driven path's); for the
         others, the same tensors.
       global_step: int64 [], the number of training steps taken; saved in checkpoints.
       learning_rate: float32 [], Adam's learning rate at global_step.
       train_op: one Adam step on the batch; increments global_step.
     """
 
-    def __init__(self, model_name):
+    def __init__(self, config):
+        """Builds the graph in the default graph.
+
+        Args:
+          config: a MnistConfig; its model, cell settings and optimisation.
+        """
         self.pixels = tf.compat.v1.placeholder(tf.float32, [None, NUM_PIXELS, 1], name="pixels")
         self.labels = tf.compat.v1.placeholder(tf.int64, [None], name="labels")
-        self.leak = tf.compat.v1.placeholder_with_default(FLAGS.leak, [], name="leak")
+        self.leak = tf.compat.v1.placeholder_with_default(config.leak, [], name="leak")
         # Pixel n arrives at time n.
         time = tf.constant(np.arange(NUM_PIXELS, dtype=np.float32).reshape(1, NUM_PIXELS, 1))
 
-        cell = MODELS[model_name](self.leak)
+        cell = MODELS[config.model](config, self.leak)
         outputs = run_rnn(cell, time, self.pixels)  # [batch, 784, units]
         head = tf.compat.v1.layers.Dense(NUM_CLASSES, name="logits")
         self.loss, self.accuracy = self._loss_and_accuracy(head(outputs[:, -1]))
         self.eval_loss, self.eval_accuracy = self.loss, self.accuracy
-        if FLAGS.event_driven_eval:
+        if config.event_driven_eval:
             # Same variables, leak 0, only the open units computed: equal up to float rounding.
             _, last_h = event_driven_phased_lstm(cell, time, self.pixels)
             self.eval_loss, self.eval_accuracy = self._loss_and_accuracy(head(last_h))
@@ -271,11 +305,11 @@ class Model:
                 head(eval_outputs[:, -1]))
 
         self.global_step = tf.compat.v1.train.get_or_create_global_step()
-        self.learning_rate = tf.constant(FLAGS.learning_rate, tf.float32)
-        if FLAGS.lr_half_life > 0:
+        self.learning_rate = tf.constant(config.learning_rate, tf.float32)
+        if config.lr_half_life > 0:
             # A function of the step alone, so a resumed run continues the same schedule.
             self.learning_rate = tf.compat.v1.train.exponential_decay(
-                FLAGS.learning_rate, self.global_step, FLAGS.lr_half_life, 0.5)
+                config.learning_rate, self.global_step, config.lr_half_life, 0.5)
         optimizer = tf.compat.v1.train.AdamOptimizer(self.learning_rate)
         self.train_op = optimizer.minimize(self.loss, global_step=self.global_step)
 
@@ -299,15 +333,9 @@ def evaluate(sess, model, pixels, labels, batch_size):
     Returns:
       (mean loss, accuracy) over the n images, as floats.
     """
-    total_loss = total_correct = 0.0
-    for start in range(0, len(labels), batch_size):
-        feed = {model.pixels: pixels[start:start + batch_size],
-                model.labels: labels[start:start + batch_size], model.leak: 0.0}
-        loss, accuracy = sess.run([model.eval_loss, model.eval_accuracy], feed)
-        n = len(feed[model.labels])
-        total_loss += float(loss) * n
-        total_correct += round(float(accuracy) * n)
-    return total_loss / len(labels), total_correct / len(labels)
+    return script_main.evaluate(
+        sess, model, lambda rows: {model.pixels: pixels[rows], model.labels: labels[rows]},
+        len(labels), batch_size)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,54 +350,63 @@ def plot(log_dir):
     logging.info("Plotted %s to %s.", ", ".join(names), path)
 
 
-def train(log_dir):
-    """Trains (or resumes) FLAGS.model, evaluates, logs, checkpoints and writes results.json.
+def train(config, log_dir):
+    """Trains (or resumes) config.model, evaluates, logs, checkpoints and writes results.json.
+
+    Args:
+      config: the MnistConfig.
+      log_dir: config.log_dir, checked writable.
 
     Returns:
-      The exit status: 0 when training reached --steps, 128 + the signal's number when a signal
-      stopped it (after a checkpoint), loop.EXIT_DIVERGED when the loss stopped being finite.
+      The exit status: 0 when training reached config.steps, 128 + the signal's number when a
+      signal stopped it (after a checkpoint), loop.EXIT_DIVERGED when the loss stopped being
+      finite.
 
     Raises:
       training.RunError, mnist_data.MnistDataError: a problem the message explains.
     """
-    run = loop.Run(os.path.join(log_dir, FLAGS.model), total_steps=FLAGS.steps, seed=FLAGS.seed,
-                   settings=settings(), must_match=resume_must_match(FLAGS.model),
-                   checkpoint_every_secs=FLAGS.checkpoint_every_secs,
+    run = loop.Run(os.path.join(log_dir, config.model), total_steps=config.steps,
+                   seed=config.seed, settings=config.settings(),
+                   must_match=resume_must_match(config.model),
+                   checkpoint_every_secs=config.checkpoint_every_secs,
                    unrecorded=RESUME_UNRECORDED)
     # Before spending time on data and graph: the folder, its checkpoints and their settings.
-    resume = loop.prepare(run, fresh=FLAGS.fresh)
+    resume = loop.prepare(run, fresh=config.fresh)
 
-    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
-    logging.info("TensorFlow %s, %s.", tf.__version__,
-                 f"GPUs: {', '.join(gpus)}" if gpus else "no GPU: training on the CPU")
-    x_train, y_train, x_test, y_test = mnist_data.load_mnist(FLAGS.data_dir)
-    if FLAGS.batch_size > len(x_train):
-        raise training.RunError(f"--batch_size={FLAGS.batch_size} is larger than the training "
+    script_main.log_devices()
+    x_train, y_train, x_test, y_test = mnist_data.load_mnist(config.data_dir)
+    if config.batch_size > len(x_train):
+        raise training.RunError(f"--batch_size={config.batch_size} is larger than the training "
                                 f"set ({len(x_train)} images).")
     y_train, y_test = y_train.astype(np.int64), y_test.astype(np.int64)
-    test_pixels = to_sequences(x_test)  # [10000, 784, 1]; training batches are made per step.
+    # [10000, 784, 1]; training batches are made per step.
+    test_pixels = mnist_data.to_sequences(x_test)
 
     def feed(model, step):
-        batch = batch_indices(FLAGS.seed, step, len(x_train), FLAGS.batch_size)
-        return {model.pixels: to_sequences(x_train[batch]), model.labels: y_train[batch]}
+        batch = batch_indices(config.seed, step, len(x_train), config.batch_size)
+        return {model.pixels: mnist_data.to_sequences(x_train[batch]),
+                model.labels: y_train[batch]}
 
     def evaluate_test_set(sess, model, step):
-        if step % FLAGS.eval_every == 0 or step == FLAGS.steps:
-            return evaluate(sess, model, test_pixels, y_test, FLAGS.eval_batch_size)
+        if step % config.eval_every == 0 or step == config.steps:
+            return evaluate(sess, model, test_pixels, y_test, config.eval_batch_size)
         return None
 
     def results(log):
-        return {"model": FLAGS.model, **training.summarize(log, MILESTONES)}
+        return {"model": config.model, **training.summarize(log, MILESTONES)}
 
-    task = loop.Task(name=FLAGS.model, build=lambda: Model(FLAGS.model), feed=feed,
-                     evaluate=evaluate_test_set, results=results,
-                     where=lambda step, total: f"step {step} of {total}")
+    task = loop.Task(
+        name=config.model, build=lambda: Model(config), feed=feed, evaluate=evaluate_test_set,
+        results=results, where=lambda step, total: f"step {step} of {total}",
+        divergence_advice=script_main.divergence_advice(
+            config.learning_rate, "the time gate's settings (--leak, --period_init_min, "
+            "--period_init_max, --ratio_on), or inputs of a large scale",
+            "a lower --learning_rate (or other settings)"))
     with training.StopSignals() as stop:
         outcome = loop.train(task, run, resume, stop)
     if outcome.status == "finished":
-        with open(run.results_path, encoding="utf-8") as f:
-            summary = json.load(f)
-        logging.info("%s: final test accuracy %s, best %s at step %s.", FLAGS.model,
+        summary = script_main.read_results(run)
+        logging.info("%s: final test accuracy %s, best %s at step %s.", config.model,
                      summary.get("final_test_accuracy"), summary.get("best_test_accuracy"),
                      summary.get("best_test_accuracy_step"))
     if training.find_logs(log_dir) and outcome.step > 0:
@@ -377,28 +414,27 @@ def train(log_dir):
     return loop.exit_status(outcome)
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    # The TF 1.x API is this script's choice; its deprecation notices are noise here.
-    tf.get_logger().setLevel("ERROR")
-    warnings.filterwarnings("ignore", message=r"`tf\.\S+` is deprecated", category=UserWarning)
-    apply_preset()
-    try:
-        log_dir = training.check_writable_dir(FLAGS.log_dir)
-        if FLAGS.plot_only:
+def main(argv, flag_values=flags.FLAGS):
+    """Trains, or with --plot_only draws, as the parsed flags say; returns the exit status.
+
+    Args:
+      argv: app.run's argv (no arguments past the program's name).
+      flag_values: the parsed flags (define_flags); absl's FLAGS when the script runs.
+    """
+    config = config_from_flags(flag_values)
+
+    def work():
+        log_dir = training.check_writable_dir(config.log_dir)
+        if config.plot_only:
             plot(log_dir)
             return 0
-        return train(log_dir)
-    except (training.RunError, mnist_data.MnistDataError) as error:
-        sys.exit(f"error: {error}")
-    except KeyboardInterrupt:
-        logging.warning("Interrupted; no new checkpoint. Run the same command again to resume "
-                        "from the last one.")
-        return 128 + signal.SIGINT
+        return train(config, log_dir)
+
+    return script_main.run_main(argv, work, errors=(mnist_data.MnistDataError,))
 
 
 if __name__ == "__main__":
     __doc__ += (f"\nPhasedLSTMCell's recurrence here: {fused_rnn.cached_description()}."
                 f"\nPhasedGRUCell's recurrence here: {fused_rnn.GRU.cached_description()}.\n")
+    define_flags(flags.FLAGS)
     app.run(main)

@@ -3,9 +3,9 @@
     python -m benchmarks.evaluation                      # both tasks, 3 passes per row
     python -m benchmarks.evaluation --tasks freq --repeats 5 --json results.json
 
-Each task runs in its own subprocess (the two scripts define the same flags), which builds the
-script's own `Model` with the script's default flags, as a run would, and times whole
-evaluation passes:
+Each task runs in its own subprocess (one task's graphs, memory and thread pools do not weigh on
+the other's timings), which builds the script's own `Model` from the script's default config, as
+a run without flags would, and times whole evaluation passes:
 
 - mnist: mnist_phased_lstm.py's test-set pass, 10,000 images in batches of 1,000 (its
   --eval_batch_size), 784 steps, 32 units: PhasedLSTMCell against BasicLSTMCell. The images are
@@ -33,6 +33,7 @@ scheduler. Memory: the MiB that the kernels of one traced batch allocate (TF 1.x
 deterministic.
 """
 
+import dataclasses
 import json
 import os
 import statistics
@@ -92,16 +93,15 @@ def _tf():
 
 
 def _script(task):
-    """The task's script module, its flags at their defaults (as a run without arguments)."""
+    """The task's script module and its default config (a run without flags)."""
     if task == "mnist":
         import mnist_phased_lstm as script  # pylint: disable=import-outside-toplevel
-    else:
-        import freq_phased_lstm as script  # pylint: disable=import-outside-toplevel
-    FLAGS.mark_as_parsed()  # the script's flags, defined after parsing: their defaults
-    return script
+        return script, script.MnistConfig()
+    import freq_phased_lstm as script  # pylint: disable=import-outside-toplevel
+    return script, script.FrequencyConfig(sampling="high_res")
 
 
-def _graph_rows(script, lstm_name, data_feeds):
+def _graph_rows(script, config, lstm_name, data_feeds):
     """The four rows of a task: two models' training graphs, and the LSTM without optimizer."""
     tf = _tf()
     rows = {}
@@ -111,9 +111,9 @@ def _graph_rows(script, lstm_name, data_feeds):
         with graph.as_default():
             tf.compat.v1.set_random_seed(0)
             if name == LSTM_BARE:
-                model = _model_without_optimizer(script, lstm_name)
+                model = _model_without_optimizer(script, config, lstm_name)
             else:
-                model = script.Model(model_name)
+                model = script.Model(dataclasses.replace(config, model=model_name))
             session = tf.compat.v1.Session(graph=graph)
             session.run(tf.compat.v1.global_variables_initializer())
         feeds = data_feeds(model)
@@ -123,7 +123,7 @@ def _graph_rows(script, lstm_name, data_feeds):
     return rows
 
 
-def _model_without_optimizer(script, lstm_name):
+def _model_without_optimizer(script, config, lstm_name):
     """The script's Model's loss and accuracy, built without the optimizer (no gradient)."""
     tf = _tf()
     cls = script.Model
@@ -146,15 +146,15 @@ def _model_without_optimizer(script, lstm_name):
     original = tf.compat.v1.train.AdamOptimizer
     tf.compat.v1.train.AdamOptimizer = NoOptimizer
     try:
-        return cls(lstm_name)
+        return cls(dataclasses.replace(config, model=lstm_name))
     finally:
         tf.compat.v1.train.AdamOptimizer = original
 
 
 def _mnist():
-    script = _script("mnist")
+    script, config = _script("mnist")
     rng = np.random.default_rng(0)
-    images, batch = FLAGS.mnist_images, FLAGS.eval_batch_size
+    images, batch = FLAGS.mnist_images, config.eval_batch_size
     pixels = rng.random((images, script.NUM_PIXELS, 1), dtype=np.float32)
     labels = rng.integers(0, script.NUM_CLASSES, images).astype(np.int64)
 
@@ -164,13 +164,13 @@ def _mnist():
                 for start in range(0, images, batch)]
 
     settings = dict(images=images, batch=batch, steps=script.NUM_PIXELS,
-                    units=FLAGS.num_units, peepholes=FLAGS.peepholes, lstm="BasicLSTMCell")
-    return settings, _graph_rows(script, "BasicLSTMCell", data_feeds)
+                    units=config.num_units, peepholes=config.peepholes, lstm="BasicLSTMCell")
+    return settings, _graph_rows(script, config, "BasicLSTMCell", data_feeds)
 
 
 def _freq():
-    script = _script("freq")
-    size, batch = FLAGS.freq_sequences, FLAGS.eval_batch_size
+    script, config = _script("freq")
+    size, batch = FLAGS.freq_sequences, config.eval_batch_size
     data = script.validation_data(0, 1, size, "high_res")
 
     def data_feeds(model):
@@ -178,9 +178,9 @@ def _freq():
                 for start in range(0, size, batch)]
 
     settings = dict(sequences=size, batch=batch, sampling="high_res",
-                    longest=int(data["lengths"].max()), units=FLAGS.num_units,
-                    peepholes=FLAGS.peepholes, lstm="LSTMCell")
-    return settings, _graph_rows(script, "LSTMCell", data_feeds)
+                    longest=int(data["lengths"].max()), units=config.num_units,
+                    peepholes=config.peepholes, lstm="LSTMCell")
+    return settings, _graph_rows(script, config, "LSTMCell", data_feeds)
 
 
 def time_task(task):

@@ -1,7 +1,7 @@
 """The machine and builds a benchmark ran on, for its tables' headings.
 
-Its own module (no flags) so that benchmarks which import the scripts, whose flags clash with
-train_step.py's, can name the machine too.
+Its own module (no flags) so that every benchmark can name the machine, whatever flags it
+defines.
 """
 
 import os
@@ -17,4 +17,5 @@ def describe():
         return f"off ({fused_rnn.FUSED_ENV}=0)" if fused_rnn.disabled() else "not available"
 
     return (f"{op_library.cpu_name()}, {os.cpu_count()} CPU cores, TensorFlow {tf.__version__}"
-            f", fused kernel: {build(fused_rnn.LSTM)}, fused GRU kernel: {build(fused_rnn.GRU)}")
+            f", fused kernel: {build(fused_rnn.LSTM)}, fused GRU kernel: {build(fused_rnn.GRU)}"
+            f", fused time-gate kernel: {build(fused_rnn.TIME_GATE)}")

@@ -11,15 +11,15 @@ hits every model alike; the table reports each model's median against BasicLSTMC
 Keras 3 rows (`--keras3_backends`, default tensorflow and jax): the Keras 3 PhasedLSTM
 (`phased_lstm.keras3`) and keras.layers.LSTM in the same Sequential model, trained with
 `train_on_batch` (jit_compile "auto": XLA), timed interleaved in one subprocess per backend by
-benchmarks/keras3_train_step.py. Their ratio to keras.layers.LSTM is from within that subprocess; their
-ratio to BasicLSTMCell compares across processes.
+benchmarks/keras3_train_step.py. Their ratio to keras.layers.LSTM is from within that
+subprocess; their ratio to BasicLSTMCell compares across processes.
 
 Peak memory is measured apart, one model per fresh subprocess: the growth of the process's
 peak resident set (VmHWM) over a few training steps, above what it held after a first step,
 i.e. the memory the training step itself needs. It varies between runs with what malloc kept
-from the first step (BasicLSTMCell: 56 and 160 MiB in two runs of the same command), so the
-table also gives the bytes that the kernels of one traced step allocate (TF 1.x step stats):
-deterministic, and an upper bound of the step's peak tensor memory.
+from the first step (docs/speed.md, "Where the time goes"), so the table also gives the bytes
+that the kernels of one traced step allocate (TF 1.x step stats): deterministic, and an upper
+bound of the step's peak tensor memory.
 
     python -m benchmarks.train_step --scaling            # the models at other units and lengths
 
@@ -40,33 +40,9 @@ size (110 units, batch 32, 122 to 1,216 steps), in one process:
         --scaling_sizes 110x122,110x1216 \\
         --scaling_models "BasicLSTMCell (dynamic_rnn),$TF_LOOP,$FUSED"
 
-Where the time goes (`--profile`: TF 1.x step stats of one traced step, batch 256, 784 steps, 32
-units, quiet 2-core CPU; kernel time is summed over both cores' threads):
-- BasicLSTMCell under dynamic_rnn: 203 kernels per time step, 463 ms of kernel time. Almost
-  every kernel works on a [256, 32] or [256, 128] tile and costs microseconds: matrix products
-  (~31 us), Mul and AddN (7-12 us), and the while loop's own control flow (Switch, Merge,
-  NextIteration: ~1 us each, 30 per step) make up most of it.
-- PhasedLSTMCell under dynamic_rnn: 531 kernels per time step, 2,068 ms. The whole cell runs in
-  the loop: three products on concatenated [x, h], and the time gate (FloorMod, RealDiv,
-  SelectV2, casts) and its gradient at every step, although it depends on no state.
-- phased_lstm_rnn: 141 kernels per time step, 924 ms. The gate is computed for all steps
-  before the loop and the gradient is written by hand, so it runs fewer kernels than
-  BasicLSTMCell, but each costs more: Mul 16.6 us against 6.5 us (17 a step against 9: the
-  gating k * (new - old) and its gradient), the packed save of each step (Pack, ~200 us for a
-  [8, 256, 32] block), and the products, bias gradient and input gradient over all steps after
-  the loop (on [200704, 128] tensors; the Sum kernels alone take 36 ms). Without fusing kernels
-  (XLA), the gate's element-wise work on the recurrence costs kernels an LSTM does not have.
-  Tried without gain (same process, against BasicLSTMCell): parallel_iterations 1 (1.51x) or 4
-  (1.32x, against 1.30x with 32), k broadcast to the whole batch before the loop (1.38x), one
-  TensorArray per saved tensor instead of the packed block (0.337 s against 0.302 s).
-- phased_lstm_rnn with the fused kernel (shared 2-core machine, load ~7): 205 kernel runs in
-  the whole step. PhasedLSTMSequence 52% of the kernel time, PhasedLSTMSequenceGrad 33%, the
-  transposes between batch-major and time-major 8%, StridedSliceGrad of outputs[:, -1] 6%.
-  Tried in the kernel without gain (thread CPU time, one thread, 32 units): the inputs'
-  product for all steps before the recurrence (the forward went from ~75 to ~100 ms: a
-  [200704, 128] pass more over memory), and dz stored for all steps with the kernel's gradient
-  as one product after the recurrence (backward ~117 to ~320 ms: the product with K = 200704
-  streams a 100 MB buffer).
+`--profile` prints where one traced step's kernel time goes (TF 1.x step stats); what it
+showed, and the kernel variants tried without gain, are in docs/speed.md ("Where the time goes"),
+with their machine.
 """
 
 import collections
@@ -281,8 +257,8 @@ def keras3_rows(backend):
         return None
     env = dict(os.environ, KERAS_BACKEND=backend)
     env.pop("TF_USE_LEGACY_KERAS", None)
-    args = [sys.executable, "-m", "benchmarks.keras3_train_step", f"--batch_size={FLAGS.batch_size}",
-            f"--length={FLAGS.length}", f"--num_units={FLAGS.num_units}",
+    args = [sys.executable, "-m", "benchmarks.keras3_train_step",
+            f"--batch_size={FLAGS.batch_size}", f"--length={FLAGS.length}", f"--num_units={FLAGS.num_units}",
             f"--repeats={FLAGS.repeats}", f"--warmup={max(FLAGS.warmup, 1)}"]
     result = subprocess.run(args, capture_output=True, text=True, check=True, env=env,
                             cwd=REPOSITORY_ROOT)

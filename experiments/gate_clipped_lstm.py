@@ -50,6 +50,7 @@ class GateClippedLSTMCell(rnn_cell.LSTMCell):
     def call(self, inputs, state):
         if self._gate_gradient_clip is None:
             return super().call(inputs, state)
+        # An LSTM step of its own (docs/library.md lists them): LSTMCell's, with the clip inserted.
         c_prev, h_prev = state
         z = tf.nn.bias_add(tf.matmul(tf.concat([inputs, h_prev], 1), self._kernel), self._bias)
         i, j, f, o = tf.split(clip_gradient(z, self._gate_gradient_clip), 4, axis=1)

@@ -6,7 +6,7 @@ settings); the loop does the rest, the same way for every task:
 
     run = loop.Run(run_dir, total_steps=..., seed=..., settings=..., must_match=(...),
                    checkpoint_every_secs=...)
-    resume = loop.prepare(run, fresh=FLAGS.fresh)   # before loading data: errors come early
+    resume = loop.prepare(run, fresh=config.fresh)  # before loading data: errors come early
     with training.StopSignals() as stop:
         outcome = loop.train(task, run, resume, stop)
     return loop.exit_status(outcome)                # 0, 128 + signal, or EXIT_DIVERGED
@@ -64,6 +64,9 @@ class Task:
       row: step -> extra log cells of that step (e.g. {"epoch": 2}).
       columns: the log's columns.
       eval_tag: the TensorBoard name of the evaluation ("test", "validation").
+      divergence_advice: what the message of a diverged run says after what happened and what
+        was kept: the task's likely causes and what to try, in the script's own terms (its
+        flags).
     """
     name: str
     build: Callable[[], Any]
@@ -74,6 +77,8 @@ class Task:
     row: Callable[[int], dict] = lambda step: {}
     columns: tuple = training.LOG_COLUMNS
     eval_tag: str = "test"
+    divergence_advice: str = ("Likely causes: a learning rate too high, or inputs of a large "
+                              "scale.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,21 +185,15 @@ def _count_rows(path):
         return sum(1 for line in f.read().split(b"\n")[1:] if line)
 
 
-def _divergence(run, step, what, last_saved):
+def _divergence(task, step, what, last_saved):
     if last_saved:
         kept = (f"The last good checkpoint, of step {last_saved}, is kept; no checkpoint was "
                 "written after it. ")
     else:
         kept = "No checkpoint of this run was written. "
-    learning_rate = run.settings.get("learning_rate")
-    return (
-        f"training diverged at step {step}: {what}. Likely causes: a learning rate too high"
-        f"{f' (--learning_rate={learning_rate:g})' if learning_rate is not None else ''}, the "
-        "time gate's settings (--leak, --period_init_min, --period_init_max, --ratio_on), or "
-        f"inputs of a large scale. {kept}What to try: a lower --learning_rate (or other "
-        f"settings) in another {run.flag}, or with --fresh, which deletes this run. The same "
-        "command resumes from the last good checkpoint, and with the same data and settings "
-        "is likely to diverge again.")
+    return (f"training diverged at step {step}: {what}. {kept}{task.divergence_advice} The same "
+            "command resumes from the last good checkpoint, and with the same data and settings "
+            "is likely to diverge again.")
 
 
 def _finite_check(variables):
@@ -296,7 +295,7 @@ def train(task, run, resume, stop):
                 problem = not_finite
             if problem:
                 diverged_step = step + 1
-                diverged = _divergence(run, diverged_step, problem, last_saved)
+                diverged = _divergence(task, diverged_step, problem, last_saved)
                 break
             step += 1
             if evaluation is not None:
@@ -323,7 +322,7 @@ def train(task, run, resume, stop):
                 last_saved = step
             else:
                 diverged_step = step
-                diverged = _divergence(run, step, not_finite, last_saved)
+                diverged = _divergence(task, step, not_finite, last_saved)
         outcome_wall_time = wall_time()
 
     if diverged:

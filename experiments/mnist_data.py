@@ -1,7 +1,8 @@
 """MNIST for the experiments: fetched once, cached as ``<data_dir>/mnist.npz``, always checked.
 
 ``load_mnist(data_dir)`` returns (x_train, y_train, x_test, y_test) as uint8 arrays in Keras's
-layout. When ``<data_dir>/mnist.npz`` is missing, MNIST is fetched, trying in order:
+layout; ``to_sequences`` turns images into the pixel sequences that the scripts train on. When
+``<data_dir>/mnist.npz`` is missing, MNIST is fetched, trying in order:
 
 1. Keras's download: ``tf_keras.utils.get_file`` with the URL and file sha256 that
    ``tf.keras.datasets.mnist`` uses.
@@ -29,6 +30,7 @@ from absl import logging
 import numpy as np
 
 MNIST_FILENAME = "mnist.npz"
+NUM_PIXELS = 28 * 28  # The steps of an image read one pixel per step.
 KEYS = ("x_train", "y_train", "x_test", "y_test")  # The order of load_mnist's result.
 
 # Shape and sha256 of each array's C-ordered uint8 bytes: independent of how a file compresses.
@@ -248,3 +250,15 @@ def load_mnist(data_dir=None):
         return arrays
     raise MnistDataError(f"Could not get MNIST: {path} does not exist and every source failed:\n"
                          + "\n".join(failures) + f"\n{hint}")
+
+
+def to_sequences(images):
+    """Turns images into pixel sequences, one pixel per step, row by row.
+
+    Args:
+      images: uint8 [n, 28, 28].
+
+    Returns:
+      float32 [n, 784, 1] in [0, 1].
+    """
+    return (images.reshape(-1, NUM_PIXELS, 1) / np.float32(255.0)).astype(np.float32)

@@ -1,10 +1,13 @@
 """Phased LSTM for TensorFlow 2 through its TF 1.x API, and for Keras 3 on any backend.
 
-Two ways in (README, "Which import serves whom"):
+Two ways in (README, "Which import serves whom"), each a name that means one thing:
 
-- TF 1.x graphs, sessions, RNNCell and the tf-keras layer:
-  `from phased_lstm import PhasedLSTMCell, tf` (and `phased_lstm.keras_layer.PhasedLSTM`).
+- TF 1.x graphs, sessions and RNNCell: `from phased_lstm import PhasedLSTMCell, tf`; the
+  tf-keras layer: `from phased_lstm.keras_layer import PhasedLSTM`.
 - Keras 3 (TensorFlow, JAX or PyTorch backend): `from phased_lstm.keras3 import PhasedLSTM`.
+
+There is no `phased_lstm.PhasedLSTM`: two layers fit two Kerases, and the name would have to
+guess which one the caller means. Accessing it raises an AttributeError that names both.
 
 Importing this package loads nothing heavy and sets nothing: the TF 1.x names below are loaded
 on first use (PEP 562), and only then does `phased_lstm.legacy_tf` import TensorFlow and, if
@@ -17,7 +20,6 @@ layers for `keras.saving.load_model` (importing `phased_lstm.keras3` does so in 
 """
 
 import importlib
-import os
 import sys
 
 from phased_lstm.gate_math import MIN_PERIOD, MIN_RATIO_ON
@@ -34,69 +36,24 @@ _TF1_NAMES = {
     "tf": "phased_lstm.legacy_tf",
 }
 
-__all__ = ["PhasedLSTMCell", "PhasedGRUCell", "PhasedLSTM", "PhasedMultiRNNCell", "PhasedRNNCell",
-           "TimeGate", "exp_uniform_initializer", "MIN_PERIOD", "MIN_RATIO_ON", "rnn_cell"]
+NO_PHASED_LSTM = (
+    "module 'phased_lstm' has no attribute 'PhasedLSTM': import the layer for your Keras, "
+    "`from phased_lstm.keras_layer import PhasedLSTM` (tf-keras, the TF 1.x cells' Keras) or "
+    "`from phased_lstm.keras3 import PhasedLSTM` (Keras 3, any backend)")
 
-
-def _tf_keras_resolved():
-    """The Keras that `tf.keras` already means: "keras_3", "tf_keras", or None if unused yet."""
-    tensorflow = sys.modules.get("tensorflow")
-    loader = None if tensorflow is None else tensorflow.__dict__.get("keras")
-    if loader is None:
-        return None
-    # TensorFlow's lazy loader answers these without loading anything.
-    if not getattr(loader, "_tfll_initialized", True):
-        return None
-    version = getattr(loader, "_tfll_keras_version", None)
-    if version is None:
-        version = "tf_keras" if loader.__name__.startswith("tf_keras") else "keras_3"
-    return "keras_3" if version == "keras_3" else "tf_keras"
-
-
-# Set when `phased_lstm.PhasedLSTM` was resolved to the Keras 3 layer before tf.keras was used:
-# the TF 1.x parts then leave tf.keras to Keras 3 (legacy_tf), so that the layer still fits it.
-_chose_keras3 = False
-
-
-def _keras3_wanted():
-    """Whether `phased_lstm.PhasedLSTM` should be the Keras 3 layer (see __getattr__)."""
-    global _chose_keras3
-    resolved = _tf_keras_resolved()
-    if resolved is not None:
-        return resolved == "keras_3"
-    legacy = os.environ.get("TF_USE_LEGACY_KERAS")
-    if legacy in ("1", "true", "True"):
-        return False
-    keras = sys.modules.get("keras")
-    keras3_imported = keras is not None and hasattr(keras, "config")
-    backend = (keras.config.backend() if keras3_imported
-               else os.environ.get("KERAS_BACKEND", "tensorflow"))
-    if legacy in ("0", "false", "False") or keras3_imported or backend != "tensorflow":
-        _chose_keras3 = True
-    return _chose_keras3
-
-
-def _leave_tf_keras_alone():
-    """Whether legacy_tf must not set TF_USE_LEGACY_KERAS: tf.keras is in use, or Keras 3 was
-    chosen for phased_lstm.PhasedLSTM."""
-    return _chose_keras3 or _tf_keras_resolved() is not None
+__all__ = ["PhasedLSTMCell", "PhasedGRUCell", "PhasedMultiRNNCell", "PhasedRNNCell", "TimeGate",
+           "exp_uniform_initializer", "MIN_PERIOD", "MIN_RATIO_ON", "rnn_cell", "tf"]
 
 
 def __getattr__(name):
-    """Loads the TF 1.x names on first use; `PhasedLSTM` is the layer that fits `tf.keras`.
+    """Loads the TF 1.x names on first use.
 
-    `phased_lstm.PhasedLSTM` always fits `tf.keras`. It is the tf-keras layer
-    (`phased_lstm.keras_layer.PhasedLSTM`) when `tf.keras` already means tf-keras or
-    TF_USE_LEGACY_KERAS is set, and when nothing has chosen a Keras yet (this package imported
-    first, as before); `tf.keras` then means tf-keras. It is the Keras 3 layer
-    (`phased_lstm.keras3.PhasedLSTM`) when `tf.keras` already means Keras 3, or Keras 3 is
-    already imported (by the user, or by `import tensorflow`), or TF_USE_LEGACY_KERAS is false,
-    or Keras' backend is not TensorFlow; the TF 1.x parts then leave `tf.keras` to Keras 3.
-    Import either module directly to choose for yourself.
+    Raises:
+      AttributeError: for `PhasedLSTM` (naming the two modules that define it), and for any
+        other name the package does not have.
     """
     if name == "PhasedLSTM":
-        module = "phased_lstm.keras3" if _keras3_wanted() else "phased_lstm.keras_layer"
-        return importlib.import_module(module).PhasedLSTM
+        raise AttributeError(NO_PHASED_LSTM)
     if name in _TF1_NAMES:
         value = getattr(importlib.import_module(_TF1_NAMES[name]), name)
         # With the TF 1.x parts comes the tf-keras layer's registration for load_model.
@@ -107,7 +64,7 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_TF1_NAMES) | {"PhasedLSTM"})
+    return sorted(set(globals()) | set(_TF1_NAMES))
 
 
 if "keras" in sys.modules and hasattr(sys.modules["keras"], "saving"):

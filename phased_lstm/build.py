@@ -7,13 +7,13 @@
 With --backend=jax the library is the XLA FFI one that the Keras 3 PhasedLSTM runs on JAX
 (`phased_lstm.jax_ffi`), and TensorFlow is not imported.
 
-The kernels (the Phased LSTM's and the Phased GRU's, each its own library) are built on first
-use anyway (`phased_lstm.op_library`); a build that failed is remembered so that later processes
-do not call the compiler again. Run this after fixing the cause (installing a compiler, setting
-PHASED_LSTM_CXX), or to see what each build attempt gave. Exits 0 when both fused kernels are
-available, 1 when either sequence function falls back to TensorFlow; with --status, 1 when every
-build of either kernel failed before or PHASED_LSTM_FUSED=0, else 0 (built, or to be built on
-first use).
+The kernels (the Phased LSTM's, the Phased GRU's and the evaluation time gate's, each its own
+library) are built on first use anyway (`phased_lstm.op_library`); a build that failed is
+remembered so that later processes do not call the compiler again. Run this after fixing the
+cause (installing a compiler, setting PHASED_LSTM_CXX), or to see what each build attempt gave.
+Exits 0 when every fused kernel is available, 1 when any falls back to TensorFlow; with
+--status, 1 when every build of any kernel failed before or PHASED_LSTM_FUSED=0, else 0 (built,
+or to be built on first use).
 """
 
 import sys
@@ -30,14 +30,15 @@ FLAGS = flags.FLAGS
 
 
 def _libraries():
-    """(the KernelLibrary objects of FLAGS.backend, where their `function` runs the kernel,
-    what it runs without it)."""
+    """(the KernelLibrary objects of FLAGS.backend, a function of one that says where its
+    `function` runs the kernel)."""
     if FLAGS.backend == "jax":
         from phased_lstm import jax_ffi  # pylint: disable=import-outside-toplevel
-        return (jax_ffi.LIBRARY,), "float32 and float64 layers on the CPU", "Keras' loop"
+        return (jax_ffi.LIBRARY,), lambda library: "float32 and float64 layers on the CPU"
     from phased_lstm import fused_rnn  # pylint: disable=import-outside-toplevel
-    return fused_rnn.LIBRARIES, ("float32 and float64 cells whose recurrence runs on the CPU "
-                                 "(on a GPU it runs its TensorFlow loop)"), "its TensorFlow loop"
+    return fused_rnn.LIBRARIES, lambda library: (
+        "float32 and float64 cells whose recurrence runs on the CPU (on a GPU it runs "
+        f"its {library.fallback})")
 
 
 def _print_attempt(attempt):
@@ -60,7 +61,7 @@ def main(argv):
     print("builds, best first: " + "; ".join(
         f"{rung.name} ({' '.join(rung.arch_flags) or 'no -march'})"
         for rung in kernel_build.build_ladder()))
-    libraries, where, instead = _libraries()
+    libraries, where = _libraries()
     if FLAGS.status:
         failed = False
         for library in libraries:
@@ -79,16 +80,16 @@ def main(argv):
         for attempt in getattr(loaded or failure, "attempts", ()):  # none: no build started
             _print_attempt(attempt)
         if loaded is None:
-            print(f"{library.function} runs {instead} (slower): "
+            print(f"{library.function} runs its {library.fallback} (slower): "
                   + library.unavailable_message(failure))
             status = 1
         elif kernel_build.disabled():
             print(f"built, but {kernel_build.FUSED_ENV}=0 turns the fused kernel off: "
-                  f"{library.function} runs {instead}")
+                  f"{library.function} runs its {library.fallback}")
             status = 1
         else:
             print(f"{library.function} runs the fused kernel ({loaded.rung.name} build) for "
-                  + where)
+                  + where(library))
     return status
 
 

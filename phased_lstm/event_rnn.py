@@ -63,6 +63,7 @@ def gated_lstm_step(kernel_rows, bias, x_h, c_prev, h_prev, k):
     Returns:
       (c, h), each [m, batch].
     """
+    # An LSTM step of its own (docs/library.md lists them): unit-major, for the open units only.
     z = kernel_rows @ x_h + bias
     i, f, o, j = tf.split(z, 4, axis=0)
     c_lstm = tf.sigmoid(f) * c_prev + tf.sigmoid(i) * tf.tanh(j)
@@ -71,7 +72,8 @@ def gated_lstm_step(kernel_rows, bias, x_h, c_prev, h_prev, k):
 
 
 def unit_major_weights(cell):
-    """The cell's packed kernel and bias, unit-major: ([4 units, input_size + units], [4 units, 1])."""
+    """The cell's packed kernel and bias, unit-major: ([4 units, input_size + units],
+    [4 units, 1])."""
     kernel, bias = cell.packed_weights()
     return tf.transpose(kernel), bias[:, None]
 

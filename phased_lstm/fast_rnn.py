@@ -18,6 +18,11 @@ loop, and autodiff then computes and sums every weight gradient step by step. He
 Padding is folded into the gate: past an example's sequence_length its k is 0, which carries
 the state unchanged, exactly what dynamic_rnn's copy-through does.
 
+With forward_only=True (evaluation), where the recurrence runs its fused forward-only op, the
+gate is computed by the fused gate kernel too (`TimeGate.forward_only`: the same values in one
+pass instead of a dozen TensorFlow ops over [batch, steps, units]; no gradient), where that
+kernel is available (`fused_rnn.TIME_GATE`), else by TensorFlow as in training.
+
 The function uses the cell's own variables, so one checkpoint serves both paths.
 
 `phased_gru_rnn` does the same for a PhasedGRUCell: the gate for all steps first, then its own
@@ -88,9 +93,11 @@ def phased_lstm_rnn(cell, time, inputs, sequence_length=None, initial_state=None
       forward_only: True for evaluation: the fused kernel then runs its forward-only op, which
         gives the same results bit for bit without writing every step's activations for a
         gradient (as `forward_only` in TF 1.x's seq2seq models: no backward pass will be
-        built). A gradient through it raises `fused_rnn.ForwardOnlyGradientError`. Where the
-        fused kernel does not run, the TensorFlow loop runs as with False. It does not change
-        the leak (pass leak=0.0 for the paper's evaluation).
+        built), after the fused gate kernel's time gate (`TimeGate.forward_only`, where it
+        could be built; the same values). A gradient through them raises
+        `fused_rnn.ForwardOnlyGradientError`. Where the fused kernel does not run, the
+        TensorFlow loop runs as with False. It does not change the leak (pass leak=0.0 for the
+        paper's evaluation).
 
     Returns:
       (outputs [batch, steps, num_units], LSTMStateTuple(c, h) at each example's last step).
@@ -104,7 +111,8 @@ def phased_lstm_rnn(cell, time, inputs, sequence_length=None, initial_state=None
         raise TypeError(f"phased_lstm_rnn runs a PhasedLSTMCell; got {type(cell).__name__}")
     time, inputs = check_sequence_inputs(time, inputs, cell.output_size)
     with tf.compat.v1.variable_scope(scope or "rnn"):
-        inputs, k, live = _gated_sequence(cell, time, inputs, sequence_length, leak)
+        inputs, k, live = _gated_sequence(cell, time, inputs, sequence_length, leak,
+                                          forward_only, fused, fused_rnn.LSTM)
         dtype, steps = cell.dtype, tf.shape(inputs)[0]
         if initial_state is None:
             initial_state = cell.zero_state(tf.shape(inputs)[1], dtype)
@@ -147,8 +155,9 @@ def phased_gru_rnn(cell, time, inputs, sequence_length=None, initial_state=None,
         (float32 or float64, `fused_rnn.fused_gru_kernel_available()`, on the CPU); False never
         (the TensorFlow loop); True always (an error where it cannot).
       leak: the closed time gate's slope, a float or a scalar tensor; None: the cell's `leak`.
-      forward_only: True for evaluation: the fused kernel runs its forward-only op (see
-        phased_lstm_rnn); where it does not run, the TensorFlow loop runs as with False.
+      forward_only: True for evaluation: the fused kernel runs its forward-only op after the
+        fused gate kernel (see phased_lstm_rnn); where it does not run, the TensorFlow loop
+        runs as with False.
 
     Returns:
       (outputs [batch, steps, num_units], h [batch, num_units] at each example's last step).
@@ -162,7 +171,8 @@ def phased_gru_rnn(cell, time, inputs, sequence_length=None, initial_state=None,
         raise TypeError(f"phased_gru_rnn runs a PhasedGRUCell; got {type(cell).__name__}")
     time, inputs = check_sequence_inputs(time, inputs, cell.output_size)
     with tf.compat.v1.variable_scope(scope or "rnn"):
-        inputs, k, live = _gated_sequence(cell, time, inputs, sequence_length, leak)
+        inputs, k, live = _gated_sequence(cell, time, inputs, sequence_length, leak,
+                                          forward_only, fused, fused_rnn.GRU)
         dtype = cell.dtype
         if initial_state is None:
             initial_state = cell.zero_state(tf.shape(inputs)[1], dtype)
@@ -176,7 +186,7 @@ def phased_gru_rnn(cell, time, inputs, sequence_length=None, initial_state=None,
         return _batch_major_outputs(cell, h_seq, inputs, live), h
 
 
-def _gated_sequence(cell, time, inputs, sequence_length, leak):
+def _gated_sequence(cell, time, inputs, sequence_length, leak, forward_only, fused, library):
     """Builds the cell and computes its time gate for every step, padding folded in.
 
     Args:
@@ -184,6 +194,9 @@ def _gated_sequence(cell, time, inputs, sequence_length, leak):
       time, inputs: checked by `check_sequence_inputs`; inputs [batch, steps, input_size].
       sequence_length: optional int [batch].
       leak: the gate's leak, or None for the cell's.
+      forward_only, fused: the sequence function's. Where the recurrence runs its fused
+        forward-only op, the fused gate kernel computes k if it is available.
+      library: the recurrence's fused kernel library.
 
     Returns:
       (inputs time-major [steps, batch, input_size] in the cell's dtype, k [steps, batch or 1,
@@ -193,11 +206,19 @@ def _gated_sequence(cell, time, inputs, sequence_length, leak):
     cell.build_for(inputs.shape[-1], inputs.dtype)  # dynamic_rnn's variable names
     dtype = cell.dtype
     inputs = tf.cast(inputs, dtype)
-    k = tf.transpose(cell.time_gate(time, dtype, leak), [1, 0, 2])  # [steps, batch or 1, n]
+    steps = tf.shape(inputs)[1]
     live = None
     if sequence_length is not None:
-        live = tf.sequence_mask(sequence_length, tf.shape(inputs)[1], dtype=dtype)
-        k = k * tf.transpose(live)[:, :, None]
+        live = tf.sequence_mask(sequence_length, steps, dtype=dtype)
+    # The recurrence's own test, made before k exists: the same device scope places both.
+    if (forward_only and _why_not_fused(dtype, fused, None, library) is None
+            and fused_rnn.TIME_GATE.available()):
+        mask = None if sequence_length is None else tf.sequence_mask(sequence_length, steps)
+        k = cell.time_gate.forward_only(time, dtype, leak, mask)
+    else:
+        k = tf.transpose(cell.time_gate(time, dtype, leak), [1, 0, 2])  # [steps, batch or 1, n]
+        if live is not None:
+            k = k * tf.transpose(live)[:, :, None]
     return tf.transpose(inputs, [1, 0, 2]), k, live
 
 
@@ -366,6 +387,8 @@ def _sequence_without_peepholes(cell, inputs, k, initial_state):
         # stacking on a new first axis copies whole blocks (a concat on axis 1 copies by row).
 
         def forward(t, c_prev, h_prev, h_ta, saved_ta):
+            # An LSTM step of its own (docs/library.md lists them): it saves, packed, what the
+            # hand-written gradient below reads.
             # [x, h] @ kernel per step, as BasicLSTMCell: a product of the inputs for all steps
             # before the loop would be a [steps, batch, 4 units] tensor to write and read back.
             z = tf.nn.bias_add(tf.concat([inputs_ta.read(t), h_prev], axis=1) @ kernel, bias)
@@ -437,6 +460,8 @@ def _peephole_step(cell):
     w_c_mask, w_c_out = cell.peephole_weights()
 
     def step(state, x_and_k):
+        # An LSTM step of its own (docs/library.md lists them): weights packed once outside the
+        # loop; the cell's own step here measured slower.
         (c_prev, h_prev), (x, k) = state, x_and_k
         z = clip_gradient(tf.concat([x, h_prev], 1) @ w_xh + bias, cell.gate_gradient_clip)
         i_f, o, j = tf.split(z, [2 * n, n, n], axis=1)

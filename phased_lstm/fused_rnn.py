@@ -12,14 +12,19 @@ through it the timing variables') is TensorFlow's, from the gate's ops.
 
 For evaluation, `PhasedLSTMSequenceInference` and `PhasedGRUSequenceInference` (forward_only=True
 here) run the same forward, with the same results bit for bit, without writing every step's
-activations for a gradient; a gradient through them raises `ForwardOnlyGradientError`.
+activations for a gradient; a gradient through them raises `ForwardOnlyGradientError`. Before
+them, the sequence functions compute the time gate with `PhasedTimeGate`
+(kernels/phased_time_gate.cc, its own library `TIME_GATE`: `fused_time_gate`), TensorFlow's gate
+bit for bit in one pass instead of a dozen element-wise ops, where it is available; it has no
+gradient either.
 
 Each op library is compiled from its source on first use, against the installed TensorFlow, and
 cached, trying builds down a ladder of instruction sets until one works (`phased_lstm.op_library`:
-where and how); `KernelLibrary` holds one library's state (`LSTM`, `GRU`). Where none can be
-built (no compiler, failed builds or loads), `fused_kernel_available()` (the LSTM's) or
-`fused_gru_kernel_available()` is False, one warning says why and where the compiler's log is,
-and the sequence function uses its pure-TensorFlow path: same results, slower. The failure is
+where and how); `KernelLibrary` holds one library's state (`LSTM`, `GRU`, `TIME_GATE`). Where
+none can be built (no compiler, failed builds or loads), `fused_kernel_available()` (the
+LSTM's), `fused_gru_kernel_available()` or `TIME_GATE.available()` is False, one warning says
+why and where the compiler's log is, and the sequence function uses its pure-TensorFlow path
+(for the gate: TensorFlow's gate ops): same results, slower. The failure is
 remembered, so later processes take that path at once; `python -m phased_lstm.build` builds
 again.
 
@@ -41,12 +46,17 @@ import tensorflow as tf
 
 SOURCE = os.path.join(KERNELS, "phased_lstm_sequence.cc")
 GRU_SOURCE = os.path.join(KERNELS, "phased_gru_sequence.cc")
+TIME_GATE_SOURCE = os.path.join(KERNELS, "phased_time_gate.cc")
 DTYPES = (tf.float32, tf.float64)
 
 
 LSTM = KernelLibrary(SOURCE, op_library.TENSORFLOW, "Phased LSTM", "phased_lstm_rnn")
 GRU = KernelLibrary(GRU_SOURCE, op_library.TENSORFLOW, "Phased GRU", "phased_gru_rnn")
-LIBRARIES = (LSTM, GRU)
+# The evaluation gate of both cells: used with their forward-only ops (see fused_time_gate).
+TIME_GATE = KernelLibrary(TIME_GATE_SOURCE, op_library.TENSORFLOW, "Phased time gate",
+                          "the forward-only time gate", "fused time-gate kernel",
+                          "TensorFlow gate ops")
+LIBRARIES = (LSTM, GRU, TIME_GATE)
 
 
 def _load(rebuild=False):
@@ -131,7 +141,9 @@ class ForwardOnlyGradientError(LookupError):
 def _forward_only_gradient(op, *unused_grads):
     """The gradient of the inference ops: refused, so that it can never be zeros."""
     del unused_grads
-    function = "phased_gru_rnn" if op.type.startswith("PhasedGRU") else "phased_lstm_rnn"
+    function = {"PhasedGRUSequenceInference": "phased_gru_rnn",
+                "PhasedTimeGate": "phased_lstm_rnn and phased_gru_rnn"}.get(op.type,
+                                                                          "phased_lstm_rnn")
     raise ForwardOnlyGradientError(
         f"{op.type} was built for evaluation (forward_only=True) and keeps no activations "
         "for a gradient; build the recurrence with forward_only=False (the default of "
@@ -141,6 +153,7 @@ def _forward_only_gradient(op, *unused_grads):
 
 tf.RegisterGradient("PhasedLSTMSequenceInference")(_forward_only_gradient)
 tf.RegisterGradient("PhasedGRUSequenceInference")(_forward_only_gradient)
+tf.RegisterGradient("PhasedTimeGate")(_forward_only_gradient)
 
 
 def keras_forward_only(training):
@@ -287,3 +300,38 @@ def _phased_gru_sequence_grad(op, d_h, d_h_final, unused_d_gates):
     d_h = tf.zeros_like(h) if d_h is None else d_h
     d_h_final = tf.zeros_like(h0) if d_h_final is None else d_h_final
     return list(GRU.load().phased_gru_sequence_grad(x, k, h0, kernel, h, gates, d_h, d_h_final))
+
+
+def fused_time_gate(time, period, phase, ratio_on, leak, live=None):
+    """The time gate k of every step, time-major, in one kernel (`PhasedTimeGate`).
+
+    TensorFlow's gate (`gate_math.time_gate`) bit for bit, for evaluation: a gradient through
+    it raises ForwardOnlyGradientError. The timing parameters come already valid and cast, as
+    `gate_math.fused_gate_parameters` makes them.
+
+    Args:
+      time: timestamps [batch or 1, steps, 1 or units], float32 or float64, all finite.
+      period: tau [units] in the time's dtype, >= MIN_PERIOD.
+      phase: s [units] in the time's dtype.
+      ratio_on: r_on [units] in the gate's dtype, in [MIN_RATIO_ON, 1].
+      leak: the closed gate's slope, a scalar of the gate's dtype.
+      live: optional bool [batch, steps]: False at padded steps, where k is 0.
+
+    Returns:
+      k [steps, batch, units] in ratio_on's dtype; [steps, 1, units] when time has a batch of
+      1 and there is no live.
+
+    Raises:
+      RuntimeError: if the kernel is not available (`TIME_GATE.available()`).
+      tf.errors.InvalidArgumentError: when run, for a NaN or infinite timestamp or shapes that
+        do not match.
+    """
+    library = TIME_GATE.load()
+    if library is None:
+        raise RuntimeError("the fused time-gate kernel is not available: "
+                           f"{TIME_GATE.failure() or FUSED_ENV + '=0'}")
+    use_live = live is not None
+    if not use_live:  # the op's convention: a [0, 0] mask, never read
+        live = tf.zeros([0, 0], tf.bool)
+    return library.phased_time_gate(time, period, phase, ratio_on, leak, live,
+                                    use_live=use_live)

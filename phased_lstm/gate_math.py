@@ -3,8 +3,9 @@
 The TF 1.x `TimeGate` (TensorFlow ops) and the Keras 3 cell (`keras.ops`, so any Keras backend)
 both compute the gate with `time_gate` below; they pass the namespace of ops it runs on. This
 module imports no framework: an `ops` namespace is anything with `cast`, `maximum`, `clip`,
-`mod` (floor mod: the result has the divisor's sign), `stop_gradient` and `where` with
-`keras.ops`' meanings. `keras.ops` is one; `time_gate.TF_OPS` is TensorFlow's.
+`mod` (floor mod: the result has the divisor's sign), `stop_gradient`, `where` and
+`convert_to_tensor` with `keras.ops`' meanings. `keras.ops` is one; `time_gate.TF_OPS` is
+TensorFlow's.
 
     phi = ((t - s) mod tau) / tau
     k   = 2 phi / r_on          if phi < r_on / 2      (opening)
@@ -142,6 +143,31 @@ def time_gate(ops, time, period, phase, ratio_on, leak, dtype, mod_gradient="tf1
     if not isinstance(leak, (int, float)):
         leak = ops.cast(leak, dtype)
     return gate_from_cycle(ops, cycle, ratio_on, leak)
+
+
+def fused_gate_parameters(ops, period, phase, ratio_on, leak, time_dtype, dtype):
+    """The timing parameters as `time_gate` uses them, for the fused gate kernel.
+
+    `fused_rnn.fused_time_gate` computes the gate in one kernel from these: the same values
+    as time_gate's ops, which clip and cast them on the way (cycle_fraction, gate_from_cycle).
+
+    Args:
+      ops: the namespace of ops.
+      period, phase, ratio_on: tau, s, r_on [num_units].
+      leak: alpha, a Python number or a scalar tensor.
+      time_dtype: the timestamps' dtype, in which the phase is computed.
+      dtype: the gate's dtype.
+
+    Returns:
+      (period >= MIN_PERIOD and phase, both of time_dtype; ratio_on in [MIN_RATIO_ON, 1] and
+      leak, a scalar tensor, both of dtype).
+    """
+    # A Python number straight to dtype, as `leak * cycle` converts it (a cast would round it
+    # to float32 first).
+    leak = (ops.convert_to_tensor(leak, dtype) if isinstance(leak, (int, float))
+            else ops.cast(leak, dtype))
+    return (ops.cast(valid_period(ops, period), time_dtype), ops.cast(phase, time_dtype),
+            valid_ratio_on(ops, ops.cast(ratio_on, dtype)), leak)
 
 
 def check_gate_gradient_clip(value):

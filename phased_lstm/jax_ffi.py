@@ -85,8 +85,8 @@ def make_toolchain(eigen=None):
 
 
 LIBRARY = kernel_build.KernelLibrary(SOURCE, make_toolchain(), "Phased LSTM",
-                                     "PhasedLSTM on JAX", fallback="Keras' loop",
-                                     loop="Keras' loop")
+                                     "PhasedLSTM on JAX", fallback="Keras loop",
+                                     instead="Keras' loop")
 
 
 def fused_kernel_available():

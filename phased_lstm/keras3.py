@@ -36,7 +36,7 @@ from phased_lstm.gate_math import MIN_PERIOD, MIN_RATIO_ON  # noqa: F401  (re-ex
 
 if int(keras.__version__.split(".")[0]) < 3:
     raise ImportError(f"phased_lstm.keras3 needs Keras 3; found keras {keras.__version__}. "
-                      "With Keras 2 (tf-keras) use phased_lstm.PhasedLSTM.")
+                      "With Keras 2 (tf-keras) use phased_lstm.keras_layer.PhasedLSTM.")
 
 _PACKAGE = "phased_lstm"
 
@@ -191,6 +191,10 @@ class PhasedLSTMCell(keras.layers.Layer):
         hand-set invalid value cannot produce NaN.
       mod_gradient: the gradient of (t - s) mod tau: "tf1" (default; TF 1.x's: tau learns only
         through phi = mod / tau) or "exact" (the mod's own derivative).
+      gate_in_inputs: what each step's input ends with: False (default) the timestamp,
+        [batch, input_size + 1]; True the time gate k already computed for the step,
+        [batch, input_size + units] (how `PhasedLSTM` runs the cell: `time_gate` for all steps
+        before the loop). Recorded in the config; configs without it mean False.
       **kwargs: Keras layer arguments (name, dtype, ...).
 
     Raises:
@@ -208,7 +212,7 @@ class PhasedLSTMCell(keras.layers.Layer):
                  kernel_regularizer=None, bias_regularizer=None, period_regularizer=None,
                  phase_regularizer=None, ratio_on_regularizer=None, kernel_constraint=None,
                  bias_constraint=None, period_constraint=None, phase_constraint=None,
-                 ratio_on_constraint=None, mod_gradient="tf1", **kwargs):
+                 ratio_on_constraint=None, mod_gradient="tf1", gate_in_inputs=False, **kwargs):
         # The time must reach call() in its own dtype (float64 for large timestamps).
         kwargs["autocast"] = False
         super().__init__(**kwargs)
@@ -251,20 +255,20 @@ class PhasedLSTMCell(keras.layers.Layer):
         self.ratio_on_constraint = get_con(ratio_on_constraint)
         self.state_size = [self.units, self.units]
         self.output_size = self.units
-        # Set by PhasedLSTM: each step's input then ends with the gate k (units columns, computed
-        # for all steps before the loop) instead of the timestamp. Not part of the config.
-        self._gate_in_inputs = False
+        self.gate_in_inputs = bool(gate_in_inputs)
 
     def _extra_columns(self):
-        return self.units if self._gate_in_inputs else 1
+        return self.units if self.gate_in_inputs else 1
 
     def build(self, input_shape):
-        """Creates the weights for steps of [batch, input_size + 1] (features, then time)."""
+        """Creates the weights for steps of [batch, input_size + 1] (features, then time), or
+        [batch, input_size + units] (features, then k) with `gate_in_inputs`."""
         extra = self._extra_columns()
         if input_shape[-1] is None or input_shape[-1] < extra:
             raise ValueError(
-                "PhasedLSTMCell's step input is [batch, input_size + 1] (the features, then the "
-                f"timestamp) with a known last dimension; got shape {tuple(input_shape)}")
+                f"PhasedLSTMCell's step input is [batch, input_size + {extra}] (the features, "
+                f"then {'k' if self.gate_in_inputs else 'the timestamp'}) with a known last "
+                f"dimension; got shape {tuple(input_shape)}")
         input_size, n = input_shape[-1] - extra, self.units
         peep = n if self.use_peepholes else 0
 
@@ -328,18 +332,43 @@ class PhasedLSTMCell(keras.layers.Layer):
         return gate_math.time_gate(ops, time, self.period, self.phase, self.ratio_on,
                                    self._leak(training), self.compute_dtype, self.mod_gradient)
 
+    def forward_only_gate(self, time, training=None, live=None):
+        """time_gate's k, time-major, from the fused gate kernel (TensorFlow backend only):
+        the same values, no gradient (`fused_rnn.fused_time_gate`).
+
+        Args:
+          time: timestamps [batch or 1, steps, 1], float32 or float64.
+          training: whether the training leak applies.
+          live: optional bool [batch, steps], False at masked steps: k is 0 there.
+
+        Returns:
+          k [steps, batch (or 1 without live, for shared times), units] in the cell's dtype.
+
+        Raises:
+          ValueError: as time_gate.
+        """
+        from phased_lstm import fused_rnn  # pylint: disable=import-outside-toplevel
+
+        time = _finite_times(time)
+        parameters = gate_math.fused_gate_parameters(
+            ops, self.period, self.phase, self.ratio_on, self._leak(training),
+            keras.backend.standardize_dtype(time.dtype), self.compute_dtype)
+        return fused_rnn.fused_time_gate(time, *parameters, live=live)
+
     def call(self, inputs, states, training=None):
         """One step.
 
         Args:
           inputs: [batch, input_size + 1]: the features, then the timestamp (any float dtype;
             the phase is computed in it).
+            With `gate_in_inputs`, [batch, input_size + units]: the features, then k.
           states: [h, c], each [batch, units].
           training: whether the training leak applies.
 
         Returns:
           (h, [h, c]), each [batch, units].
         """
+        # An LSTM step of its own (docs/library.md lists them): keras.ops, for every backend.
         h_prev, c_prev = states
         extra = self._extra_columns()
         x = ops.cast(inputs[:, :-extra], self.compute_dtype)
@@ -355,7 +384,7 @@ class PhasedLSTMCell(keras.layers.Layer):
                                   + self.output_gate_bias)
         h_lstm = output_gate * ops.tanh(c_lstm)
 
-        if self._gate_in_inputs:
+        if self.gate_in_inputs:
             k = ops.cast(inputs[:, -extra:], self.compute_dtype)
         else:
             k = self.time_gate(inputs[:, -1:], training)
@@ -396,7 +425,7 @@ class PhasedLSTMCell(keras.layers.Layer):
             "trainable_ratio_on": self.trainable_ratio_on,
             "period_init_min": self.period_init_min, "period_init_max": self.period_init_max,
             "trainable_period": self.trainable_period, "trainable_phase": self.trainable_phase,
-            "mod_gradient": self.mod_gradient,
+            "mod_gradient": self.mod_gradient, "gate_in_inputs": self.gate_in_inputs,
         }
         for name in ("period", "phase", "ratio_on", "kernel", "bias"):
             initializer = getattr(self, f"{name}_initializer")
@@ -528,12 +557,12 @@ class PhasedLSTM(keras.layers.RNN):
             kernel_constraint=kernel_constraint, bias_constraint=bias_constraint,
             period_constraint=period_constraint, phase_constraint=phase_constraint,
             ratio_on_constraint=ratio_on_constraint, mod_gradient=mod_gradient,
-            dtype=kwargs.get("dtype"), trainable=kwargs.get("trainable", True),
+            # The gate depends on the times alone: call() computes it for every step at once,
+            # in the times' dtype, and the loop reads it beside the features (like
+            # phased_lstm_rnn), so that the recurrence carries no gate work nor its gradient.
+            gate_in_inputs=True, dtype=kwargs.get("dtype"),
+            trainable=kwargs.get("trainable", True),
             name="phased_lstm_cell")
-        # The gate depends on the times alone: call() computes it for every step at once, in the
-        # times' dtype, and the loop reads it beside the features (like phased_lstm_rnn, the
-        # TF 1.x fast path), so that the recurrence carries no gate work nor its gradient.
-        cell._gate_in_inputs = True  # pylint: disable=protected-access
         # Times keep their dtype (float64); the features are cast in call.
         kwargs["autocast"] = False
         super().__init__(cell, return_sequences=return_sequences, return_state=return_state,
@@ -607,13 +636,14 @@ class PhasedLSTM(keras.layers.RNN):
             return "float64" if _backend_has_float64() else "float32"
         return dtype
 
-    def _features_and_gate(self, inputs, training):
-        """(features [batch, steps, input_size], k [batch or 1, steps, units]), both in the
-        layer's dtype.
+    def _features_and_times(self, inputs):
+        """(features [batch, steps, input_size] in the layer's dtype, times [batch or 1, steps,
+        1] in the dtype the phase is computed in).
 
-        The gate k is computed for all steps at once, the phase in the times' dtype (float64
-        keeps it for large timestamps), then cast to the layer's dtype. The implicit step index
-        is shared by the batch, so its gate is computed once, [1, steps, units].
+        The gate k is computed from the times for all steps at once, the phase in the times'
+        dtype (float64 keeps it for large timestamps), then cast to the layer's dtype. The
+        implicit step index is shared by the batch, so its gate is computed once, [1, steps,
+        units].
         """
         features, times = _split(inputs)
         features = ops.cast(ops.convert_to_tensor(features), self.compute_dtype)
@@ -625,7 +655,7 @@ class PhasedLSTM(keras.layers.RNN):
             times = ops.cast(times, time_dtype)
             if len(times.shape) == 2:
                 times = times[:, :, None]
-        return features, self.cell.time_gate(times, training)
+        return features, times
 
     def call(self, sequences, initial_state=None, mask=None, training=False):
         """Runs the cell over the sequences.
@@ -644,9 +674,10 @@ class PhasedLSTM(keras.layers.RNN):
         """
         if isinstance(mask, (list, tuple)):
             mask = mask[0] if mask else None
-        features, k = self._features_and_gate(sequences, training)
+        features, times = self._features_and_times(sequences)
         if self._runs_fused_kernel(features, mask, initial_state):
-            return self._fused_call(features, k, initial_state, mask, training)
+            return self._fused_call(features, times, initial_state, mask, training)
+        k = self.cell.time_gate(times, training)
         # Keras' loop reads the gate beside the features at each step.
         shape = ops.shape(features)
         k = ops.broadcast_to(k, (shape[0], shape[1], self.units))
@@ -669,45 +700,76 @@ class PhasedLSTM(keras.layers.RNN):
         from phased_lstm import fused_rnn  # pylint: disable=import-outside-toplevel
         return fused_rnn.kernel_device_reason(features.device) is None
 
-    def _fused_call(self, features, k, initial_state, mask, training):
-        """call's result from the fused kernel: the TensorFlow op (`phased_lstm.fused_rnn`),
-        its forward-only op at inference (`fused_rnn.keras_forward_only(training)`); or on JAX
-        the same C++ as XLA custom calls (`phased_lstm.jax_ffi`), forward-only wherever no
-        gradient is taken.
+    def _fused_call(self, features, times, initial_state, mask, training):
+        """call's result from the fused kernel: on TensorFlow the op (`phased_lstm.fused_rnn`),
+        at inference (`fused_rnn.keras_forward_only(training)`) its forward-only op, after the
+        fused gate kernel's k where that kernel is available (the same values); on JAX the same
+        C++ as XLA custom calls (`_jax_fused_call`).
 
         A mask is folded into the gate, as in phased_lstm_rnn: k = 0 at a masked step keeps
         the state and repeats the last output, which is what Keras' loop does there (from a
         zero state). Masked steps' features and gates are zeroed first, so that NaN padding
         cannot reach the state.
         """
+        if keras.backend.backend() == "jax":
+            return self._jax_fused_call(features, times, initial_state, mask, training)
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+        from phased_lstm import fused_rnn  # pylint: disable=import-outside-toplevel
+
         cell = self.cell
+        forward_only = fused_rnn.keras_forward_only(training)
+        live = None if mask is None else tf.cast(mask, tf.bool)
+        if forward_only and fused_rnn.TIME_GATE.available():
+            k = cell.forward_only_gate(times, training, live)  # time-major
+        else:
+            k = tf.transpose(cell.time_gate(times, training), [1, 0, 2])
+            if live is not None:
+                k = tf.where(tf.transpose(live)[:, :, None], k, tf.zeros_like(k))
+        if live is not None:
+            features = tf.where(live[:, :, None], features, tf.zeros_like(features))
+        h_seq, c, h = fused_rnn.fused_sequence(
+            tf.transpose(features, [1, 0, 2]), k, *self._kernel_state(features, initial_state),
+            *self._kernel_weights(), forward_only=forward_only)
+        output = tf.transpose(h_seq, [1, 0, 2]) if self.return_sequences else h
+        return (output, h, c) if self.return_state else output  # as RNN.call
+
+    def _jax_fused_call(self, features, times, initial_state, mask, training):
+        """_fused_call on JAX: the gate by keras.ops (XLA fuses it, and differentiates it for
+        the timing variables), the recurrence by `jax_ffi.fused_sequence` (a custom_vjp whose
+        forward-only handler runs where no gradient is taken)."""
+        from phased_lstm import jax_ffi  # pylint: disable=import-outside-toplevel
+
+        k = ops.transpose(self.cell.time_gate(times, training), [1, 0, 2])  # time-major
         if mask is not None:
-            live = ops.cast(mask, "bool")[:, :, None]
-            features = ops.where(live, features, ops.zeros_like(features))
-            k = ops.where(live, k, ops.zeros_like(k))
+            live = ops.cast(mask, "bool")
+            k = ops.where(ops.transpose(live)[:, :, None], k, ops.zeros_like(k))
+            features = ops.where(live[:, :, None], features, ops.zeros_like(features))
+        h_seq, c, h = jax_ffi.fused_sequence(
+            ops.transpose(features, [1, 0, 2]), k, *self._kernel_state(features, initial_state),
+            *self._kernel_weights())
+        output = ops.transpose(h_seq, [1, 0, 2]) if self.return_sequences else h
+        return (output, h, c) if self.return_state else output  # as RNN.call
+
+    def _kernel_state(self, features, initial_state):
+        """(c0, h0) for the fused kernels, each [batch, units]: zeros without initial_state."""
         if initial_state is None:
             zeros = ops.zeros((ops.shape(features)[0], self.units), self.compute_dtype)
             initial_state = [zeros, zeros]
         h0, c0 = (ops.cast(state, self.compute_dtype) for state in initial_state)
+        return c0, h0
+
+    def _kernel_weights(self):
+        """The cell's weights in the fused kernels' layout: (kernel [x, h] x columns
+        [i, f, o, j], bias [4 units]), then with peepholes (w_c_if, w_c_o), the peephole rows."""
+        cell = self.cell
         rows = cell.new_input_kernel.shape[0]  # input_size + units: the [x, h] rows
-        # The kernel's layout: kernel [x, h] x columns [i, f, o, j]; the peephole rows apart.
         kernel = ops.concatenate([cell.mask_gates_kernel[:rows], cell.output_gate_kernel[:rows],
                                   cell.new_input_kernel], axis=1)
         bias = ops.concatenate([cell.mask_gates_bias, cell.output_gate_bias,
                                 cell.new_input_bias], axis=0)
         peepholes = ((cell.mask_gates_kernel[rows:], cell.output_gate_kernel[rows:])
                      if cell.use_peepholes else ())
-        arguments = (ops.transpose(features, [1, 0, 2]), ops.transpose(k, [1, 0, 2]), c0, h0,
-                     kernel, bias, *peepholes)
-        if keras.backend.backend() == "jax":
-            from phased_lstm import jax_ffi  # pylint: disable=import-outside-toplevel
-            h_seq, c, h = jax_ffi.fused_sequence(*arguments)
-        else:
-            from phased_lstm import fused_rnn  # pylint: disable=import-outside-toplevel
-            h_seq, c, h = fused_rnn.fused_sequence(
-                *arguments, forward_only=fused_rnn.keras_forward_only(training))
-        output = ops.transpose(h_seq, [1, 0, 2]) if self.return_sequences else h
-        return (output, h, c) if self.return_state else output  # as RNN.call
+        return (kernel, bias, *peepholes)
 
     def get_config(self):
         config = {"units": self.units}

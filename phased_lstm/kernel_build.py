@@ -367,7 +367,7 @@ def _compile(source, rung, files, toolchain):
                                    suffix=".partial")
     os.close(fd)
     command = build_command(source, partial, rung, toolchain)
-    logging.info("Compiling %s (%s build: %s) against %s (once; about a minute).",
+    logging.info("Compiling %s (%s build: %s) against %s (once, then cached).",
                  os.path.basename(source), rung.name, " ".join(rung.arch_flags) or "no -march",
                  toolchain.name)
     try:
@@ -517,18 +517,20 @@ class KernelLibrary:
         `phased_lstm.jax_ffi`'s).
       cell: the cell's name in the logs ("Phased LSTM").
       function: what runs the kernel ("phased_lstm_rnn"), in the messages.
-      fallback: what `function` runs where the kernel cannot, in the warning.
-      loop: the same, in `cached_description`.
+      kernel: what the library computes, in the messages.
+      fallback: what runs where it is unavailable, in the messages ("its ..." and "the ...").
+      instead: the same in the warning, which says why ("its pure-TensorFlow path").
     """
 
-    def __init__(self, source, toolchain, cell, function, fallback="its pure-TensorFlow path",
-                 loop="the TensorFlow loop"):
+    def __init__(self, source, toolchain, cell, function, kernel="fused sequence kernel",
+                 fallback="TensorFlow loop", instead="its pure-TensorFlow path"):
         self.source = source
         self.toolchain = toolchain
         self.cell = cell
         self.function = function
+        self.kernel = kernel
         self.fallback = fallback
-        self.loop = loop
+        self.instead = instead
         self._lock = threading.Lock()
         self._loaded = None  # the Loaded once loading succeeded
         self._failure = None  # why it failed (see failure), once it did
@@ -547,8 +549,8 @@ class KernelLibrary:
                 self._loaded = self._failure = None
                 try:
                     self._loaded = load(self.source, self.toolchain, rebuild=rebuild)
-                    logging.info("%s: the fused sequence kernel is available to %s (%s build, "
-                                 "%s).", self.cell, self.function, self._loaded.rung.name,
+                    logging.info("%s: the %s is available to %s (%s build, %s).", self.cell,
+                                 self.kernel, self.function, self._loaded.rung.name,
                                  " ".join(self._loaded.rung.arch_flags) or "no -march")
                 except (BuildError, OSError) as error:  # OSError: the cache's lock
                     self._failure = error
@@ -559,8 +561,8 @@ class KernelLibrary:
         """One line: why the kernel is unavailable, what runs instead, and how to retry."""
         log_path = getattr(error, "log_path", None)
         where = f"; compiler log: {log_path}" if log_path else ""
-        return (f"the fused sequence kernel is not available: {error}{where}. {self.function} "
-                f"uses {self.fallback} (same results, slower); after fixing the cause, "
+        return (f"the {self.kernel} is not available: {error}{where}. {self.function} "
+                f"uses {self.instead} (same results, slower); after fixing the cause, "
                 f"`{REBUILD_COMMAND}` builds again.")
 
     def available(self):
@@ -589,12 +591,12 @@ class KernelLibrary:
         """Which path the sequence function runs, from the cache alone: compiles and loads
         nothing (for --help)."""
         if disabled():
-            return f"{self.loop} ({FUSED_ENV}=0 turns the fused kernel off)"
+            return f"the {self.fallback} ({FUSED_ENV}=0 turns the fused kernel off)"
         state, rung = cached_status(self.source, self.toolchain)
         if state == "cached":
             return f"the fused kernel ({rung.name} build, cached)"
         if state == "not built":
-            return ("the fused kernel, compiled on first use (about a minute; "
+            return ("the fused kernel, compiled on first use (once; "
                     f"`{REBUILD_COMMAND}` builds it now)")
-        return (f"{self.loop}, slower: every build of the fused kernel failed on this "
+        return (f"the {self.fallback}, slower: every build of the fused kernel failed on this "
                 f"machine (`{REBUILD_COMMAND}` says why and builds again)")

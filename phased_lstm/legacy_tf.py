@@ -10,21 +10,39 @@ first.
 The variable is left alone once `tf.keras` has been resolved (to Keras 3, say, by a user's
 `tf.keras.layers.Dense`): setting it then could not change that `tf.keras` and would only make
 the process inconsistent. So importing the TF 1.x parts never changes what an already-used
-`tf.keras` means, nor makes `phased_lstm.PhasedLSTM` unfit for it. `import phased_lstm` alone
-does not import this module (the package loads it on the first use of a TF 1.x name), and
-`phased_lstm.keras3` never does.
+`tf.keras` means. The decision reads only the process's own state (`tf.keras`'s loader and the
+environment), never anything this package set: whether `keras` is imported says nothing, since
+`import tensorflow` itself imports Keras 3. `import phased_lstm` alone does not import this
+module (the package loads it on the first use of a TF 1.x name), and `phased_lstm.keras3`
+never does.
 
 Every TF 1.x module of the package imports `tf` and `rnn_cell` from here.
 """
 
 import os
+import sys
 
-from phased_lstm import _leave_tf_keras_alone
+
+def tf_keras_resolved():
+    """The Keras that `tf.keras` already means: "keras_3", "tf_keras", or None if unused yet.
+
+    Read from TensorFlow's lazy loader (if TensorFlow is imported), which answers without
+    loading anything.
+    """
+    tensorflow = sys.modules.get("tensorflow")
+    loader = None if tensorflow is None else tensorflow.__dict__.get("keras")
+    if loader is None or not getattr(loader, "_tfll_initialized", True):
+        return None
+    version = getattr(loader, "_tfll_keras_version", None)
+    if version is None:
+        version = "tf_keras" if loader.__name__.startswith("tf_keras") else "keras_3"
+    return "keras_3" if version == "keras_3" else "tf_keras"
+
 
 # Must precede the first use of tf.keras; TensorFlow reads it lazily, when tf.keras is first
-# touched, not at import. Left alone when tf.keras is in use, or when `phased_lstm.PhasedLSTM`
-# was already taken as the Keras 3 layer (which must keep fitting tf.keras).
-if not _leave_tf_keras_alone():
+# touched, not at import. A user's own setting wins (setdefault), and an already-used tf.keras
+# is left as it is.
+if tf_keras_resolved() is None:
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import tensorflow as tf  # noqa: E402
@@ -64,4 +82,4 @@ from tf_keras.api._v1.keras.__internal__.legacy import rnn_cell  # noqa: E402
 # tf-keras does not export it; it is the same class TF 1.x had as rnn_cell_impl.LayerRNNCell.
 from tf_keras.src.layers.rnn.legacy_cells import LayerRNNCell  # noqa: E402
 
-__all__ = ["tf", "rnn_cell", "LayerRNNCell"]
+__all__ = ["tf", "rnn_cell", "LayerRNNCell", "tf_keras_resolved"]

@@ -149,6 +149,8 @@ class PhasedLSTMCell(PhasedRNNCell):
         Returns:
           (h, LSTMStateTuple(c, h)), each [batch, num_units].
         """
+        # An LSTM step of its own (docs/library.md lists them): the TF 1.x drop-in's, on TF 1.x's
+        # variables and products; every other path is tested against it.
         time, x = inputs
         c_prev, h_prev = state
         x_h = tf.concat([x, h_prev], 1)

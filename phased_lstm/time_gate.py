@@ -30,7 +30,7 @@ import math
 import numbers
 import types
 
-from phased_lstm import gate_math
+from phased_lstm import fused_rnn, gate_math
 # Re-exported: the TF 1.x API's names for them.
 from phased_lstm.gate_math import (MIN_PERIOD, MIN_RATIO_ON, MOD_GRADIENTS,  # noqa: F401
                                    check_mod_gradient)
@@ -40,7 +40,7 @@ from phased_lstm.legacy_tf import tf
 # once, in gate_math, for this TF 1.x gate and for the Keras 3 cell.
 TF_OPS = types.SimpleNamespace(cast=tf.cast, maximum=tf.maximum, clip=tf.clip_by_value,
                                mod=tf.math.floormod, stop_gradient=tf.stop_gradient,
-                               where=tf.where)
+                               where=tf.where, convert_to_tensor=tf.convert_to_tensor)
 
 
 def valid_period(period):
@@ -83,8 +83,8 @@ def check_finite_time(time):
     """Returns the timestamps, with a check that fails the step if one is NaN or infinite.
 
     A reduction and an Assert beside the gate's own work (once per sequence on the fast path).
-    tf.debugging.check_numerics would say the same but measured 8% of a fast-path MNIST
-    training step; this costs nothing measurable.
+    tf.debugging.check_numerics would say the same at a cost that showed in a training step
+    (docs/speed.md, "Where the time goes").
 
     Raises:
       tf.errors.InvalidArgumentError: when run (at once when eager), for a NaN or infinite
@@ -402,3 +402,29 @@ class TimeGate:
         leak = self.leak if leak is None else leak
         return gate_math.time_gate(TF_OPS, time, self.period, self.phase, self.ratio_on, leak,
                                    dtype, self.mod_gradient)
+
+    def forward_only(self, time, dtype, leak=None, live=None):
+        """The gate of every step, time-major, from the fused kernel: for evaluation.
+
+        The values of `__call__` (transposed to [steps, batch, units]) bit for bit, in one
+        kernel (`fused_rnn.fused_time_gate`), with no gradient: a gradient through it raises
+        `fused_rnn.ForwardOnlyGradientError`. Only where `fused_rnn.TIME_GATE.available()`.
+
+        Args:
+          time: timestamps [batch or 1, steps, 1 or num_units], float32 or float64.
+          dtype: dtype of the returned gate (the cell's).
+          leak: overrides the gate's leak.
+          live: optional bool [batch, steps], False at padded steps: k is 0 there.
+
+        Returns:
+          k [steps, batch, num_units] ([steps, 1, num_units] for time shared by the batch and
+          no live), in [0, 1].
+
+        Raises:
+          tf.errors.InvalidArgumentError: when run, for a NaN or infinite timestamp.
+        """
+        time = float_time(time)
+        leak = self.leak if leak is None else leak
+        parameters = gate_math.fused_gate_parameters(
+            TF_OPS, self.period, self.phase, self.ratio_on, leak, time.dtype, dtype)
+        return fused_rnn.fused_time_gate(time, *parameters, live=live)

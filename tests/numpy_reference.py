@@ -33,8 +33,14 @@ def time_gate(t, period, phase, ratio_on, leak, wraps_from=None):
                     np.where(phi < ratio_on, 2 - 2 * phi / ratio_on, leak * phi))
 
 
-def phased_lstm_step(p, t, x, c, h, use_peepholes, leak, wraps_from=None):
-    """One step for a batch: t [b, 1], x [b, d], c and h [b, n]. Returns (c, h)."""
+def lstm_gates(p, x, c, h, use_peepholes):
+    """The plain LSTM step's activations for a batch: x [b, d], c and h [b, n].
+
+    The NumPy reference's one LSTM step (independent of the package's, on purpose).
+
+    Returns:
+      (xh [b, d + n], i, f, j, c~, o), each but xh [b, n].
+    """
     xh = np.concatenate([x, h], axis=1)
     mask_in = np.concatenate([xh, c], axis=1) if use_peepholes else xh
     gates = sigmoid(mask_in @ p["mask_gates/kernel"] + p["mask_gates/bias"])
@@ -43,6 +49,12 @@ def phased_lstm_step(p, t, x, c, h, use_peepholes, leak, wraps_from=None):
     c_lstm = f * c + i * j
     out_in = np.concatenate([xh, c_lstm], axis=1) if use_peepholes else xh
     o = sigmoid(out_in @ p["output_gate/kernel"] + p["output_gate/bias"])
+    return xh, i, f, j, c_lstm, o
+
+
+def phased_lstm_step(p, t, x, c, h, use_peepholes, leak, wraps_from=None):
+    """One step for a batch: t [b, 1], x [b, d], c and h [b, n]. Returns (c, h)."""
+    _, _, _, _, c_lstm, o = lstm_gates(p, x, c, h, use_peepholes)
     h_lstm = o * np.tanh(c_lstm)
     k = time_gate(t, p["period"], p["phase"], p["ratio_on"], leak, wraps_from)
     return k * c_lstm + (1 - k) * c, k * h_lstm + (1 - k) * h
@@ -166,17 +178,7 @@ def clipped_weight_gradients(p, times, x, out_weights, use_peepholes, leak, clip
     c, h = np.zeros((batch, n)), np.zeros((batch, n))
     saved = []
     for s in range(steps):  # forward, keeping what the backward needs
-        xh = np.concatenate([x[:, s], h], axis=1)
-        z_if = xh @ w_m[:rows] + p["mask_gates/bias"]
-        if use_peepholes:
-            z_if = z_if + c @ w_m[rows:]
-        i, f = np.split(sigmoid(z_if), 2, axis=1)
-        j = np.tanh(xh @ w_n + p["new_input/bias"])
-        c_lstm = f * c + i * j
-        z_o = xh @ w_o[:rows] + p["output_gate/bias"]
-        if use_peepholes:
-            z_o = z_o + c_lstm @ w_o[rows:]
-        o = sigmoid(z_o)
+        xh, i, f, j, c_lstm, o = lstm_gates(p, x[:, s], c, h, use_peepholes)
         if k is None:
             k_s = time_gate(times[:, s], p["period"], p["phase"], p["ratio_on"], leak)
         else:

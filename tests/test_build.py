@@ -1,8 +1,8 @@
 """`python -m phased_lstm.build`: builds again, says what each build gave and which path runs.
 
 The compiler is a stand-in script: one that fails (and counts its calls), and one that "builds"
-by copying the library this test process built from the same source (the Phased LSTM's or the
-Phased GRU's), so that no test here compiles.
+by copying the library this test process built from the same source (the Phased LSTM's, the
+Phased GRU's or the time gate's), so that no test here compiles.
 """
 
 import importlib.util
@@ -14,6 +14,7 @@ import tempfile
 from phased_lstm import fused_rnn, op_library, tf
 from test_fused_gru import _require_kernel as _require_gru_kernel
 from test_fused_rnn import _require_kernel
+from test_fused_time_gate import require_time_gate_kernel
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -51,18 +52,20 @@ class BuildCommandTest(tf.test.TestCase):
 
     def test_a_failing_compiler_is_called_again_and_the_fallback_said(self):
         compiler = self._compiler("exit 1")
-        # Every rung of each library: the Phased LSTM's and the Phased GRU's.
+        # Every rung of each library: the Phased LSTM's, the Phased GRU's, the time gate's.
         rungs = len(op_library.build_ladder()) * len(fused_rnn.LIBRARIES)
         first = self._build(compiler)
         self.assertEqual(first.returncode, 1, msg=first.stderr[-2000:])
         self.assertEqual(first.stdout.count(": failed: the compiler"), rungs, msg=first.stdout)
         self.assertIn("phased_lstm_rnn runs its TensorFlow loop", first.stdout)
         self.assertIn("phased_gru_rnn runs its TensorFlow loop", first.stdout)
+        self.assertIn("the forward-only time gate runs its TensorFlow gate ops", first.stdout)
         self.assertEqual(self._calls(), rungs)
 
         status = self._build(compiler, "--status")  # reads the cache, compiles nothing
         self.assertEqual(status.returncode, 1)
-        self.assertEqual(status.stdout.count("every build of the fused kernel failed"), 2)
+        self.assertEqual(status.stdout.count("every build of the fused kernel failed"),
+                         len(fused_rnn.LIBRARIES))
         self.assertEqual(status.stdout.count("failed before: the compiler"), rungs)
         self.assertEqual(self._calls(), rungs)
 
@@ -79,11 +82,12 @@ class BuildCommandTest(tf.test.TestCase):
         self.assertEqual(first.returncode, 1, msg=first.stderr[-2000:])
         self.assertIn("phased_lstm_xla_ffi.cc again", first.stdout)
         self.assertEqual(first.stdout.count(": failed: the compiler"), rungs, msg=first.stdout)
-        self.assertIn("PhasedLSTM on JAX runs Keras' loop (slower)", first.stdout)
+        self.assertIn("PhasedLSTM on JAX runs its Keras loop (slower)", first.stdout)
         self.assertEqual(self._calls(), rungs)
         status = self._build(compiler, "--backend=jax", "--status")
         self.assertEqual(status.returncode, 1)
-        self.assertIn("PhasedLSTM on JAX runs Keras' loop, slower: every build", status.stdout)
+        self.assertIn("PhasedLSTM on JAX runs the Keras loop, slower: every build",
+                      status.stdout)
         self.assertEqual(self._calls(), rungs)
         # A JAX user's build does not import TensorFlow.
         probe = subprocess.run(
@@ -102,28 +106,36 @@ class BuildCommandTest(tf.test.TestCase):
     def test_a_working_compiler_builds_and_the_kernel_runs(self):
         _require_kernel(self)
         _require_gru_kernel(self)
-        lstm, gru = fused_rnn.LSTM.loaded_build().path, fused_rnn.GRU.loaded_build().path
+        require_time_gate_kernel(self)
+        lstm, gru, gate = (library.loaded_build().path for library in
+                           (fused_rnn.LSTM, fused_rnn.GRU, fused_rnn.TIME_GATE))
         compiler = self._compiler(
             f'built="{lstm}"\n'
             'while [ $# -gt 0 ]; do\n'
             '  [ "$1" = -o ] && out="$2"\n'
             f'  case "$1" in *phased_gru_sequence.cc) built="{gru}";; esac\n'
+            f'  case "$1" in *phased_time_gate.cc) built="{gate}";; esac\n'
             '  shift\n'
             'done\n'
             'cp "$built" "$out"')
+        libraries = len(fused_rnn.LIBRARIES)
         result = self._build(compiler)
         self.assertEqual(result.returncode, 0, msg=result.stdout + result.stderr[-2000:])
-        self.assertEqual(result.stdout.count("native (-march=native): built in"), 2)
+        self.assertEqual(result.stdout.count("native (-march=native): built in"), libraries)
         self.assertIn("phased_lstm_rnn runs the fused kernel (native build)", result.stdout)
         self.assertIn("phased_gru_rnn runs the fused kernel (native build)", result.stdout)
-        self.assertEqual(self._calls(), 2)
+        self.assertIn("the forward-only time gate runs the fused kernel (native build)",
+                      result.stdout)
+        self.assertEqual(self._calls(), libraries)
         status = self._build(compiler, "--status")
         self.assertEqual(status.returncode, 0)
         self.assertIn("phased_lstm_rnn runs the fused kernel (native build, cached)",
                       status.stdout)
         self.assertIn("phased_gru_rnn runs the fused kernel (native build, cached)",
                       status.stdout)
-        self.assertEqual(self._calls(), 2)
+        self.assertIn("the forward-only time gate runs the fused kernel (native build, cached)",
+                      status.stdout)
+        self.assertEqual(self._calls(), libraries)
 
 
 if __name__ == "__main__":

@@ -18,10 +18,10 @@ script as __main__. Each process runs under a timeout, so that a hang cannot sta
 3. Damage, end to end (main() in this process, which saves TensorFlow's start-up): the newest
    checkpoint deleted; flipped, with a garbage state file; all checkpoints damaged.
 4. Divergence, end to end: a learning rate of 3e38 in the MNIST script (PhasedLSTMCell and
-   BasicLSTMCell, in this process) and in the frequency script (a subprocess).
+   BasicLSTMCell) and in the frequency script, through their main() in this process.
 
-Only the kills and the frequency script need subprocesses (9 + 1); they run in a thread while
-this process makes the other runs.
+Only the kills need subprocesses (9); they run in a thread while this process makes the other
+runs.
 
 The closing test (`test_fault_summary`) counts, from the runs themselves, how many faults were
 injected and how each class ended, and prints it; pytest shows it with -s (or -rA).
@@ -37,20 +37,18 @@ import shutil
 import sys
 import types
 
-from absl import flags
-from absl.testing import flagsaver
 import numpy as np
 import pytest
 
+import freq_phased_lstm
 import mnist_phased_lstm
 from experiments import checkpoints, loop, training
 import fake_mnist
 from fake_mnist import write_fake_mnist
 from script_helpers import ROOT, check_no_traceback, run
+import script_helpers
 
-FLAGS = flags.FLAGS
 MNIST = os.path.join(ROOT, "mnist_phased_lstm.py")
-FREQ = os.path.join(ROOT, "freq_phased_lstm.py")
 STEPS = 12
 SMALL = ["-m", "PhasedLSTMCell", "--batch_size=32", "--num_units=4", "--eval_every=4",
          "--eval_batch_size=128", "--checkpoint_every_secs=0",
@@ -203,10 +201,9 @@ class _Messages(logging.Handler):
         self.lines.append(record.getMessage())
 
 
-def run_in_process(*args):
-    """Runs mnist_phased_lstm's main() here (no TensorFlow start-up), as `python
-    mnist_phased_lstm.py *args` would on a fake MNIST; returns (exit status or error message,
-    its log text)."""
+def run_in_process(*args, script=mnist_phased_lstm):
+    """Runs a script's main() here (no TensorFlow start-up), as `python <script> *args` would
+    (MNIST: on a fake MNIST); returns (exit status or error message, its log text)."""
     messages = _Messages()
     logger = logging.getLogger("absl")
     logger.addHandler(messages)
@@ -215,13 +212,9 @@ def run_in_process(*args):
     level = logger.level
     logger.setLevel(logging.INFO)
     try:
-        with flagsaver.flagsaver(), pytest.MonkeyPatch.context() as patch:
+        with pytest.MonkeyPatch.context() as patch:
             fake_mnist.accept_fake_mnist(patch.setattr)
-            argv = FLAGS(["mnist_phased_lstm.py", *args])
-            try:
-                status = mnist_phased_lstm.main(argv)
-            except SystemExit as exit_:
-                status = exit_.code
+            status = script_helpers.run_main(script, *args)
     finally:
         logger.setLevel(level)
         logger.removeHandler(messages)
@@ -267,10 +260,10 @@ def divergence_runs(data_dir, base):
 
 def freq_divergence(base):
     log_dir = os.path.join(base, "diverged_freq")
-    return types.SimpleNamespace(log_dir=log_dir, proc=run_script(
-        FREQ, "--sampling=standard", "--seeds=2", "--epochs=2", "--batches_per_epoch=2",
+    return types.SimpleNamespace(log_dir=log_dir, proc=run_in_process(
+        "--sampling=standard", "--seeds=2", "--epochs=2", "--batches_per_epoch=2",
         "--batch_size=4", "--num_units=4", "--val_size=10", "--checkpoint_every_secs=0",
-        "--learning_rate=3e38", f"--log_dir={log_dir}"))
+        "--learning_rate=3e38", f"--log_dir={log_dir}", script=freq_phased_lstm))
 
 
 def flip(path, offset=None):
@@ -300,30 +293,21 @@ def snapshot(log_dir):
     return files
 
 
-@pytest.fixture(autouse=True, scope="module")
-def parsed_flags():
-    """Lets in-process code read the flags' defaults, as after `app.run` with no arguments."""
-    if not FLAGS.is_parsed():
-        FLAGS.mark_as_parsed()
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Every run of this module: the subprocesses (the kill chain, then the frequency script) in
-    a thread, the MNIST runs that need no kill in this process meanwhile."""
+    """Every run of this module: the subprocesses (the kill chain) in a thread, the runs that
+    need no kill in this process meanwhile."""
     data_dir = write_fake_mnist(tmp_path_factory.mktemp("data"))
     base = str(tmp_path_factory.mktemp("faults"))
     reference = os.path.join(base, "reference")
 
-    def subprocesses():
-        return kill_chain(os.path.join(base, "chain"), data_dir), freq_divergence(base)
-
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        chain_and_freq = pool.submit(subprocesses)
+        chain = pool.submit(kill_chain, os.path.join(base, "chain"), data_dir)
         proc = run_in_process(*SMALL, f"--data_dir={data_dir}", f"--log_dir={reference}")
         damaged = damage_end_to_end(reference, data_dir, base)
         diverged = divergence_runs(data_dir, base)
-        chain, diverged["freq"] = chain_and_freq.result()
+        diverged["freq"] = freq_divergence(base)
+        chain = chain.result()
         return types.SimpleNamespace(reference=reference, reference_proc=proc, damaged=damaged,
                                      diverged=diverged, chain=chain)
 
@@ -618,6 +602,10 @@ def test_divergence_in_the_frequency_script_through_the_same_loop(runs):
     assert case.proc.returncode == loop.EXIT_DIVERGED, case.proc.stderr[-3000:]
     check_no_traceback(case.proc)
     assert "The runs after this one were not started" in case.proc.stderr
+    # The task's own advice: the frequency task's names its gradient clipping too.
+    assert "training diverged at step" in case.proc.stderr
+    assert "--learning_rate=3e+38" in case.proc.stderr
+    assert "--clip_norm=0: not clipped" in case.proc.stderr
     with open(os.path.join(case.log_dir, "standard", "PhasedLSTMCell", "seed0",
                            training.RESULTS_NAME), encoding="utf-8") as f:
         assert "diverged" in json.load(f)

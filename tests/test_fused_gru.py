@@ -2,9 +2,9 @@
 
 The reference is the cell's own step under `dynamic_rnn(cell, (time, inputs))` (whose gradients
 are TensorFlow's autodiff), the float64 NumPy reference of tests/numpy_reference_gru.py, and
-finite differences. The fused kernel is built on first use (about a minute) and cached. Where a
-compiler is present and the build fails, the fused tests fail with the compiler's log; they skip
-only where there is no compiler or PHASED_LSTM_FUSED=0. The TensorFlow-loop tests run everywhere.
+finite differences. The fused kernel is built on first use and cached. Where a compiler is
+present and the build fails, the fused tests fail with the compiler's log; they skip only where
+there is no compiler or PHASED_LSTM_FUSED=0. The TensorFlow-loop tests run everywhere.
 """
 
 import os

@@ -1,7 +1,7 @@
 """The fused sequence kernel against phased_lstm_rnn's pure-TensorFlow path, and the fallback.
 
-The fused kernel is built on first use (about a minute) and cached, so only the first run of
-this module pays for the build. Where a compiler is present and the build fails, the comparisons
+The fused kernel is built on first use and cached, so only the first run of this module pays
+for the build. Where a compiler is present and the build fails, the comparisons
 fail with the compiler's log; they skip only where there is no compiler or PHASED_LSTM_FUSED=0.
 The fallback tests run everywhere.
 """

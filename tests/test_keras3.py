@@ -428,6 +428,69 @@ def test_config_round_trips_every_setting():
     again = PhasedLSTM.from_config(config)
     assert again.get_config() == config
     assert again.cell.mod_gradient == "exact" and again.go_backwards and again.cell.use_peepholes
+    # The layer always runs its cell on the gate: not a setting of the layer.
+    assert "gate_in_inputs" not in config and again.cell.gate_in_inputs
+
+
+def test_gate_in_inputs_cell_is_the_timestamp_cell_fed_its_gate():
+    rng = np.random.default_rng(21)
+    features = rng.normal(size=(BATCH, STEPS, INPUT_SIZE)).astype(np.float32)
+    times = np.cumsum(rng.uniform(0.5, 3.0, size=(BATCH, STEPS, 1)), axis=1).astype(np.float32)
+    from_times = keras.layers.RNN(PhasedLSTMCell(UNITS, ratio_on=0.5, period_init_max=10.0),
+                                  return_sequences=True)
+    want = from_times(np.concatenate([features, times], axis=-1))
+    cell = from_times.cell
+    from_gate = keras.layers.RNN(PhasedLSTMCell.from_config(
+        {**cell.get_config(), "gate_in_inputs": True}), return_sequences=True)
+    k = cell.time_gate(times, training=False)
+    from_gate.build((BATCH, STEPS, INPUT_SIZE + UNITS))
+    from_gate.set_weights(from_times.get_weights())
+    got = from_gate(ops.concatenate([features, k], axis=-1))
+    np.testing.assert_allclose(ops.convert_to_numpy(got), ops.convert_to_numpy(want),
+                               rtol=1e-6, atol=1e-6)
+    assert from_gate.cell.get_config()["gate_in_inputs"] is True
+    with pytest.raises(ValueError, match=r"input_size \+ 4\] \(the features, then k\)"):
+        keras.layers.RNN(PhasedLSTMCell(UNITS, gate_in_inputs=True))(
+            np.zeros((2, 3, 2), np.float32))
+
+
+def _drop_key(config, key):
+    """config (nested dicts and lists) without `key` anywhere."""
+    if isinstance(config, dict):
+        return {k: _drop_key(v, key) for k, v in config.items() if k != key}
+    if isinstance(config, list):
+        return [_drop_key(v, key) for v in config]
+    return config
+
+
+def test_keras_files_saved_without_gate_in_inputs_still_load():
+    """A .keras file as the code before `gate_in_inputs` wrote it: its config has no such key."""
+    import zipfile
+
+    rng = np.random.default_rng(22)
+    x = rng.uniform(size=(4, STEPS, 2)).astype(np.float32)
+    models = {
+        "cell": keras.Sequential([keras.Input((STEPS, 2)),
+                                  keras.layers.RNN(PhasedLSTMCell(3, ratio_on=0.4))]),
+        "layer": keras.Sequential([keras.Input((STEPS, 1)), PhasedLSTM(3, ratio_on=0.4)]),
+    }
+    with tempfile.TemporaryDirectory() as directory:
+        for name, model in models.items():
+            x_in = x if name == "cell" else x[..., :1]
+            saved, old = (os.path.join(directory, f"{name}{n}.keras") for n in ("", "_old"))
+            model.save(saved)
+            with zipfile.ZipFile(saved) as source, zipfile.ZipFile(old, "w") as target:
+                for item in source.infolist():
+                    data = source.read(item.filename)
+                    if item.filename == "config.json":
+                        config = json.loads(data)
+                        data = json.dumps(_drop_key(config, "gate_in_inputs"))
+                        assert ("gate_in_inputs" in json.dumps(config)) == (name == "cell")
+                    target.writestr(item, data)
+            loaded = keras.saving.load_model(old)
+            np.testing.assert_allclose(loaded.predict(x_in, verbose=0),
+                                       model.predict(x_in, verbose=0), rtol=1e-6, atol=1e-6)
+            assert loaded.layers[0].cell.gate_in_inputs == (name == "layer")
 
 
 def test_saved_model_loads_in_fresh_processes_without_custom_objects():
@@ -448,7 +511,8 @@ def test_saved_model_loads_in_fresh_processes_without_custom_objects():
             "d = sys.argv[1]\n"
             "model = keras.saving.load_model(d + '/model.keras')\n"
             "got = model.predict(np.load(d + '/x.npy'), verbose=0)\n"
-            "print(type(model.layers[0]).__module__, np.abs(got - np.load(d + '/want.npy')).max())\n")
+            "print(type(model.layers[0]).__module__,\n"
+            "      np.abs(got - np.load(d + '/want.npy')).max())\n")
         for backend in ("tensorflow", "jax"):
             out = _subprocess(["-c", code, directory], backend).split()
             assert out[-2] == "phased_lstm.keras3", (backend, out)
@@ -561,6 +625,20 @@ def test_non_finite_settings_and_timestamps_are_refused_on_each_backend(backend)
         _expected_refusals(backend)
 
 
+def test_phased_lstm_name_is_refused_with_both_imports_named():
+    out = _subprocess(
+        "import sys, phased_lstm\n"
+        "try:\n"
+        "    phased_lstm.PhasedLSTM\n"
+        "except AttributeError as error:\n"
+        "    print(error)\n"
+        "print('PhasedLSTM' in dir(phased_lstm), 'tensorflow' in sys.modules)\n")
+    message, listed_and_loaded = out.strip().splitlines()
+    assert "from phased_lstm.keras_layer import PhasedLSTM" in message, message
+    assert "from phased_lstm.keras3 import PhasedLSTM" in message, message
+    assert listed_and_loaded.split() == ["False", "False"], out  # nothing heavy loaded
+
+
 def test_issue_snippet_keras3_first_then_phased_lstm():
     out = _subprocess(
         "import tensorflow as tf\n"
@@ -568,32 +646,50 @@ def test_issue_snippet_keras3_first_then_phased_lstm():
         "tf.keras.Sequential([tf.keras.layers.Dense(3)])   # any use of Keras 3 first\n"
         "import phased_lstm\n"
         "import numpy as np\n"
-        "model = keras.Sequential([keras.Input((10, 1)), phased_lstm.PhasedLSTM(8)])\n"
-        "print(model(np.ones((2, 10, 1), np.float32)).shape)\n"
         "from phased_lstm.keras3 import PhasedLSTM\n"
+        "model = keras.Sequential([keras.Input((10, 1)), PhasedLSTM(8)])\n"
+        "print(model(np.ones((2, 10, 1), np.float32)).shape)\n"
         "tf.keras.Sequential([tf.keras.Input((10, 1)), PhasedLSTM(8)])\n"
         "# The TF 1.x cells still work, and tf.keras is still Keras 3.\n"
         "with tf.Graph().as_default():\n"
         "    out, _ = tf.compat.v1.nn.dynamic_rnn(phased_lstm.PhasedLSTMCell(2),\n"
         "        (tf.zeros([1, 3, 1]), tf.zeros([1, 3, 1])), dtype=tf.float32)\n"
+        "tf.keras.Sequential([tf.keras.Input((10, 1)), PhasedLSTM(8)])\n"
         "import os\n"
-        "print(tf.keras.layers.Layer is keras.layers.Layer, os.environ.get('TF_USE_LEGACY_KERAS'))\n")
+        "print(tf.keras.layers.Layer is keras.layers.Layer,\n"
+        "      os.environ.get('TF_USE_LEGACY_KERAS'))\n")
     assert out.split() == ["(2,", "8)", "True", "None"], out
 
 
-def test_keras3_imported_first_makes_phased_lstm_layer_keras3_and_keeps_tf_keras_keras3():
+def test_keras3_layer_then_tf1_cells_both_work():
+    # Keras 3 imported and used (not through tf.keras), then the TF 1.x parts: the Keras 3
+    # model keeps working and the cells run. tf.keras was unused, so it becomes tf-keras.
     out = _subprocess(
         "import keras, numpy as np\n"
         "import phased_lstm\n"
-        "model = keras.Sequential([keras.Input((10, 1)), phased_lstm.PhasedLSTM(8)])\n"
+        "from phased_lstm.keras3 import PhasedLSTM\n"
+        "model = keras.Sequential([keras.Input((10, 1)), PhasedLSTM(8)])\n"
         "print(model(np.ones((2, 10, 1), np.float32)).shape)\n"
         "from phased_lstm import PhasedLSTMCell, tf   # the TF 1.x parts afterwards\n"
         "with tf.Graph().as_default():\n"
         "    out, _ = tf.compat.v1.nn.dynamic_rnn(PhasedLSTMCell(2),\n"
         "        (tf.zeros([1, 3, 1]), tf.zeros([1, 3, 1])), dtype=tf.float32)\n"
-        "tf.keras.Sequential([tf.keras.Input((10, 1)), phased_lstm.PhasedLSTM(8)])\n"
-        "print(tf.keras.layers.Layer is keras.layers.Layer)\n")
-    assert out.split() == ["(2,", "8)", "True"], out
+        "print(model(np.ones((2, 10, 1), np.float32)).shape, out.shape)\n"
+        "print(tf.keras.__name__.split('.')[0])\n")
+    assert out.split() == ["(2,", "8)", "(2,", "8)", "(1,", "3,", "2)", "tf_keras"], out
+
+
+@pytest.mark.parametrize("legacy, want", [("0", "keras"), ("1", "tf_keras")])
+def test_tf_use_legacy_keras_set_by_the_user_wins(legacy, want):
+    out = _subprocess(
+        "import os\n"
+        "from phased_lstm import PhasedLSTMCell, tf\n"
+        "with tf.Graph().as_default():\n"
+        "    out, _ = tf.compat.v1.nn.dynamic_rnn(PhasedLSTMCell(2),\n"
+        "        (tf.zeros([1, 3, 1]), tf.zeros([1, 3, 1])), dtype=tf.float32)\n"
+        "print(out.shape, tf.keras.__name__.split('.')[0], os.environ['TF_USE_LEGACY_KERAS'])\n",
+        extra_env={"TF_USE_LEGACY_KERAS": legacy})
+    assert out.split() == ["(1,", "3,", "2)", want, legacy], out
 
 
 def test_keras3_on_jax_imports_neither_tensorflow_nor_tf_keras():
@@ -601,26 +697,26 @@ def test_keras3_on_jax_imports_neither_tensorflow_nor_tf_keras():
         pytest.skip("jax is not installed")
     out = _subprocess(
         "import sys, numpy as np, keras, phased_lstm\n"
-        "model = keras.Sequential([keras.Input((5, 1)), phased_lstm.PhasedLSTM(3)])\n"
-        "model(np.ones((2, 5, 1), np.float32))\n"
         "from phased_lstm.keras3 import PhasedLSTM\n"
-        "print(keras.config.backend(), type(model.layers[0]) is PhasedLSTM,\n"
-        "      'tensorflow' in sys.modules, 'tf_keras' in sys.modules,\n"
+        "model = keras.Sequential([keras.Input((5, 1)), PhasedLSTM(3)])\n"
+        "model(np.ones((2, 5, 1), np.float32))\n"
+        "print(keras.config.backend(), 'tensorflow' in sys.modules, 'tf_keras' in sys.modules,\n"
         "      'TF_USE_LEGACY_KERAS' in __import__('os').environ)\n", "jax")
-    assert out.split() == ["jax", "True", "False", "False", "False"], out
+    assert out.split() == ["jax", "False", "False", "False"], out
 
 
 def test_tf1_users_first_keep_tf_keras_and_can_use_keras3_beside_it():
     out = _subprocess(
         "import phased_lstm\n"
-        "from phased_lstm import PhasedLSTM, tf\n"
-        "print(tf.keras.__name__.split('.')[0], PhasedLSTM.__module__)\n"
+        "from phased_lstm import tf\n"
+        "from phased_lstm.keras_layer import PhasedLSTM\n"
+        "print(tf.keras.__name__.split('.')[0])\n"
         "tf.keras.Sequential([PhasedLSTM(4, input_shape=(5, 1))])\n"
         "import keras, numpy as np\n"
         "from phased_lstm.keras3 import PhasedLSTM as Keras3PhasedLSTM\n"
         "model = keras.Sequential([keras.Input((5, 1)), Keras3PhasedLSTM(4)])\n"
         "print(model(np.ones((1, 5, 1), np.float32)).shape)\n")
-    assert out.split() == ["tf_keras", "phased_lstm.keras_layer", "(1,", "4)"], out
+    assert out.split() == ["tf_keras", "(1,", "4)"], out
 
 
 # The fused kernel on the TensorFlow backend (PhasedLSTM._fused_call), against Keras' own loop
@@ -744,12 +840,21 @@ def test_inference_runs_the_forward_only_op_with_the_training_results(peep):
     want, training_ops = traced(True)
     assert "PhasedLSTMSequence" in training_ops
     assert "PhasedLSTMSequenceInference" not in training_ops
+    assert "PhasedTimeGate" not in training_ops
     for training in (False, None):
         got, ops_seen = traced(training)
         assert "PhasedLSTMSequenceInference" in ops_seen
         assert "PhasedLSTMSequence" not in ops_seen
+        # The gate from the fused gate kernel where it builds: the same values.
+        assert ("PhasedTimeGate" in ops_seen) == fused_rnn.TIME_GATE.available()
         for name, a, b in zip(["output", "h", "c"], got, want):
             np.testing.assert_array_equal(a, b, err_msg=f"{name}, training={training}")
+    # A mask, folded into the gate (the fused gate kernel's live rows): the same results too.
+    mask = tf.constant(rng.uniform(size=(BATCH, STEPS)) > 0.3)
+    masked = [tf.function(lambda: layer(inputs, mask=mask, training=training))()
+              for training in (True, False)]
+    for name, a, b in zip(["output", "h", "c"], *masked):
+        np.testing.assert_array_equal(np.asarray(b), np.asarray(a), err_msg=f"masked {name}")
     # Eagerly too, and through Keras' predict.
     np.testing.assert_array_equal(np.asarray(layer(inputs)[0]), want[0])
     symbolic = [keras.Input((STEPS, INPUT_SIZE)), keras.Input((STEPS,), dtype="float64")]

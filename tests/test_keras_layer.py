@@ -263,10 +263,14 @@ class PhasedLSTMLayerTest(tf.test.TestCase):
 
             want, training_ops = traced(True)
             self.assertNotIn("PhasedLSTMSequenceInference", training_ops)
+            self.assertNotIn("PhasedTimeGate", training_ops)
             for training in (False, None):
                 got, ops_seen = traced(training)
                 self.assertEqual("PhasedLSTMSequenceInference" in ops_seen, fused)
                 self.assertNotIn("PhasedLSTMSequence", ops_seen)
+                # The gate from the fused gate kernel where it builds: the same values.
+                self.assertEqual("PhasedTimeGate" in ops_seen,
+                                 fused and fused_rnn.TIME_GATE.available())
                 for name, a, b in zip(("output", "h", "c"), got, want):
                     self.assertAllEqual(a, b, msg=f"{name}, peepholes {peep}, {training}")
 

@@ -9,9 +9,12 @@ share them:
 - `resumed`: PhasedLSTMCell with the same settings in another log_dir, trained in three pieces:
   --steps 3, then --steps 1000 stopped by SIGTERM after a few steps, then --steps 8.
 
-Errors raised before training are checked in-process, through main() and the flag parser."""
+Errors raised before training, and the script's functions, are checked in this process: main()
+with flags of its own (script_helpers.run_main), the flag parser, Model built from a
+MnistConfig."""
 
 import concurrent.futures
+import dataclasses
 import glob
 import json
 import os
@@ -23,7 +26,6 @@ import types
 from unittest import mock
 
 from absl import flags
-from absl.testing import flagsaver
 import numpy as np
 import pytest
 
@@ -31,10 +33,10 @@ import fake_mnist
 import mnist_phased_lstm as script
 from fake_mnist import write_fake_mnist
 from phased_lstm import fused_rnn, tf
-from experiments import training
-from script_helpers import PNG_MAGIC, ROOT, TIMEOUT_S, check_ok, run
+from experiments import mnist_data, training
+from script_helpers import PNG_MAGIC, ROOT, TIMEOUT_S, check_ok, count_rows, parse_flags, run
+import script_helpers
 
-FLAGS = flags.FLAGS
 SCRIPT = os.path.join(ROOT, "mnist_phased_lstm.py")
 SMALL = ["--batch_size=16", "--num_units=4", "--eval_every=3", "--eval_batch_size=128"]
 
@@ -52,24 +54,10 @@ def read_log(log_dir, model):
     return training.read_log(os.path.join(log_dir, model, "log.tsv"))
 
 
-def count_rows(path):
-    if not os.path.exists(path):
-        return 0
-    with open(path, encoding="utf-8") as f:
-        return max(f.read().count("\n") - 1, 0)
-
-
 @pytest.fixture(autouse=True)
 def accept_fake_mnist(monkeypatch):
     """In-process runs read the fake MNIST too (subprocesses: `command`)."""
     fake_mnist.accept_fake_mnist(monkeypatch.setattr)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def parsed_flags():
-    """Lets in-process tests read the flags' defaults, as after `app.run` with no arguments."""
-    if not FLAGS.is_parsed():
-        FLAGS.mark_as_parsed()
 
 
 @pytest.fixture(scope="module")
@@ -141,12 +129,12 @@ def resumed(runs):
 
 def run_main(*args):
     """Runs main() in this process with these flags; returns its status or SystemExit's code."""
-    with flagsaver.flagsaver():
-        argv = FLAGS(["mnist_phased_lstm.py", *args])
-        try:
-            return script.main(argv)
-        except SystemExit as exit_:
-            return exit_.code
+    return script_helpers.run_main(script, *args)
+
+
+def config(**values):
+    """The MnistConfig of the defaults with these values."""
+    return script.MnistConfig(**values)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,10 +182,12 @@ def test_results_json(trained):
         np.median(log["seconds_per_step"]))
     assert 0 < results["wall_time_s"] < TIMEOUT_S
     settings = results["settings"]
-    assert settings == script.settings() | {
-        "model": "PhasedLSTMCell", "steps": 8, "batch_size": 16, "num_units": 4, "eval_every": 3,
-        "eval_batch_size": 128, "data_dir": settings["data_dir"],
-        "log_dir": trained.log_dir}
+    # Every flag, by name: the keys resume compares, as runs recorded them before MnistConfig.
+    flag_names = {f.name for f in parse_flags(script).get_key_flags_for_module(script)}
+    assert set(settings) == flag_names
+    assert settings == dataclasses.asdict(config(
+        model="PhasedLSTMCell", steps=8, batch_size=16, num_units=4, eval_every=3,
+        eval_batch_size=128, data_dir=settings["data_dir"], log_dir=trained.log_dir))
 
 
 def test_tensorboard_events(trained):
@@ -333,13 +323,14 @@ def test_corrupt_data_file_is_a_clear_error(tmp_path):
     (["--ratio_on=1.5"], r"--ratio_on must be in \(0, 1\]"),
     (["--period_init_min=10", "--period_init_max=5"], "--period_init_max must be >="),
     (["--fresh", "--plot_only"], "pass one of them"),
-    (["-m", "GRUCell"], "value should be one of <BasicLSTMCell|LSTMCell|PhasedLSTMCell|PhasedGRUCell>"),
+    (["-m", "GRUCell"],
+     "value should be one of <BasicLSTMCell|LSTMCell|PhasedLSTMCell|PhasedGRUCell>"),
     (["-m", "BasicLSTMCell", "--event_driven_eval"], "needs -m PhasedLSTMCell without"),
     (["--peepholes", "--event_driven_eval"], "needs -m PhasedLSTMCell without --peepholes"),
 ])
 def test_bad_flags_are_refused(args, message):
-    with flagsaver.flagsaver(), pytest.raises(flags.IllegalFlagValueError, match=message):
-        FLAGS(["mnist_phased_lstm.py", *args])
+    with pytest.raises(flags.IllegalFlagValueError, match=message):
+        parse_flags(script, *args)
 
 
 def test_unwritable_log_dir_is_refused_before_any_work(tmp_path):
@@ -379,18 +370,28 @@ def test_plot_only_redraws_the_plot(trained):
 # The script's functions.
 
 def test_flags_help_lists_the_settings_and_no_test_switch():
-    help_text = FLAGS.module_help(script)
+    flag_values = parse_flags(script)
+    help_text = flag_values.module_help(script)
     for name in ("--steps", "--ratio_on", "--checkpoint_every_secs", "--[no]plot_only",
                  "--log_dir"):
         assert name in help_text
     assert "-m,--model" in help_text
-    assert "unverified_data" not in FLAGS  # tests use tests/fake_mnist.py instead
-    assert set(script.MODELS) == set(FLAGS["model"].parser.enum_values)
+    assert "unverified_data" not in flag_values  # tests use tests/fake_mnist.py instead
+    assert set(script.MODELS) == set(flag_values["model"].parser.enum_values)
+
+
+def test_the_flags_defaults_are_the_configs():
+    flag_values = parse_flags(script)
+    names = [f.name for f in flag_values.get_key_flags_for_module(script)]
+    assert sorted(names) == sorted(f.name for f in dataclasses.fields(script.MnistConfig))
+    assert script.config_from_flags(flag_values) == script.MnistConfig()
+    assert script.config_from_flags(parse_flags(script, "-m", "LSTMCell", "--steps=7")) == (
+        config(model="LSTMCell", steps=7))
 
 
 def test_to_sequences_reads_rows_one_pixel_per_step():
     images = np.arange(2 * 28 * 28).reshape(2, 28, 28).astype(np.uint8)
-    pixels = script.to_sequences(images)
+    pixels = mnist_data.to_sequences(images)
     assert pixels.shape == (2, 784, 1) and pixels.dtype == np.float32
     np.testing.assert_allclose(pixels[0, 28 + 2, 0], images[0, 1, 2] / 255.0)
     assert pixels.min() >= 0.0 and pixels.max() <= 1.0
@@ -411,11 +412,11 @@ def test_batches_depend_only_on_seed_and_step():
 
 @pytest.mark.parametrize("model", sorted(script.MODELS))
 def test_run_rnn_gives_every_step_output(model):
-    with flagsaver.flagsaver(num_units=3), tf.Graph().as_default():
+    with tf.Graph().as_default():
         leak = tf.compat.v1.placeholder_with_default(0.5, [])
         time = tf.constant(np.arange(784, dtype=np.float32).reshape(1, 784, 1))
         pixels = tf.constant(np.random.default_rng(0).random((2, 784, 1), dtype=np.float32))
-        outputs = script.run_rnn(script.MODELS[model](leak), time, pixels)
+        outputs = script.run_rnn(script.MODELS[model](config(num_units=3), leak), time, pixels)
         assert outputs.shape.as_list() == [2, 784, 3]
         with tf.compat.v1.Session() as sess:
             sess.run(tf.compat.v1.global_variables_initializer())
@@ -428,9 +429,9 @@ def test_run_rnn_gives_every_step_output(model):
 def test_the_phased_cells_run_their_sequence_function_and_log_the_path(model):
     function = {"PhasedLSTMCell": "phased_lstm_rnn", "PhasedGRUCell": "phased_gru_rnn"}[model]
     library = {"PhasedLSTMCell": fused_rnn.LSTM, "PhasedGRUCell": fused_rnn.GRU}[model]
-    with flagsaver.flagsaver(num_units=3), tf.Graph().as_default() as graph, \
-            mock.patch.object(script.logging, "info") as info:
-        script.run_rnn(script.MODELS[model](0.001), tf.zeros([1, 784, 1]), tf.zeros([2, 784, 1]))
+    with tf.Graph().as_default() as graph, mock.patch.object(script.logging, "info") as info:
+        script.run_rnn(script.MODELS[model](config(num_units=3), 0.001), tf.zeros([1, 784, 1]),
+                       tf.zeros([2, 784, 1]))
     ops = {op.type for op in graph.get_operations()}
     fused_op = {"PhasedLSTMCell": "PhasedLSTMSequence", "PhasedGRUCell": "PhasedGRUSequence"}
     assert (fused_op[model] in ops) == library.available()
@@ -450,47 +451,44 @@ def test_a_phased_gru_checkpoint_from_dynamic_rnn_restores(tmp_path):
     rng = np.random.default_rng(0)
     prefix = str(tmp_path / "ckpt")
     losses = []
-    with flagsaver.flagsaver(num_units=3):
-        for run_rnn in (dynamic_rnn_run_rnn, script.run_rnn):
-            with tf.Graph().as_default(), mock.patch.object(script, "run_rnn", run_rnn):
-                tf.compat.v1.set_random_seed(len(losses))
-                model = script.Model("PhasedGRUCell")
-                feed = {model.pixels: rng.random((4, 784, 1), dtype=np.float32),
-                        model.labels: np.arange(4)}
-                rng = np.random.default_rng(0)  # the same feed for both graphs
-                with tf.compat.v1.Session() as sess:
-                    saver = tf.compat.v1.train.Saver()
-                    if losses:
-                        saver.restore(sess, prefix)
-                    else:
-                        sess.run(tf.compat.v1.global_variables_initializer())
-                        sess.run(model.train_op, feed)  # Adam's slots hold values too
-                        saver.save(sess, prefix)
-                    losses.append(sess.run(model.loss, feed))
+    for run_rnn in (dynamic_rnn_run_rnn, script.run_rnn):
+        with tf.Graph().as_default(), mock.patch.object(script, "run_rnn", run_rnn):
+            tf.compat.v1.set_random_seed(len(losses))
+            model = script.Model(config(model="PhasedGRUCell", num_units=3))
+            feed = {model.pixels: rng.random((4, 784, 1), dtype=np.float32),
+                    model.labels: np.arange(4)}
+            rng = np.random.default_rng(0)  # the same feed for both graphs
+            with tf.compat.v1.Session() as sess:
+                saver = tf.compat.v1.train.Saver()
+                if losses:
+                    saver.restore(sess, prefix)
+                else:
+                    sess.run(tf.compat.v1.global_variables_initializer())
+                    sess.run(model.train_op, feed)  # Adam's slots hold values too
+                    saver.save(sess, prefix)
+                losses.append(sess.run(model.loss, feed))
     assert losses[1] == pytest.approx(losses[0], rel=1e-5)
 
 
 @pytest.mark.parametrize("preset", [None, "seed_repo"])
 @pytest.mark.parametrize("rule", ["tf1", "exact"])
 def test_mod_gradient_and_preset_reach_the_phased_cells(rule, preset):
-    args = ["mnist_phased_lstm.py", f"--mod_gradient={rule}"]
+    args = [f"--mod_gradient={rule}"]
     args += [f"--preset={preset}", "--ratio_on=0.2"] if preset else []
-    with flagsaver.flagsaver():
-        FLAGS(args)
-        script.apply_preset()
-        for model in ("PhasedLSTMCell", "PhasedGRUCell"):
-            cell = script.MODELS[model](0.0)
-            assert cell.time_gate.mod_gradient == rule
-        if preset:  # its settings, except the one the command line gave
-            assert FLAGS.peepholes and FLAGS.ratio_on == 0.2
-            assert FLAGS.period_init_max == pytest.approx(np.exp(6.0))
+    built = script.config_from_flags(parse_flags(script, *args))
+    for model in ("PhasedLSTMCell", "PhasedGRUCell"):
+        cell = script.MODELS[model](built, 0.0)
+        assert cell.time_gate.mod_gradient == rule
+    if preset:  # its settings, except the one the command line gave
+        assert built.peepholes and built.ratio_on == 0.2
+        assert built.period_init_max == pytest.approx(np.exp(6.0))
 
 
 @pytest.mark.parametrize("half_life", [0, 40])
 def test_learning_rate_halves_every_half_life(half_life):
-    with flagsaver.flagsaver(model="BasicLSTMCell", num_units=3, learning_rate=0.01,
-                             lr_half_life=half_life), tf.Graph().as_default():
-        model = script.Model("BasicLSTMCell")
+    with tf.Graph().as_default():
+        model = script.Model(config(model="BasicLSTMCell", num_units=3, learning_rate=0.01,
+                                    lr_half_life=half_life))
         with tf.compat.v1.Session() as sess:
             sess.run(tf.compat.v1.global_variables_initializer())
             rates = []
@@ -505,8 +503,8 @@ def test_evaluate_weighs_a_ragged_last_batch():
     rng = np.random.default_rng(0)
     pixels = rng.random((10, 784, 1), dtype=np.float32)
     labels = rng.integers(0, 10, 10)
-    with flagsaver.flagsaver(model="BasicLSTMCell", num_units=3), tf.Graph().as_default():
-        model = script.Model("BasicLSTMCell")
+    with tf.Graph().as_default():
+        model = script.Model(config(model="BasicLSTMCell", num_units=3))
         with tf.compat.v1.Session() as sess:
             sess.run(tf.compat.v1.global_variables_initializer())
             whole = script.evaluate(sess, model, pixels, labels, batch_size=10)
@@ -517,8 +515,8 @@ def test_evaluate_weighs_a_ragged_last_batch():
 
 def test_event_driven_evaluation_equals_the_dense_one():
     rng = np.random.default_rng(0)
-    with flagsaver.flagsaver(num_units=4, event_driven_eval=True), tf.Graph().as_default():
-        model = script.Model("PhasedLSTMCell")
+    with tf.Graph().as_default():
+        model = script.Model(config(num_units=4, event_driven_eval=True))
         assert model.eval_loss is not model.loss  # a second, event-driven evaluation graph
         feed = {model.pixels: rng.random((8, 784, 1), dtype=np.float32),
                 model.labels: rng.integers(0, 10, 8), model.leak: 0.0}
@@ -540,9 +538,9 @@ def test_the_evaluation_tower_gives_the_training_graphs_numbers(model):
     rng = np.random.default_rng(0)
     pixels = rng.random((12, 784, 1), dtype=np.float32)
     labels = rng.integers(0, 10, 12)
-    with flagsaver.flagsaver(num_units=4), tf.Graph().as_default() as graph:
+    with tf.Graph().as_default() as graph:
         tf.compat.v1.set_random_seed(0)
-        built = script.Model(model)
+        built = script.Model(config(model=model, num_units=4))
         assert built.eval_loss is not built.loss
         assert (inference_op in {op.type for op in graph.get_operations()}) == library.available()
         names = [v.op.name for v in tf.compat.v1.global_variables()]
@@ -559,6 +557,6 @@ def test_the_evaluation_tower_gives_the_training_graphs_numbers(model):
 
 
 def test_the_lstms_evaluate_on_their_training_tensors():
-    with flagsaver.flagsaver(num_units=3), tf.Graph().as_default():
-        built = script.Model("BasicLSTMCell")
+    with tf.Graph().as_default():
+        built = script.Model(config(model="BasicLSTMCell", num_units=3))
     assert built.eval_loss is built.loss and built.eval_accuracy is built.accuracy

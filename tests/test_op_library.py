@@ -246,7 +246,7 @@ def _parses(rung):
 class KernelParsesOnEveryTargetTest(tf.test.TestCase):
     """The fused kernel's source against TensorFlow's headers, for CPUs other than this one.
 
-    Parsing (`-fsyntax-only`, about 20 s a target) is enough to catch what broke the build on
+    Parsing (`-fsyntax-only`, much quicker than a build) is enough to catch what broke the build on
     Sapphire Rapids: a header that does not compile with an instruction-set extension.
     """
 

@@ -1,9 +1,9 @@
 """Non-finite settings and inputs are refused, with a message that names them; NumPy integers are
 accepted wherever Python integers are.
 
-- Every float flag of every script refuses nan, inf and -inf. The frequency and Keras scripts
-  are checked in one subprocess each (their absl flags clash with mnist_phased_lstm's, which this
-  process holds); the MNIST script in-process.
+- Every float flag of every script refuses nan, inf and -inf. The MNIST and frequency scripts are
+  checked in this process, each on a FlagValues of its own; the Keras script, which defines its
+  flags on absl's FLAGS at import, in a subprocess.
 - Every numeric argument of the library's constructors (PhasedLSTMCell, PhasedGRUCell, TimeGate
   through them, the PhasedLSTM layer).
 - NaN or infinite timestamps are an error on every path that computes the time gate (the cell
@@ -16,18 +16,17 @@ import json
 import sys
 
 from absl import flags
-from absl.testing import flagsaver
 import numpy as np
 import pytest
 
-import mnist_phased_lstm  # noqa: F401  (defines the flags parsed below)
-from phased_lstm import (PhasedGRUCell, PhasedLSTM, PhasedLSTMCell, exp_uniform_initializer,
-                         tf)
+import freq_phased_lstm
+import mnist_phased_lstm
+from phased_lstm import PhasedGRUCell, PhasedLSTMCell, exp_uniform_initializer, tf
 from phased_lstm.event_rnn import event_driven_phased_lstm
 from phased_lstm.fast_rnn import phased_lstm_rnn
-from script_helpers import run
+from phased_lstm.keras_layer import PhasedLSTM
+from script_helpers import parse_flags, run
 
-FLAGS = flags.FLAGS
 NON_FINITE = ("nan", "inf", "-inf")
 MNIST_FLOAT_FLAGS = ("learning_rate", "checkpoint_every_secs", "ratio_on", "period_init_min",
                      "period_init_max", "leak")
@@ -57,7 +56,7 @@ print(json.dumps(results))
 
 def float_flags(module):
     """The float flags a script defines (so that a new one cannot be forgotten here)."""
-    return sorted(f.name for f in FLAGS.get_flags_for_module(module)
+    return sorted(f.name for f in parse_flags(module).get_flags_for_module(module)
                   if isinstance(f.parser, flags.FloatParser))
 
 
@@ -73,21 +72,24 @@ def assert_names_the_flag(message, name, value):
             or f"--{name}={value}: {value} is not a non-negative number" in message), message
 
 
-def test_every_float_flag_of_the_mnist_script_is_checked_here():
-    assert float_flags(mnist_phased_lstm) == sorted(MNIST_FLOAT_FLAGS)
+@pytest.mark.parametrize("module, names", [(mnist_phased_lstm, MNIST_FLOAT_FLAGS),
+                                           (freq_phased_lstm, FREQ_FLOAT_FLAGS)])
+def test_every_float_flag_of_the_tf1_scripts_is_checked_here(module, names):
+    assert float_flags(module) == sorted(names)
+    assert parse_flags(module, "--learning_rate=0.5").learning_rate == 0.5  # finite: passes
 
 
-@pytest.mark.parametrize("name", MNIST_FLOAT_FLAGS)
+@pytest.mark.parametrize("module, name", [(mnist_phased_lstm, name) for name in MNIST_FLOAT_FLAGS]
+                         + [(freq_phased_lstm, name) for name in FREQ_FLOAT_FLAGS])
 @pytest.mark.parametrize("value", NON_FINITE)
-def test_mnist_flags_refuse_non_finite_numbers(name, value):
-    with flagsaver.flagsaver(), pytest.raises(flags.IllegalFlagValueError) as error:
-        FLAGS(["mnist_phased_lstm.py", f"--{name}={value}"])
+def test_tf1_scripts_flags_refuse_non_finite_numbers(module, name, value):
+    with pytest.raises(flags.IllegalFlagValueError) as error:
+        parse_flags(module, f"--{name}={value}")
     assert_names_the_flag(str(error.value), name, value)
 
 
-@pytest.mark.parametrize("module, names", [("freq_phased_lstm", FREQ_FLOAT_FLAGS),
-                                           ("keras_mnist_phased_lstm", KERAS_FLOAT_FLAGS)])
-def test_other_scripts_flags_refuse_non_finite_numbers(module, names):
+def test_keras_scripts_flags_refuse_non_finite_numbers():
+    module, names = "keras_mnist_phased_lstm", KERAS_FLOAT_FLAGS
     arguments = [f"--{name}={value}" for name in names for value in NON_FINITE]
     results = parse_in_subprocess(module, arguments + ["--learning_rate=0.5"])
     assert results.pop("float flags") == sorted(names)  # none forgotten here
