@@ -13,6 +13,8 @@ TensorFlow's.
         = leak * phi            otherwise              (closed)
 
 (Neil, Pfeiffer, Liu, "Phased LSTM", NIPS 2016, https://arxiv.org/abs/1610.09513.)
+
+`GateTiming` is the timing settings every cell and layer takes: their defaults and checks.
 """
 
 import dataclasses
@@ -106,6 +108,7 @@ class GateTiming:
       ValueError: for an unknown mod_gradient, or a number out of range (see `check_timing`).
     """
 
+    # The numbers may also be tensors (TF 1.x cells): no annotation promises a float.
     leak: object = 0.001
     ratio_on: object = 0.1
     trainable_ratio_on: bool = True
@@ -114,7 +117,7 @@ class GateTiming:
     trainable_period: bool = True
     trainable_phase: bool = True
     mod_gradient: str = "tf1"
-    inference_leak: object = None
+    inference_leak: object = None  # or a float
 
     NUMBERS = ("leak", "ratio_on", "period_init_min", "period_init_max", "inference_leak")
 
