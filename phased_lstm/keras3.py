@@ -30,7 +30,6 @@ import keras
 from keras import ops
 
 from phased_lstm import gate_math
-from phased_lstm.gate_math import DEFAULT_TIMING, GateTiming
 from phased_lstm.gate_math import MIN_PERIOD, MIN_RATIO_ON  # noqa: F401  (re-exported)
 
 if int(keras.__version__.split(".")[0]) < 3:
@@ -38,6 +37,7 @@ if int(keras.__version__.split(".")[0]) < 3:
                       "With Keras 2 (tf-keras) use phased_lstm.keras_layer.PhasedLSTM.")
 
 _PACKAGE = "phased_lstm"
+_DEFAULTS = gate_math.DEFAULT_TIMING  # the timing settings' defaults (TF 1.x's)
 
 # The Keras 3 weight of each TF 1.x variable (Keras 3 names cannot contain "/").
 TF1_VARIABLE_NAMES = {
@@ -189,26 +189,26 @@ class PhasedLSTMCell(keras.layers.Layer):
         when called, for a NaN or infinite timestamp (as `PhasedLSTM`).
     """
 
-    def __init__(self, units, use_peepholes=False, leak=DEFAULT_TIMING.leak,
-                 inference_leak=DEFAULT_TIMING.inference_leak, ratio_on=DEFAULT_TIMING.ratio_on,
-                 trainable_ratio_on=DEFAULT_TIMING.trainable_ratio_on,
-                 period_init_min=DEFAULT_TIMING.period_init_min,
-                 period_init_max=DEFAULT_TIMING.period_init_max,
-                 trainable_period=DEFAULT_TIMING.trainable_period,
-                 trainable_phase=DEFAULT_TIMING.trainable_phase,
+    def __init__(self, units, use_peepholes=False, leak=_DEFAULTS.leak,
+                 inference_leak=_DEFAULTS.inference_leak, ratio_on=_DEFAULTS.ratio_on,
+                 trainable_ratio_on=_DEFAULTS.trainable_ratio_on,
+                 period_init_min=_DEFAULTS.period_init_min,
+                 period_init_max=_DEFAULTS.period_init_max,
+                 trainable_period=_DEFAULTS.trainable_period,
+                 trainable_phase=_DEFAULTS.trainable_phase,
                  period_initializer=None, phase_initializer=None, ratio_on_initializer=None,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros",
                  kernel_regularizer=None, bias_regularizer=None, period_regularizer=None,
                  phase_regularizer=None, ratio_on_regularizer=None, kernel_constraint=None,
                  bias_constraint=None, period_constraint=None, phase_constraint=None,
-                 ratio_on_constraint=None, mod_gradient=DEFAULT_TIMING.mod_gradient,
+                 ratio_on_constraint=None, mod_gradient=_DEFAULTS.mod_gradient,
                  gate_in_inputs=False, **kwargs):
         # The time must reach call() in its own dtype (float64 for large timestamps).
         kwargs["autocast"] = False
         super().__init__(**kwargs)
         if isinstance(units, bool) or not (isinstance(units, numbers.Integral) and units >= 1):
             raise ValueError(f"units must be an integer >= 1; got {units!r}")
-        self.timing = GateTiming(
+        self.timing = gate_math.GateTiming(
             leak=leak, inference_leak=inference_leak, ratio_on=ratio_on,
             trainable_ratio_on=trainable_ratio_on, period_init_min=period_init_min,
             period_init_max=period_init_max, trainable_period=trainable_period,
@@ -515,18 +515,18 @@ class PhasedLSTM(keras.layers.RNN):
     """
 
     def __init__(self, units, use_peepholes=False, leak=None,
-                 inference_leak=DEFAULT_TIMING.inference_leak, ratio_on=DEFAULT_TIMING.ratio_on,
-                 trainable_ratio_on=DEFAULT_TIMING.trainable_ratio_on,
-                 period_init_min=DEFAULT_TIMING.period_init_min,
-                 period_init_max=DEFAULT_TIMING.period_init_max,
-                 trainable_period=DEFAULT_TIMING.trainable_period,
-                 trainable_phase=DEFAULT_TIMING.trainable_phase, period_initializer=None,
+                 inference_leak=_DEFAULTS.inference_leak, ratio_on=_DEFAULTS.ratio_on,
+                 trainable_ratio_on=_DEFAULTS.trainable_ratio_on,
+                 period_init_min=_DEFAULTS.period_init_min,
+                 period_init_max=_DEFAULTS.period_init_max,
+                 trainable_period=_DEFAULTS.trainable_period,
+                 trainable_phase=_DEFAULTS.trainable_phase, period_initializer=None,
                  phase_initializer=None, ratio_on_initializer=None,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros",
                  kernel_regularizer=None, bias_regularizer=None, period_regularizer=None,
                  phase_regularizer=None, ratio_on_regularizer=None, kernel_constraint=None,
                  bias_constraint=None, period_constraint=None, phase_constraint=None,
-                 ratio_on_constraint=None, mod_gradient=DEFAULT_TIMING.mod_gradient, alpha=None,
+                 ratio_on_constraint=None, mod_gradient=_DEFAULTS.mod_gradient, alpha=None,
                  return_sequences=False, return_state=False, go_backwards=False,
                  stateful=False, unroll=False, zero_output_for_mask=False, **kwargs):
         # The cell builds the timing (`GateTiming`): the layer's is `self.cell.timing`.
