@@ -165,9 +165,9 @@ class PhasedLSTM(keras.layers.Layer):
             "phase": keras.constraints.get(phase_constraint),
             "ratio_on": keras.constraints.get(ratio_on_constraint)}
 
-        # The cell's timing is the layer's (the training flag, and inference_leak with it,
-        # reaches the cell's call as its leak); its periods and open ratios it projects onto
-        # their valid ranges after the user's constraints.
+        # The cell's timing is the layer's but for inference_leak, which the layer applies
+        # itself (`_leak`, given to the cell's steps). The cell projects the periods and open
+        # ratios onto their valid ranges after the user's constraints.
         cell_timing = dict(self.timing.settings(), **{
             f"{name}_initializer": _v1_initializer(self._initializers[name])
             for name in _TIMING_VARIABLES}, **{
