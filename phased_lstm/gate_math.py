@@ -13,8 +13,11 @@ TensorFlow's.
         = leak * phi            otherwise              (closed)
 
 (Neil, Pfeiffer, Liu, "Phased LSTM", NIPS 2016, https://arxiv.org/abs/1610.09513.)
+
+`GateTiming` is the timing settings every cell and layer takes: their defaults and checks.
 """
 
+import dataclasses
 import math
 import numbers
 
@@ -64,6 +67,104 @@ def check_timing(leak=None, ratio_on=None, period_init_min=None, period_init_max
             and not period_init_max >= period_init_min):
         raise ValueError(f"period_init_max must be >= period_init_min ({period_init_min}); "
                          f"got {period_init_max}")
+
+
+@dataclasses.dataclass(frozen=True)
+class GateTiming:
+    """A cell's timing settings, their defaults and their checks: one description for all.
+
+    Every front end builds one from its arguments and reads its timing from it: the TF 1.x
+    `PhasedLSTMCell` and `PhasedGRUCell` (through `TimeGate`), the tf-keras `PhasedLSTM`, and
+    the Keras 3 `PhasedLSTMCell` and `PhasedLSTM`. The defaults are TF 1.x's
+    (`tf.contrib.rnn.PhasedLSTMCell`): `DEFAULT_TIMING` holds them, and each signature takes
+    its defaults from it. No front end departs from them: the Keras layers' `leak=None` means
+    `DEFAULT_TIMING.leak` unless `alpha` (the Keras seed's name for it) is given
+    (`leak_or_alpha`), and the Keras seed's own settings (ratio_on=0.05, uniform periods and
+    phases) are a recipe in docs/library.md, not a default, so that every layer starts as the
+    TF 1.x cell does.
+
+    Args:
+      leak: alpha, the closed gate's slope (k = leak * phi), >= 0. The TF 1.x cells also take a
+        scalar float tensor, e.g. `tf.compat.v1.placeholder_with_default(0.001, [])` fed 0 to
+        evaluate without leak, as the paper does.
+      ratio_on: the initial open ratio r_on, in (0, 1].
+      trainable_ratio_on: whether r_on is learned.
+      period_init_min, period_init_max: the default period initialiser draws
+        exp(U(ln period_init_min, ln period_init_max)); 0 < period_init_min <= period_init_max.
+      trainable_period, trainable_phase: whether the periods tau and phases s are learned.
+      mod_gradient: how (t - s) mod tau is differentiated: "tf1" (TF 1.x's rule: tau gets no
+        gradient through the wrap) or "exact" (floormod's own derivative, as PyTorch's fmod);
+        see MOD_GRADIENTS.
+      inference_leak: the slope when not training (the Keras layers' `training=False`); None:
+        `leak`, as the TF 1.x cells (which have no such argument) and the Keras seed; 0.0: the
+        paper's evaluation, where a closed unit keeps its state exactly.
+
+    Numbers are checked here and kept as Python floats. Anything else passes unchecked: a
+    tensor (a TF 1.x cell's leak, or its ratio_on or period bound of a value known only when
+    run) is checked where its value is known (`time_gate`'s initialisers); the Keras layers,
+    whose configs hold the settings, take numbers only (`numbers_only`).
+
+    Raises:
+      ValueError: for an unknown mod_gradient, or a number out of range (see `check_timing`).
+    """
+
+    # The numbers may also be tensors (TF 1.x cells): no annotation promises a float.
+    leak: object = 0.001
+    ratio_on: object = 0.1
+    trainable_ratio_on: bool = True
+    period_init_min: object = 1.0
+    period_init_max: object = 1000.0
+    trainable_period: bool = True
+    trainable_phase: bool = True
+    mod_gradient: str = "tf1"
+    inference_leak: object = None  # or a float
+
+    NUMBERS = ("leak", "ratio_on", "period_init_min", "period_init_max", "inference_leak")
+
+    def __post_init__(self):
+        check_mod_gradient(self.mod_gradient)
+        check_timing(**{name: getattr(self, name) for name in self.NUMBERS})
+        for name in self.NUMBERS:
+            value = getattr(self, name)
+            if isinstance(value, numbers.Real) and not isinstance(value, bool):
+                object.__setattr__(self, name, float(value))  # frozen: only here
+
+    def numbers_only(self):
+        """Returns self if every number setting is a number (inference_leak may be None).
+
+        Raises:
+          ValueError: naming the first setting that is not (a bool, a string, a tensor).
+        """
+        for name in self.NUMBERS:
+            value = getattr(self, name)
+            if not isinstance(value, float) and not (name == "inference_leak" and value is None):
+                kind = "a number >= 0" if name.endswith("leak") else "a number"
+                raise ValueError(f"{name} must be {kind}; got {value!r}")
+        return self
+
+    def settings(self):
+        """{name: value} of every setting: the Keras layers' config keys for their timing."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+
+
+DEFAULT_TIMING = GateTiming()
+
+
+def leak_or_alpha(leak, alpha):
+    """A Keras layer's leak, given as `leak` or `alpha` (the Keras seed's name), or neither.
+
+    Returns:
+      The one given, or DEFAULT_TIMING.leak.
+
+    Raises:
+      ValueError: if both are given.
+    """
+    if leak is not None and alpha is not None:
+        raise ValueError(f"give leak or alpha (its Keras seed name), not both; got leak={leak} "
+                         f"and alpha={alpha}")
+    if leak is None and alpha is None:
+        return DEFAULT_TIMING.leak
+    return alpha if leak is None else leak
 
 
 def valid_period(ops, period):

@@ -39,6 +39,7 @@ if int(keras.__version__.split(".")[0]) < 3:
                       "With Keras 2 (tf-keras) use phased_lstm.keras_layer.PhasedLSTM.")
 
 _PACKAGE = "phased_lstm"
+_DEFAULTS = gate_math.DEFAULT_TIMING  # the timing settings' defaults (TF 1.x's)
 
 # The Keras 3 weight of each TF 1.x variable (Keras 3 names cannot contain "/").
 TF1_VARIABLE_NAMES = {
@@ -123,16 +124,6 @@ def _finite_times(times):
     return times
 
 
-def _check_leak(name, value, allow_none=False):
-    """The leak as a float: a number (None where allowed), checked as the TF 1.x cells do."""
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a number >= 0; got {value!r}")
-    gate_math.check_timing(**{name: value})  # finite, and >= 0
-    return float(value)
-
-
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class PhasedLSTMCell(keras.layers.Layer):
     """Phased LSTM cell (Neil, Pfeiffer, Liu, NIPS 2016) for `keras.layers.RNN`.
@@ -170,13 +161,10 @@ class PhasedLSTMCell(keras.layers.Layer):
     Args:
       units: number of units, >= 1.
       use_peepholes: whether the input and forget gates see c_{t-1} and the output gate c~_t.
-      leak: alpha, the closed gate's slope while training (float >= 0, default 0.001).
-      inference_leak: the slope when not training; None: `leak` (the TF 1.x cell); 0.0: the
-        paper's evaluation, where a closed unit keeps its state exactly.
-      ratio_on: initial open ratio, in (0, 1].
-      trainable_ratio_on, trainable_period, trainable_phase: whether each timing parameter is
-        learned.
-      period_init_min, period_init_max: periods start log-uniform on this range (> 0).
+      leak, inference_leak, ratio_on, trainable_ratio_on, period_init_min, period_init_max,
+        trainable_period, trainable_phase, mod_gradient: the timing, with TF 1.x's defaults;
+        documented and checked once, by `phased_lstm.gate_math.GateTiming`. Numbers, which
+        the config holds.
       period_initializer, phase_initializer, ratio_on_initializer: Keras initializers replacing
         the defaults (`ExpUniform(period_init_min, period_init_max)`, U(0, initial period),
         constant `ratio_on`).
@@ -189,8 +177,6 @@ class PhasedLSTMCell(keras.layers.Layer):
         Periods are then projected onto >= MIN_PERIOD and open ratios onto
         [MIN_RATIO_ON, 1], whatever the user's constraint; the gate also clips them, so that a
         hand-set invalid value cannot produce NaN.
-      mod_gradient: the gradient of (t - s) mod tau: "tf1" (default; TF 1.x's: tau learns only
-        through phi = mod / tau) or "exact" (the mod's own derivative).
       gate_in_inputs: what each step's input ends with: False (default) the timestamp,
         [batch, input_size + 1]; True the time gate k already computed for the step,
         [batch, input_size + units] (how `PhasedLSTM` runs the cell: `time_gate` for all steps
@@ -198,44 +184,39 @@ class PhasedLSTMCell(keras.layers.Layer):
       **kwargs: Keras layer arguments (name, dtype, ...).
 
     Raises:
-      ValueError: for units not an integer >= 1, a negative leak, ratio_on outside (0, 1],
-        period_init_min <= 0, period_init_max < period_init_min or an unknown mod_gradient
-        (NaN and infinities too); when built, for inputs whose last dimension is unknown or 0;
+      ValueError: for units not an integer >= 1, invalid timing settings (`GateTiming`: a
+        negative leak, ratio_on outside (0, 1], period_init_min <= 0, period_init_max <
+        period_init_min, an unknown mod_gradient, NaN and infinities) or ones that are not
+        numbers; when built, for inputs whose last dimension is unknown or 0;
         when called, for a NaN or infinite timestamp (as `PhasedLSTM`).
     """
 
-    def __init__(self, units, use_peepholes=False, leak=0.001, inference_leak=None,
-                 ratio_on=0.1, trainable_ratio_on=True, period_init_min=1.0,
-                 period_init_max=1000.0, trainable_period=True, trainable_phase=True,
+    def __init__(self, units, use_peepholes=False, leak=_DEFAULTS.leak,
+                 inference_leak=_DEFAULTS.inference_leak, ratio_on=_DEFAULTS.ratio_on,
+                 trainable_ratio_on=_DEFAULTS.trainable_ratio_on,
+                 period_init_min=_DEFAULTS.period_init_min,
+                 period_init_max=_DEFAULTS.period_init_max,
+                 trainable_period=_DEFAULTS.trainable_period,
+                 trainable_phase=_DEFAULTS.trainable_phase,
                  period_initializer=None, phase_initializer=None, ratio_on_initializer=None,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros",
                  kernel_regularizer=None, bias_regularizer=None, period_regularizer=None,
                  phase_regularizer=None, ratio_on_regularizer=None, kernel_constraint=None,
                  bias_constraint=None, period_constraint=None, phase_constraint=None,
-                 ratio_on_constraint=None, mod_gradient="tf1", gate_in_inputs=False, **kwargs):
+                 ratio_on_constraint=None, mod_gradient=_DEFAULTS.mod_gradient,
+                 gate_in_inputs=False, **kwargs):
         # The time must reach call() in its own dtype (float64 for large timestamps).
         kwargs["autocast"] = False
         super().__init__(**kwargs)
         if isinstance(units, bool) or not (isinstance(units, numbers.Integral) and units >= 1):
             raise ValueError(f"units must be an integer >= 1; got {units!r}")
-        for name, value in (("ratio_on", ratio_on), ("period_init_min", period_init_min),
-                            ("period_init_max", period_init_max)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                raise ValueError(f"{name} must be a number; got {value!r}")
-        self.leak = _check_leak("leak", leak)
-        self.inference_leak = _check_leak("inference_leak", inference_leak, allow_none=True)
-        # The same ranges as the TF 1.x cells (NaN and infinities refused too).
-        gate_math.check_timing(ratio_on=ratio_on, period_init_min=period_init_min,
-                               period_init_max=period_init_max)
+        self.timing = gate_math.GateTiming(
+            leak=leak, inference_leak=inference_leak, ratio_on=ratio_on,
+            trainable_ratio_on=trainable_ratio_on, period_init_min=period_init_min,
+            period_init_max=period_init_max, trainable_period=trainable_period,
+            trainable_phase=trainable_phase, mod_gradient=mod_gradient).numbers_only()
         self.units = int(units)
         self.use_peepholes = bool(use_peepholes)
-        self.ratio_on_init = float(ratio_on)
-        self.trainable_ratio_on = trainable_ratio_on
-        self.trainable_period = trainable_period
-        self.trainable_phase = trainable_phase
-        self.period_init_min, self.period_init_max = float(period_init_min), float(
-            period_init_max)
-        self.mod_gradient = gate_math.check_mod_gradient(mod_gradient)
         get_init, get_reg, get_con = (keras.initializers.get, keras.regularizers.get,
                                       keras.constraints.get)
         self.period_initializer = get_init(period_initializer)
@@ -256,6 +237,17 @@ class PhasedLSTMCell(keras.layers.Layer):
         self.state_size = [self.units, self.units]
         self.output_size = self.units
         self.gate_in_inputs = bool(gate_in_inputs)
+
+    # The timing's settings, read from the one GateTiming (ratio_on is the weight).
+    leak = property(lambda self: self.timing.leak)
+    inference_leak = property(lambda self: self.timing.inference_leak)
+    ratio_on_init = property(lambda self: self.timing.ratio_on)
+    trainable_ratio_on = property(lambda self: self.timing.trainable_ratio_on)
+    period_init_min = property(lambda self: self.timing.period_init_min)
+    period_init_max = property(lambda self: self.timing.period_init_max)
+    trainable_period = property(lambda self: self.timing.trainable_period)
+    trainable_phase = property(lambda self: self.timing.trainable_phase)
+    mod_gradient = property(lambda self: self.timing.mod_gradient)
 
     def _extra_columns(self):
         return self.units if self.gate_in_inputs else 1
@@ -419,14 +411,8 @@ class PhasedLSTMCell(keras.layers.Layer):
     def get_config(self):
         ser_init, ser_reg, ser_con = (keras.initializers.serialize, keras.regularizers.serialize,
                                       keras.constraints.serialize)
-        config = {
-            "units": self.units, "use_peepholes": self.use_peepholes, "leak": self.leak,
-            "inference_leak": self.inference_leak, "ratio_on": self.ratio_on_init,
-            "trainable_ratio_on": self.trainable_ratio_on,
-            "period_init_min": self.period_init_min, "period_init_max": self.period_init_max,
-            "trainable_period": self.trainable_period, "trainable_phase": self.trainable_phase,
-            "mod_gradient": self.mod_gradient, "gate_in_inputs": self.gate_in_inputs,
-        }
+        config = {"units": self.units, "use_peepholes": self.use_peepholes,
+                  **self.timing.settings(), "gate_in_inputs": self.gate_in_inputs}
         for name in ("period", "phase", "ratio_on", "kernel", "bias"):
             initializer = getattr(self, f"{name}_initializer")
             config[f"{name}_initializer"] = None if initializer is None else ser_init(
@@ -512,8 +498,9 @@ class PhasedLSTM(keras.layers.RNN):
         phase_initializer, ratio_on_initializer, kernel_initializer, bias_initializer,
         kernel_regularizer, bias_regularizer, period_regularizer, phase_regularizer,
         ratio_on_regularizer, kernel_constraint, bias_constraint, period_constraint,
-        phase_constraint, ratio_on_constraint, mod_gradient: the cell's (`PhasedLSTMCell`).
-      alpha: the Keras seed's name for `leak`; give one of the two.
+        phase_constraint, ratio_on_constraint, mod_gradient: the cell's (`PhasedLSTMCell`;
+        the timing's are `phased_lstm.gate_math.GateTiming`'s, with its defaults).
+      alpha: the Keras seed's name for `leak`; give one of the two (leak None: the default).
       return_sequences, return_state, go_backwards, stateful, unroll, zero_output_for_mask:
         `keras.layers.RNN`'s.
       **kwargs: Keras layer arguments (name, dtype, ...).
@@ -529,23 +516,25 @@ class PhasedLSTM(keras.layers.RNN):
       TypeError: when called, for times that are not numbers.
     """
 
-    def __init__(self, units, use_peepholes=False, leak=None, inference_leak=None, ratio_on=0.1,
-                 trainable_ratio_on=True, period_init_min=1.0, period_init_max=1000.0,
-                 trainable_period=True, trainable_phase=True, period_initializer=None,
+    def __init__(self, units, use_peepholes=False, leak=None,
+                 inference_leak=_DEFAULTS.inference_leak, ratio_on=_DEFAULTS.ratio_on,
+                 trainable_ratio_on=_DEFAULTS.trainable_ratio_on,
+                 period_init_min=_DEFAULTS.period_init_min,
+                 period_init_max=_DEFAULTS.period_init_max,
+                 trainable_period=_DEFAULTS.trainable_period,
+                 trainable_phase=_DEFAULTS.trainable_phase, period_initializer=None,
                  phase_initializer=None, ratio_on_initializer=None,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros",
                  kernel_regularizer=None, bias_regularizer=None, period_regularizer=None,
                  phase_regularizer=None, ratio_on_regularizer=None, kernel_constraint=None,
                  bias_constraint=None, period_constraint=None, phase_constraint=None,
-                 ratio_on_constraint=None, mod_gradient="tf1", alpha=None,
+                 ratio_on_constraint=None, mod_gradient=_DEFAULTS.mod_gradient, alpha=None,
                  return_sequences=False, return_state=False, go_backwards=False,
                  stateful=False, unroll=False, zero_output_for_mask=False, **kwargs):
-        if leak is not None and alpha is not None:
-            raise ValueError(f"give leak or alpha (its Keras seed name), not both; got "
-                             f"leak={leak} and alpha={alpha}")
-        leak = 0.001 if leak is None and alpha is None else (alpha if leak is None else leak)
+        # The cell builds the timing (`GateTiming`): the layer's is `self.cell.timing`.
         cell = PhasedLSTMCell(
-            units, use_peepholes=use_peepholes, leak=leak, inference_leak=inference_leak,
+            units, use_peepholes=use_peepholes, leak=gate_math.leak_or_alpha(leak, alpha),
+            inference_leak=inference_leak,
             ratio_on=ratio_on, trainable_ratio_on=trainable_ratio_on,
             period_init_min=period_init_min, period_init_max=period_init_max,
             trainable_period=trainable_period, trainable_phase=trainable_phase,

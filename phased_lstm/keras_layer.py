@@ -16,11 +16,11 @@ Importing this module registers the layer for Keras serialization ("phased_lstm>
 `tf.keras.models.load_model` restores models saved as .keras or .h5 without custom_objects.
 """
 
-import math
 import numbers
 
 from phased_lstm.fast_rnn import phased_lstm_rnn
 from phased_lstm.fused_rnn import keras_forward_only
+from phased_lstm.gate_math import DEFAULT_TIMING, GateTiming, leak_or_alpha
 from phased_lstm.legacy_tf import rnn_cell, tf
 from phased_lstm.phased_lstm_cell import PhasedLSTMCell
 from phased_lstm.time_gate import float_time, scalar_argument
@@ -89,11 +89,12 @@ class PhasedLSTM(keras.layers.Layer):
     Args:
       units: number of units, >= 1.
       use_peepholes: the cell's peephole connections.
-      leak: alpha, the closed time gate's slope while training, a float >= 0 (default 0.001).
-      inference_leak: the slope outside training (`predict`, `evaluate`, `training=False`);
-        None: `leak`, as the TF 1.x cell and the Keras seed. 0.0 as the paper's evaluation.
-      ratio_on, trainable_ratio_on, period_init_min, period_init_max, trainable_period,
-        trainable_phase: the cell's timing settings (see `PhasedLSTMCell`).
+      leak, inference_leak, ratio_on, trainable_ratio_on, period_init_min, period_init_max,
+        trainable_period, trainable_phase, mod_gradient: the timing, documented and checked
+        once, by `phased_lstm.gate_math.GateTiming` (TF 1.x's defaults; leak None: the
+        default, unless `alpha` is given). Numbers, which the config holds (a tensor of known
+        value is taken as its value). inference_leak applies outside training (`predict`,
+        `evaluate`, `training=False`).
       period_initializer, phase_initializer, ratio_on_initializer: Keras initializers (names,
         configs or objects) replacing the cell's defaults (log-uniform periods on
         [period_init_min, period_init_max], phases U(0, initial period), constant `ratio_on`).
@@ -109,56 +110,46 @@ class PhasedLSTM(keras.layers.Layer):
       return_sequences: whether to return the output of every step.
       return_state: whether to also return the final h and c.
       alpha: the Keras seed's name for `leak`; give one of the two.
-      mod_gradient: "tf1" (default) or "exact": how the time gate's mod is differentiated
-        (see `PhasedLSTMCell`).
       **kwargs: Keras layer arguments (name, dtype, input_shape, activity_regularizer, ...).
 
     Raises:
-      ValueError: for units not an integer >= 1, a negative or non-numeric leak, both `leak`
-        and `alpha`, or the cell's invalid timing settings; when called, for inputs that are
+      ValueError: for units not an integer >= 1, both `leak` and `alpha`, invalid timing
+        settings (`GateTiming`) or ones that are not numbers; when called, for inputs that are
         not [batch, steps, input_size] with a known input_size, or times whose shape does not
         match.
       TypeError: when called, for times that are not numbers.
     """
 
-    def __init__(self, units, use_peepholes=False, leak=None, inference_leak=None, ratio_on=0.1,
-                 trainable_ratio_on=True, period_init_min=1.0, period_init_max=1000.0,
-                 trainable_period=True, trainable_phase=True, period_initializer=None,
+    def __init__(self, units, use_peepholes=False, leak=None,
+                 inference_leak=DEFAULT_TIMING.inference_leak, ratio_on=DEFAULT_TIMING.ratio_on,
+                 trainable_ratio_on=DEFAULT_TIMING.trainable_ratio_on,
+                 period_init_min=DEFAULT_TIMING.period_init_min,
+                 period_init_max=DEFAULT_TIMING.period_init_max,
+                 trainable_period=DEFAULT_TIMING.trainable_period,
+                 trainable_phase=DEFAULT_TIMING.trainable_phase, period_initializer=None,
                  phase_initializer=None, ratio_on_initializer=None, period_regularizer=None,
                  phase_regularizer=None, ratio_on_regularizer=None, period_constraint=None,
                  phase_constraint=None, ratio_on_constraint=None, kernel_regularizer=None,
                  bias_regularizer=None, return_sequences=False, return_state=False, alpha=None,
-                 mod_gradient="tf1", **kwargs):
+                 mod_gradient=DEFAULT_TIMING.mod_gradient, **kwargs):
         # The times must reach the cell in their own dtype (float64 for large timestamps):
         # Keras would cast every floating input to the layer's dtype. Features are cast in call.
         kwargs["autocast"] = False
         super().__init__(**kwargs)
-        if leak is not None and alpha is not None:
-            raise ValueError(f"give leak or alpha (its Keras seed name), not both; got leak={leak} "
-                             f"and alpha={alpha}")
         if not (isinstance(units, numbers.Integral) and units >= 1):
             raise ValueError(f"units must be an integer >= 1; got {units!r}")
-        leak = 0.001 if leak is None and alpha is None else (alpha if leak is None else leak)
-        for name, value in (("leak", leak), ("inference_leak", inference_leak)):
-            if value is not None and not (isinstance(value, numbers.Real) and value >= 0):
-                raise ValueError(f"{name} must be a number >= 0; got {value!r}")
-            if value is not None and not math.isfinite(value):
-                raise ValueError(f"{name} must be a finite number; got {value!r}")
         self.units = int(units)
         self.use_peepholes = use_peepholes
-        self.leak = float(leak)
-        self.inference_leak = None if inference_leak is None else float(inference_leak)
+        self.timing = GateTiming(
+            leak=leak_or_alpha(leak, alpha), inference_leak=inference_leak,
+            ratio_on=_config_number("ratio_on", ratio_on), trainable_ratio_on=trainable_ratio_on,
+            period_init_min=_config_number("period_init_min", period_init_min),
+            period_init_max=_config_number("period_init_max", period_init_max),
+            trainable_period=trainable_period, trainable_phase=trainable_phase,
+            mod_gradient=mod_gradient).numbers_only()
         self.return_sequences = return_sequences
         self.return_state = return_state
         self.supports_masking = True
-        ratio_on = _config_number("ratio_on", ratio_on)
-        period_init_min = _config_number("period_init_min", period_init_min)
-        period_init_max = _config_number("period_init_max", period_init_max)
-        self._timing = dict(
-            ratio_on=ratio_on, trainable_ratio_on=trainable_ratio_on,
-            period_init_min=period_init_min, period_init_max=period_init_max,
-            trainable_period=trainable_period, trainable_phase=trainable_phase,
-            mod_gradient=mod_gradient)
         self._initializers = {
             "period": keras.initializers.get(period_initializer),
             "phase": keras.initializers.get(phase_initializer),
@@ -174,14 +165,26 @@ class PhasedLSTM(keras.layers.Layer):
             "phase": keras.constraints.get(phase_constraint),
             "ratio_on": keras.constraints.get(ratio_on_constraint)}
 
-        timing = dict(self._timing, leak=self.leak, **{
+        # The cell's timing is the layer's but for inference_leak, which the layer applies
+        # itself (`_leak`, given to the cell's steps). The cell projects the periods and open
+        # ratios onto their valid ranges after the user's constraints.
+        cell_timing = dict(self.timing.settings(), **{
             f"{name}_initializer": _v1_initializer(self._initializers[name])
             for name in _TIMING_VARIABLES}, **{
             f"{name}_constraint": self._constraints[name] for name in _TIMING_VARIABLES})
-        # The cell validates every setting; the periods and open ratios it projects onto their
-        # valid ranges after the user's constraints.
+        del cell_timing["inference_leak"]
         self.cell = PhasedLSTMCell(self.units, use_peepholes=use_peepholes, dtype=self.dtype,
-                                   **timing)
+                                   **cell_timing)
+
+    @property
+    def leak(self):
+        """The closed gate's slope while training (a float)."""
+        return self.timing.leak
+
+    @property
+    def inference_leak(self):
+        """The slope outside training (a float), or None: `leak`."""
+        return self.timing.inference_leak
 
     # -- Inputs --------------------------------------------------------------------------------
 
@@ -327,9 +330,9 @@ class PhasedLSTM(keras.layers.Layer):
 
     def get_config(self):
         config = dict(
-            units=self.units, use_peepholes=self.use_peepholes, leak=self.leak,
-            inference_leak=self.inference_leak, return_sequences=self.return_sequences,
-            return_state=self.return_state, **self._timing)
+            units=self.units, use_peepholes=self.use_peepholes,
+            return_sequences=self.return_sequences, return_state=self.return_state,
+            **self.timing.settings())
         for name in _TIMING_VARIABLES:
             config[f"{name}_initializer"] = keras.initializers.serialize(self._initializers[name])
         for name, regularizer in self._regularizers.items():

@@ -46,15 +46,18 @@ class PhasedRNNCell(LayerRNNCell):
 
     Args:
       num_units: number of units, >= 1.
-      timing: the TimeGate's arguments (leak, ratio_on, trainable_ratio_on, period_init_min,
-        period_init_max, trainable_period, trainable_phase and the three initialisers).
       reuse, name, dtype: as every TF 1.x RNNCell.
+      timing: the cell's `gate_math.GateTiming` (`time_gate.tf_gate_timing` makes one from a
+        TF 1.x cell's arguments); None: the timing settings are among `time_gate_arguments`.
+      **time_gate_arguments: the TimeGate's other arguments (initialisers, constraints), or
+        with timing None all of its arguments.
 
     Raises:
       ValueError: for num_units < 1 or invalid timing settings.
     """
 
-    def __init__(self, num_units, reuse=None, name=None, dtype=None, **timing):
+    def __init__(self, num_units, reuse=None, name=None, dtype=None, timing=None,
+                 **time_gate_arguments):
         super().__init__(_reuse=reuse, name=name, dtype=dtype)
         # numbers.Integral: NumPy integers too; bool is an int but no number of units.
         if not (isinstance(num_units, numbers.Integral) and not isinstance(num_units, bool)
@@ -62,7 +65,13 @@ class PhasedRNNCell(LayerRNNCell):
             raise ValueError(f"num_units must be an integer >= 1; got {num_units!r}")
         num_units = int(num_units)
         self._num_units = num_units
-        self.time_gate = TimeGate(num_units, **timing)
+        self.time_gate = (TimeGate(num_units, **time_gate_arguments) if timing is None else
+                          TimeGate.from_timing(num_units, timing, **time_gate_arguments))
+
+    @property
+    def timing(self):
+        """The cell's `gate_math.GateTiming`: its timing settings, checked."""
+        return self.time_gate.timing
 
     def __call__(self, inputs, state, scope=None, *args, **kwargs):
         time, features = check_phased_inputs(inputs, type(self).__name__, self._num_units)

@@ -1,8 +1,10 @@
 """PhasedLSTMCell: a drop-in for TF 1.x's `tf.contrib.rnn.PhasedLSTMCell`."""
 
 from phased_lstm.gate_gradient import check_gate_gradient_clip, clip_gradient
+from phased_lstm.gate_math import DEFAULT_TIMING
 from phased_lstm.legacy_tf import rnn_cell, tf
 from phased_lstm.phased_cell import PhasedRNNCell
+from phased_lstm.time_gate import tf_gate_timing
 
 
 class PhasedLSTMCell(PhasedRNNCell):
@@ -30,20 +32,15 @@ class PhasedLSTMCell(PhasedRNNCell):
     Args:
       num_units: number of units, >= 1.
       use_peepholes: whether the input and forget gates see c_{t-1} and the output gate c~_t.
-      leak: alpha, the closed gate's slope: a float >= 0 or a scalar float tensor, e.g.
-        `tf.compat.v1.placeholder_with_default(0.001, [])` fed 0 to evaluate without leak.
-      ratio_on: initial open ratio, in (0, 1].
-      trainable_ratio_on: whether the open ratio is learned.
-      period_init_min, period_init_max: periods start log-uniform on this range.
+      leak, ratio_on, trainable_ratio_on, period_init_min, period_init_max, trainable_period,
+        trainable_phase, mod_gradient: the timing, with TF 1.x's defaults; documented and
+        checked once, by `phased_lstm.gate_math.GateTiming`. As TF 1.x, leak may be a scalar
+        float tensor (a placeholder fed 0 to evaluate without leak), and ratio_on and the
+        period bounds scalar tensors.
       reuse: whether to reuse variables in an existing scope (TF 1.x semantics).
-      trainable_period: whether the periods are learned.
-      trainable_phase: whether the phases are learned.
       period_initializer: replaces the log-uniform period initialiser.
       phase_initializer: replaces the default U(0, initial period).
       ratio_on_initializer: replaces the constant `ratio_on`.
-      mod_gradient: how the gate's (t - s) mod period is differentiated: "tf1" (default, TF
-        1.x's rule: the period gets no gradient through the wrap) or "exact" (floormod's own
-        derivative, as PyTorch's fmod); see `phased_lstm.time_gate`.
       period_constraint, phase_constraint, ratio_on_constraint: optional callables applied to
         the timing variable's value after each optimiser update; periods and open ratios are
         then still projected onto their valid ranges.
@@ -56,27 +53,33 @@ class PhasedLSTMCell(PhasedRNNCell):
         be float64 whatever this is.
 
     Raises:
-      ValueError: for num_units < 1, invalid timing settings (see `TimeGate`) or a negative or
+      ValueError: for num_units < 1, invalid timing settings (see `GateTiming`) or a negative or
         non-finite gate_gradient_clip; when called, for time not [batch, 1] or features not
         rank 2.
       TypeError: when called, for inputs that are not a (time, features) pair or non-float time.
     """
 
-    def __init__(self, num_units, use_peepholes=False, leak=0.001, ratio_on=0.1,
-                 trainable_ratio_on=True, period_init_min=1.0, period_init_max=1000.0,
-                 reuse=None, *, trainable_period=True, trainable_phase=True,
-                 period_initializer=None, phase_initializer=None, ratio_on_initializer=None,
-                 mod_gradient="tf1", period_constraint=None,
+    def __init__(self, num_units, use_peepholes=False, leak=DEFAULT_TIMING.leak,
+                 ratio_on=DEFAULT_TIMING.ratio_on,
+                 trainable_ratio_on=DEFAULT_TIMING.trainable_ratio_on,
+                 period_init_min=DEFAULT_TIMING.period_init_min,
+                 period_init_max=DEFAULT_TIMING.period_init_max, reuse=None, *,
+                 trainable_period=DEFAULT_TIMING.trainable_period,
+                 trainable_phase=DEFAULT_TIMING.trainable_phase, period_initializer=None,
+                 phase_initializer=None, ratio_on_initializer=None,
+                 mod_gradient=DEFAULT_TIMING.mod_gradient, period_constraint=None,
                  phase_constraint=None, ratio_on_constraint=None, gate_gradient_clip=None,
                  name=None, dtype=None):
+        timing = tf_gate_timing(
+            leak=leak, ratio_on=ratio_on, trainable_ratio_on=trainable_ratio_on,
+            period_init_min=period_init_min, period_init_max=period_init_max,
+            trainable_period=trainable_period, trainable_phase=trainable_phase,
+            mod_gradient=mod_gradient)
         super().__init__(
-            num_units, reuse, name, dtype, leak=leak, ratio_on=ratio_on,
-            trainable_ratio_on=trainable_ratio_on, period_init_min=period_init_min,
-            period_init_max=period_init_max, trainable_period=trainable_period,
-            trainable_phase=trainable_phase, period_initializer=period_initializer,
+            num_units, reuse, name, dtype, timing, period_initializer=period_initializer,
             phase_initializer=phase_initializer, ratio_on_initializer=ratio_on_initializer,
-            mod_gradient=mod_gradient, period_constraint=period_constraint,
-            phase_constraint=phase_constraint, ratio_on_constraint=ratio_on_constraint)
+            period_constraint=period_constraint, phase_constraint=phase_constraint,
+            ratio_on_constraint=ratio_on_constraint)
         self._use_peepholes = use_peepholes
         self._gate_gradient_clip = check_gate_gradient_clip(gate_gradient_clip)
 

@@ -283,26 +283,34 @@ def ratio_on_initializer(ratio_on):
     return initializer
 
 
+def tf_gate_timing(**settings):
+    """The `GateTiming` of a TF 1.x cell's timing arguments (GateTiming's names).
+
+    ratio_on and the period bounds may be numbers or scalar tensors, as TF 1.x documented them:
+    a tensor whose value is known when the graph is built is folded to a float and checked
+    here (`scalar_argument`); one known only when run is checked by its variable's initialiser.
+
+    Raises:
+      ValueError, TypeError: as GateTiming and `scalar_argument`.
+    """
+    for name in ("ratio_on", "period_init_min", "period_init_max"):
+        if name in settings:
+            settings[name] = scalar_argument(name, settings[name])
+    return gate_math.GateTiming(**settings)
+
+
 class TimeGate:
     """Timing parameters of a phased layer and the gate k they define.
 
     Args:
       num_units: number of units, each with its own period, phase and open ratio.
-      leak: alpha, the slope of the closed gate: a Python float >= 0 or a scalar float tensor
-        (e.g. a placeholder fed 0 at evaluation, as the paper does).
-      ratio_on: initial open ratio r_on, in (0, 1]: a number or a scalar tensor, as TF 1.x
-        documented (one known only when run is checked when its initialiser runs).
-      trainable_ratio_on: whether r_on is learned.
-      period_init_min, period_init_max: the default period initialiser draws
-        exp(U(ln period_init_min, ln period_init_max)). Numbers or scalar tensors, as TF 1.x
-        allowed: a tensor whose value is unknown until run (a placeholder) is checked when the
-        initialiser runs (see `exp_uniform_initializer`).
-      trainable_period, trainable_phase: whether tau and s are learned.
+      leak, ratio_on, trainable_ratio_on, period_init_min, period_init_max, trainable_period,
+        trainable_phase, mod_gradient: the timing (`gate_math.GateTiming` documents and checks
+        them; here as a TF 1.x cell takes them, see `tf_gate_timing`). `from_timing` takes a
+        GateTiming instead.
       period_initializer: overrides the default period initialiser.
       phase_initializer: overrides the default phase initialiser, U(0, initial period).
       ratio_on_initializer: overrides the constant initialiser `ratio_on`.
-      mod_gradient: how the cycle's mod is differentiated: "tf1" (TF 1.x's rule, the default)
-        or "exact" (see the module docstring).
       period_constraint, phase_constraint, ratio_on_constraint: optional callables applied to
         the variable's value after each optimiser update (Keras constraints, say); periods and
         open ratios are then still projected onto their valid ranges.
@@ -318,28 +326,48 @@ class TimeGate:
                  period_init_max, trainable_period, trainable_phase, period_initializer,
                  phase_initializer, ratio_on_initializer, mod_gradient="tf1",
                  period_constraint=None, phase_constraint=None, ratio_on_constraint=None):
-        check_mod_gradient(mod_gradient)
-        # Floats, or tensors whose value is known only when run: those are checked in the
-        # graph, by their variable's initialiser.
-        ratio_on = scalar_argument("ratio_on", ratio_on)
-        period_init_min = scalar_argument("period_init_min", period_init_min)
-        period_init_max = scalar_argument("period_init_max", period_init_max)
-        gate_math.check_timing(leak=leak, ratio_on=ratio_on, period_init_min=period_init_min,
-                               period_init_max=period_init_max)
+        timing = tf_gate_timing(
+            leak=leak, ratio_on=ratio_on, trainable_ratio_on=trainable_ratio_on,
+            period_init_min=period_init_min, period_init_max=period_init_max,
+            trainable_period=trainable_period, trainable_phase=trainable_phase,
+            mod_gradient=mod_gradient)
+        self._set_up(num_units, timing, period_initializer, phase_initializer,
+                     ratio_on_initializer, period_constraint, phase_constraint,
+                     ratio_on_constraint)
+
+    @classmethod
+    def from_timing(cls, num_units, timing, period_initializer=None, phase_initializer=None,
+                    ratio_on_initializer=None, period_constraint=None, phase_constraint=None,
+                    ratio_on_constraint=None):
+        """A TimeGate of a `gate_math.GateTiming` (its inference_leak unused: no training flag
+        reaches a TF 1.x cell); the other arguments as the constructor's."""
+        gate = cls.__new__(cls)
+        gate._set_up(num_units, timing, period_initializer, phase_initializer,
+                     ratio_on_initializer, period_constraint, phase_constraint,
+                     ratio_on_constraint)
+        return gate
+
+    def _set_up(self, num_units, timing, period_initializer, phase_initializer,
+                ratio_on_initializer, period_constraint, phase_constraint, ratio_on_constraint):
         self.num_units = num_units
-        self.leak = leak
-        self.mod_gradient = mod_gradient
-        self._ratio_on = ratio_on
-        self._trainable_ratio_on = trainable_ratio_on
-        self._trainable_period = trainable_period
-        self._trainable_phase = trainable_phase
+        self.timing = timing
         self._period_initializer = period_initializer or exp_uniform_initializer(
-            period_init_min, period_init_max, ("period_init_min", "period_init_max"))
+            timing.period_init_min, timing.period_init_max,
+            ("period_init_min", "period_init_max"))
         self._phase_initializer = phase_initializer
         self._ratio_on_initializer = ratio_on_initializer
         self._constraints = {"period": period_constraint, "phase": phase_constraint,
                              "ratio_on": ratio_on_constraint}
         self.period = self.phase = self.ratio_on = None
+
+    @property
+    def leak(self):
+        """The closed gate's slope: a float, or a scalar tensor."""
+        return self.timing.leak
+
+    @property
+    def mod_gradient(self):
+        return self.timing.mod_gradient
 
     def _constraint(self, name, valid=None):
         """The variable's constraint: the user's (if any), then the projection `valid`."""
@@ -358,7 +386,7 @@ class TimeGate:
         shape = [self.num_units]
         self.period = add_weight(
             "period", shape=shape, dtype=dtype, initializer=self._period_initializer,
-            trainable=self._trainable_period,
+            trainable=self.timing.trainable_period,
             constraint=self._constraint("period", valid_period))
         phase_initializer = self._phase_initializer
         if phase_initializer is None:
@@ -374,11 +402,12 @@ class TimeGate:
 
         self.phase = add_weight(
             "phase", shape=shape, dtype=dtype, initializer=phase_initializer,
-            trainable=self._trainable_phase, constraint=self._constraint("phase"))
+            trainable=self.timing.trainable_phase, constraint=self._constraint("phase"))
         self.ratio_on = add_weight(
             "ratio_on", shape=shape, dtype=dtype,
-            initializer=self._ratio_on_initializer or ratio_on_initializer(self._ratio_on),
-            trainable=self._trainable_ratio_on,
+            initializer=(self._ratio_on_initializer
+                         or ratio_on_initializer(self.timing.ratio_on)),
+            trainable=self.timing.trainable_ratio_on,
             constraint=self._constraint("ratio_on", valid_ratio_on))
 
     def __call__(self, time, dtype, leak=None):

@@ -563,7 +563,7 @@ class BadInputTest(tf.test.TestCase):
             (dict(units=0), r"units must be an integer >= 1; got 0"),
             (dict(units=2.5), r"units must be an integer >= 1; got 2.5"),
             (dict(units=4, leak=0.1, alpha=0.1), r"give leak or alpha"),
-            (dict(units=4, leak=-0.1), r"leak must be a number >= 0"),
+            (dict(units=4, leak=-0.1), r"leak must be >= 0; got -0.1"),
             (dict(units=4, inference_leak="0"), r"inference_leak must be a number >= 0"),
             (dict(units=4, ratio_on=1.5), r"ratio_on must be in \(0, 1\]; got 1.5"),
             (dict(units=4, period_init_min=10.0, period_init_max=5.0),

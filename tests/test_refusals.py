@@ -4,12 +4,14 @@ accepted wherever Python integers are.
 - Every float flag of every script refuses nan, inf and -inf. The MNIST and frequency scripts are
   checked in this process, each on a FlagValues of its own; the Keras script, which defines its
   flags on absl's FLAGS at import, in a subprocess.
-- Every numeric argument of the library's constructors (PhasedLSTMCell, PhasedGRUCell, TimeGate
-  through them, the PhasedLSTM layer).
+- Every timing setting of every front end (`GateTiming`, which checks them for all: the TF 1.x
+  PhasedLSTMCell and PhasedGRUCell, TimeGate through them, the tf-keras PhasedLSTM, the Keras 3
+  PhasedLSTMCell and PhasedLSTM), out of range or not finite, with the one message.
 - NaN or infinite timestamps are an error on every path that computes the time gate (the cell
   under dynamic_rnn, the fast path, the event-driven path, the Keras layer).
 
-The Keras 3 layer and cell refuse the same, on each backend: test_keras3.py.
+The Keras 3 layer and cell refuse non-finite settings and timestamps on each backend too:
+test_keras3.py.
 """
 
 import json
@@ -24,8 +26,14 @@ import mnist_phased_lstm
 from phased_lstm import PhasedGRUCell, PhasedLSTMCell, exp_uniform_initializer, tf
 from phased_lstm.event_rnn import event_driven_phased_lstm
 from phased_lstm.fast_rnn import phased_lstm_rnn
+from phased_lstm.gate_math import GateTiming
 from phased_lstm.keras_layer import PhasedLSTM
 from script_helpers import parse_flags, run
+
+try:  # after tf-keras: Keras 3 beside it, as in test_keras3.py
+    from phased_lstm import keras3
+except ImportError:  # Keras 2 alone: the other front ends are still checked
+    keras3 = None
 
 NON_FINITE = ("nan", "inf", "-inf")
 MNIST_FLOAT_FLAGS = ("learning_rate", "checkpoint_every_secs", "ratio_on", "period_init_min",
@@ -100,12 +108,72 @@ def test_keras_scripts_flags_refuse_non_finite_numbers():
         assert_names_the_flag(message, name, value)
 
 
-@pytest.mark.parametrize("cell_class", [PhasedLSTMCell, PhasedGRUCell])
-@pytest.mark.parametrize("argument", ["leak", "ratio_on", "period_init_min", "period_init_max"])
-@pytest.mark.parametrize("value", [float("nan"), float("inf"), np.float32("-inf")])
-def test_cells_refuse_non_finite_arguments(cell_class, argument, value):
-    with pytest.raises(ValueError, match=f"{argument} must be a finite number; got"):
-        cell_class(8, **{argument: value})
+# Each front end, built with the given timing settings (4 units where it has units).
+FRONT_ENDS = {
+    "GateTiming": GateTiming,
+    "PhasedLSTMCell": lambda **timing: PhasedLSTMCell(4, **timing),
+    "PhasedGRUCell": lambda **timing: PhasedGRUCell(4, **timing),
+    "keras_layer.PhasedLSTM": lambda **timing: PhasedLSTM(4, **timing),
+}
+if keras3 is not None:
+    FRONT_ENDS.update({
+        "keras3.PhasedLSTMCell": lambda **timing: keras3.PhasedLSTMCell(4, **timing),
+        "keras3.PhasedLSTM": lambda **timing: keras3.PhasedLSTM(4, **timing)})
+KERAS_LAYERS = ("keras_layer.PhasedLSTM", "keras3.PhasedLSTM")  # they also take alpha
+NUMBERS = ("leak", "inference_leak", "ratio_on", "period_init_min", "period_init_max")
+
+# (settings, GateTiming's message): every check, each a front end must make with that message.
+BAD_TIMING = [
+    (dict(leak=-0.1), r"leak must be >= 0; got -0\.1"),
+    (dict(inference_leak=-0.5), r"inference_leak must be >= 0; got -0\.5"),
+    (dict(ratio_on=0.0), r"ratio_on must be in \(0, 1\]; got 0\.0"),
+    (dict(ratio_on=1.5), r"ratio_on must be in \(0, 1\]; got 1\.5"),
+    (dict(period_init_min=0.0), r"period_init_min must be > 0; got 0\.0"),
+    (dict(period_init_min=-1.0), r"period_init_min must be > 0; got -1\.0"),
+    (dict(period_init_min=10.0, period_init_max=5.0),
+     r"period_init_max must be >= period_init_min \(10\.0\); got 5\.0"),
+    (dict(mod_gradient="floor"), r"mod_gradient must be one of \('tf1', 'exact'\); got 'floor'"),
+] + [(dict([(name, value)]), rf"{name} must be a finite number; got {float(value)}")
+     for name in NUMBERS for value in (float("nan"), float("inf"), np.float32("-inf"))]
+
+
+def _takes(front_end, settings):
+    """Whether the front end has every setting (the TF 1.x cells have no inference_leak)."""
+    return not (front_end.startswith("Phased") and "inference_leak" in settings)
+
+
+@pytest.mark.parametrize("front_end, settings, message", [
+    pytest.param(front_end, settings, message, id=f"{front_end}-{settings}")
+    for front_end in FRONT_ENDS for settings, message in BAD_TIMING
+    if _takes(front_end, settings)])
+def test_every_front_end_refuses_bad_timing_with_gate_timings_message(front_end, settings,
+                                                                       message):
+    with pytest.raises(ValueError, match=message):
+        FRONT_ENDS[front_end](**settings)
+
+
+@pytest.mark.parametrize("front_end", [name for name in KERAS_LAYERS if name in FRONT_ENDS])
+@pytest.mark.parametrize("alpha, message", [
+    (-0.1, r"leak must be >= 0; got -0\.1"), (float("nan"), "leak must be a finite number"),
+    (float("inf"), "leak must be a finite number")])
+def test_keras_layers_check_alpha_as_the_leak(front_end, alpha, message):
+    with pytest.raises(ValueError, match=message):
+        FRONT_ENDS[front_end](alpha=alpha)
+
+
+@pytest.mark.parametrize("front_end", ["GateTiming"] + [
+    name for name in FRONT_ENDS if name.startswith(("keras_layer.", "keras3."))])
+@pytest.mark.parametrize("name, value, message", [
+    ("leak", "0", r"leak must be a number >= 0; got '0'"),
+    ("leak", True, r"leak must be a number >= 0; got True"),
+    ("inference_leak", "0", r"inference_leak must be a number >= 0; got '0'")])
+def test_keras_front_ends_take_numbers_only(front_end, name, value, message):
+    # Their configs hold the settings; GateTiming itself lets a TF 1.x cell's tensors through.
+    make = FRONT_ENDS[front_end]
+    with pytest.raises(ValueError, match=message):
+        timing = make(**{name: value})
+        if front_end == "GateTiming":
+            timing.numbers_only()
 
 
 @pytest.mark.parametrize("low, high, message", [
@@ -121,14 +189,6 @@ def test_exp_uniform_initializer_refuses_bad_bounds(low, high, message):
 def test_infinite_period_init_max_is_refused():  # the issue's example
     with pytest.raises(ValueError, match="period_init_max must be a finite number; got inf"):
         PhasedLSTMCell(8, period_init_max=float("inf"))
-
-
-@pytest.mark.parametrize("argument", ["leak", "inference_leak", "alpha", "ratio_on",
-                                      "period_init_min", "period_init_max"])
-@pytest.mark.parametrize("value", [float("nan"), float("inf")])
-def test_keras_layer_refuses_non_finite_arguments(argument, value):
-    with pytest.raises(ValueError, match=argument.replace("alpha", "leak")):
-        PhasedLSTM(4, **{argument: value})
 
 
 @pytest.mark.parametrize("integer", [np.int64(8), np.int32(8), np.uint8(8)])
