@@ -27,6 +27,7 @@ from absl import app, flags
 
 import keras
 
+from benchmarks import step_memory
 from phased_lstm.keras3 import PhasedLSTM
 
 FLAGS = flags.FLAGS
@@ -36,6 +37,8 @@ flags.DEFINE_integer("num_units", 32, "Units of the recurrent layer.", lower_bou
 flags.DEFINE_integer("repeats", 20, "Timed steps per model.", lower_bound=1)
 flags.DEFINE_integer("warmup", 3, "Untimed steps per model first (the first compiles).",
                      lower_bound=1)
+flags.DEFINE_string("memory_of", None, "Instead of timing: measure one model's step memory "
+                    "(benchmarks.step_memory, in this process alone) and print it in MiB.")
 
 MODELS = {
     "PhasedLSTM": lambda units: PhasedLSTM(units),
@@ -61,12 +64,36 @@ def build(name):
     return model
 
 
+def fused_build():
+    """Which build of the fused kernel this backend's PhasedLSTM runs, or why none."""
+    backend = keras.backend.backend()
+    # Imported here: each module loads its framework's kernel library.
+    if backend == "tensorflow":
+        from phased_lstm import fused_rnn  # pylint: disable=import-outside-toplevel
+        library = fused_rnn.LSTM
+    elif backend == "jax":
+        from phased_lstm import jax_ffi  # pylint: disable=import-outside-toplevel
+        library = jax_ffi.LIBRARY
+    else:
+        return "none on this backend"
+    if not library.available():
+        return "not available"
+    return f"{library.loaded_build().rung.name} build"
+
+
 def main(argv):
     del argv
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     pixels = rng.uniform(size=(FLAGS.batch_size, FLAGS.length, 1)).astype(np.float32)
     labels = rng.integers(0, 10, FLAGS.batch_size).astype(np.int32)
+    if FLAGS.memory_of:
+        if FLAGS.memory_of not in MODELS:
+            raise app.UsageError(f"unknown model {FLAGS.memory_of!r}; choose from {list(MODELS)}")
+        model = build(FLAGS.memory_of)
+        with _path(FLAGS.memory_of):  # the first step traces the model
+            print(step_memory.growth_mib(lambda: model.train_on_batch(pixels, labels)))
+        return
     models = {name: build(name) for name in MODELS}
     compile_s = {}
     for name, model in models.items():
@@ -88,7 +115,7 @@ def main(argv):
              "ratio_to_keras3_lstm": statistics.median(s) / lstm}
             for name, s in seconds.items()]
     print(json.dumps({"backend": keras.backend.backend(), "keras": keras.__version__,
-                      "rows": rows}))
+                      "fused_build": fused_build(), "rows": rows}))
 
 
 if __name__ == "__main__":

@@ -14,12 +14,13 @@ Keras 3 rows (`--keras3_backends`, default tensorflow and jax): the Keras 3 Phas
 benchmarks/keras3_train_step.py. Their ratio to keras.layers.LSTM is from within that
 subprocess; their ratio to BasicLSTMCell compares across processes.
 
-Peak memory is measured apart, one model per fresh subprocess: the growth of the process's
-peak resident set (VmHWM) over a few training steps, above what it held after a first step,
-i.e. the memory the training step itself needs. It varies between runs with what malloc kept
-from the first step (docs/speed.md, "Where the time goes"), so the table also gives the bytes
-that the kernels of one traced step allocate (TF 1.x step stats): deterministic, and an upper
-bound of the step's peak tensor memory.
+Peak memory is measured apart, one model per fresh subprocess, Keras 3 rows included
+(benchmarks.step_memory): the growth of the process's peak resident set (VmHWM) over a few
+training steps, above what it held after a first step, i.e. the memory the training step itself
+needs. It varies between runs with what malloc kept from the first step (docs/speed.md, "Where
+the time goes"), so the TF 1.x rows also give the bytes that the kernels of one traced step
+allocate (TF 1.x step stats): deterministic, and an upper bound of the step's peak tensor
+memory.
 
     python -m benchmarks.train_step --scaling            # the models at other units and lengths
 
@@ -48,7 +49,6 @@ with their machine.
 import collections
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -57,7 +57,7 @@ import time as clock
 import numpy as np
 from absl import app, flags
 
-from benchmarks import machine
+from benchmarks import machine, step_memory
 from phased_lstm import PhasedGRUCell, PhasedLSTMCell, fused_rnn, rnn_cell, tf
 from phased_lstm.fast_rnn import phased_gru_rnn, phased_lstm_rnn
 
@@ -212,18 +212,6 @@ def allocated_mib(session, train_op):
                for node in device.node_stats for memory in node.memory) / 2.0**20
 
 
-def _peak_rss_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def _current_rss_mib():
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    raise RuntimeError("no VmRSS in /proc/self/status")
-
-
 def measure_memory(name):
     """Peak RSS growth (MiB) of a few training steps of `name`, in a fresh subprocess."""
     args = [sys.executable, "-m", "benchmarks.train_step", f"--_memory_of={name}",
@@ -235,11 +223,7 @@ def measure_memory(name):
 
 def _memory_of(name):
     session, train_op = build_training_step(name)
-    session.run(train_op)  # first step: one-time allocations (Adam slots, kernels' caches)
-    before = _current_rss_mib()
-    for _ in range(3):
-        session.run(train_op)
-    print(max(0.0, _peak_rss_mib() - before))
+    print(step_memory.growth_mib(lambda: session.run(train_op)))
 
 
 def keras3_rows(backend):
@@ -263,10 +247,22 @@ def keras3_rows(backend):
     result = subprocess.run(args, capture_output=True, text=True, check=True, env=env,
                             cwd=REPOSITORY_ROOT)
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    names = {"PhasedLSTM": f"PhasedLSTM (Keras 3, {backend})",
-             "PhasedLSTM (Keras loop)": f"PhasedLSTM (Keras 3, {backend}, Keras' loop)",
+    names = {"PhasedLSTM": f"PhasedLSTM (Keras 3, {backend}: fused kernel)",
+             "PhasedLSTM (Keras loop)": f"PhasedLSTM (Keras 3, {backend}: Keras' loop)",
              "LSTM": f"keras.layers.LSTM (Keras 3, {backend})"}
-    return [dict(row, model=names[row["model"]], backend=backend) for row in report["rows"]]
+    if report["fused_build"] in ("not available", "none on this backend"):
+        names["PhasedLSTM"] = f"PhasedLSTM (Keras 3, {backend}: Keras' loop)"
+    rows = []
+    for row in report["rows"]:
+        # Each model's memory in a process of its own, as measure_memory does for the others.
+        peak = None
+        if FLAGS.memory:
+            measured = subprocess.run(args + [f"--memory_of={row['model']}"], capture_output=True,
+                                      text=True, check=True, env=env, cwd=REPOSITORY_ROOT)
+            peak = float(measured.stdout.strip().splitlines()[-1])
+        rows.append(dict(row, model=names[row["model"]], backend=backend, peak_memory_mib=peak,
+                         fused_build=report["fused_build"]))
+    return rows
 
 
 def _check_models(names):
@@ -373,9 +369,12 @@ def main(argv):
                                               if BASELINE in allocated else None),
         })
     for row in keras3:
+        peak = row["peak_memory_mib"]
         rows.append(dict(row, examples_per_s=FLAGS.batch_size / row["median_s"],
                          ratio_to_basic_lstm=row["median_s"] / base if base else None,
-                         peak_memory_mib=None, memory_ratio_to_basic_lstm=None,
+                         memory_ratio_to_basic_lstm=(peak / base_memory
+                                                     if peak is not None and base_memory
+                                                     else None),
                          allocated_mib=None, allocated_ratio_to_basic_lstm=None))
     print(f"\nbatch {FLAGS.batch_size}, length {FLAGS.length}, units {FLAGS.num_units}, "
           f"peepholes {FLAGS.peepholes}, {FLAGS.repeats} interleaved steps per model after "
@@ -398,7 +397,8 @@ def main(argv):
               "compares across processes). Within each subprocess, interleaved:")
         for row in keras3:
             print(f"  {row['model']}: {row['ratio_to_keras3_lstm']:.2f}x keras.layers.LSTM on "
-                  f"{row['backend']} (first step, compiling: {row['first_step_s']:.1f} s)")
+                  f"{row['backend']} (first step, compiling: {row['first_step_s']:.1f} s; "
+                  f"fused kernel: {row['fused_build']})")
     if FLAGS.json:
         with open(FLAGS.json, "w") as f:
             json.dump({"settings": {"batch_size": FLAGS.batch_size, "length": FLAGS.length,
