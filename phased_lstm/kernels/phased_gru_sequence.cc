@@ -30,8 +30,9 @@
 // step's gates in an output, and no gradient (fused_rnn.py registers one that raises). Its
 // outputs are the training forward's bit for bit.
 //
-// ForEachShard and NumShards are phased_lstm_sequence.cc's: each source is its own library,
-// cached under a hash of that source alone, so they share no header.
+// What it shares with the Phased LSTM's kernels (Eigen's maps, the sizes of a call, scratch
+// placed like an output, the split of the batch over threads) is in kernel_common.h and
+// tf_kernel_common.h.
 
 #include <algorithm>
 #include <cstdint>
@@ -39,6 +40,8 @@
 #include <vector>
 
 #include "Eigen/Core"
+#include "kernel_common.h"
+#include "tf_kernel_common.h"
 #include "tensorflow/core/framework/allocator.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -53,21 +56,16 @@ using shape_inference::DimensionHandle;
 using shape_inference::InferenceContext;
 using shape_inference::ShapeHandle;
 
-template <typename T>
-using Matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-template <typename T>
-using MatrixMap = Eigen::Map<Matrix<T>>;
-template <typename T>
-using ConstMatrixMap = Eigen::Map<const Matrix<T>>;
-template <typename T>
-using Array = Eigen::Array<T, Eigen::Dynamic, 1>;
-template <typename T>
-using ArrayMap = Eigen::Map<Array<T>>;
-template <typename T>
-using ConstArrayMap = Eigen::Map<const Array<T>>;
-
-// Fewer rows than this per thread would make each step's products too small to pay off.
-constexpr int64_t kMinRowsPerShard = 8;
+using ::phased_lstm::Array;
+using ::phased_lstm::ArrayMap;
+using ::phased_lstm::ConstArrayMap;
+using ::phased_lstm::ConstMatrixMap;
+using ::phased_lstm::Dims;
+using ::phased_lstm::Matrix;
+using ::phased_lstm::MatrixMap;
+using ::phased_lstm::OutputLikeScratch;
+using phased_lstm_tf::ForEachShard;
+using phased_lstm_tf::NumShards;
 
 // Static shapes: x [steps, batch, input_size], k [steps, batch or 1, units], h0 [batch, units],
 // kernel [input_size + units, 3 units].
@@ -178,10 +176,6 @@ kernel and bias, given the forward's inputs and outputs and the gradients dh (ev
 and dh_final.
 )doc");
 
-struct Dims {
-  int64_t steps, batch, k_batch, input_size, units;
-};
-
 // Checks the forward's inputs against each other; returns false (with ctx's status set) if not.
 bool GetDims(OpKernelContext* ctx, Dims* d) {
   const Tensor& x = ctx->input(0);
@@ -217,59 +211,8 @@ bool GetDims(OpKernelContext* ctx, Dims* d) {
 }
 
 bool CheckShape(OpKernelContext* ctx, int index, const char* name, const TensorShape& want) {
-  if (ctx->input(index).shape() == want) return true;
-  ctx->SetStatus(errors::InvalidArgument("PhasedGRUSequence: ", name, " must have shape ",
-                                         want.DebugString(), "; got ",
-                                         ctx->input(index).shape().DebugString()));
-  return false;
+  return phased_lstm_tf::CheckShape(ctx, "PhasedGRUSequence", index, name, want);
 }
-
-// Runs work(shard, first_row, end_row) for `shards` contiguous blocks of the batch, in the
-// intra-op thread pool.
-void ForEachShard(OpKernelContext* ctx, int shards, int64_t batch,
-                  const std::function<void(int, int64_t, int64_t)>& work) {
-  auto run = [&](int64_t first, int64_t end) {
-    for (int64_t s = first; s < end; ++s) {
-      work(static_cast<int>(s), batch * s / shards, batch * (s + 1) / shards);
-    }
-  };
-  if (shards == 1) {
-    run(0, 1);
-    return;
-  }
-  // A cost per unit this large makes Shard give every shard its own task.
-  Shard(shards, ctx->device()->tensorflow_cpu_worker_threads()->workers, shards,
-        int64_t{1} << 40, run);
-}
-
-int NumShards(OpKernelContext* ctx, int64_t batch) {
-  const int threads = ctx->device()->tensorflow_cpu_worker_threads()->num_threads;
-  return static_cast<int>(std::max<int64_t>(
-      1, std::min<int64_t>(threads, batch / kMinRowsPerShard)));
-}
-
-// Scratch for the forward-only ops, placed like an output: element i of an output tensor sits at
-// an address whose remainder modulo the allocator's alignment depends only on i, and Eigen
-// splits element-wise loops and small products by where the destination is aligned, which
-// changes the float rounding. Rows written at Like(i) are aligned as the training op's output
-// element i, so that both ops round alike.
-template <typename T>
-class OutputLikeScratch {
- public:
-  explicit OutputLikeScratch(int64_t size) : buffer_(size + 2 * kPeriod) {}
-
-  // Where element `element` of an output would fall, modulo the alignment; size elements on.
-  T* Like(int64_t element) {
-    const uintptr_t base = reinterpret_cast<uintptr_t>(buffer_.data());
-    const uintptr_t aligned = (base + kAlign - 1) & ~uintptr_t{kAlign - 1};
-    return reinterpret_cast<T*>(aligned) + element % kPeriod;
-  }
-
- private:
-  static constexpr uintptr_t kAlign = Allocator::kAllocatorAlignment;
-  static constexpr int64_t kPeriod = kAlign / sizeof(T);  // elements per alignment
-  std::vector<T> buffer_;
-};
 
 // The forward recurrence for rows [b0, b1) of the batch: h of every step and the final h, and
 // with SaveForGradient every step's gates (else a step's gates go to scratch of these rows and

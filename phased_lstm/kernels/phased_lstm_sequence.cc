@@ -45,16 +45,14 @@
 // operations on the same values, only stored elsewhere.
 
 #include <cstdint>
-#include <functional>
 #include <vector>
 
 #include "phased_lstm_core.h"
-#include "tensorflow/core/framework/allocator.h"
+#include "tf_kernel_common.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
 #include "tensorflow/core/framework/tensor.h"
-#include "tensorflow/core/util/work_sharder.h"
 
 namespace tensorflow {
 namespace {
@@ -68,13 +66,7 @@ using ::phased_lstm::BackwardInputs;
 using ::phased_lstm::Dims;
 using ::phased_lstm::ForwardOutputs;
 using ::phased_lstm::Gradients;
-using ::phased_lstm::ShardWork;
 using ::phased_lstm::Weights;
-
-// The core's scratch mimics the outputs' alignment (PhasedLSTMSequenceInference's bit-for-bit
-// promise rests on it).
-static_assert(::phased_lstm::kOutputAlignment == Allocator::kAllocatorAlignment,
-              "phased_lstm_core.h's kOutputAlignment must be TensorFlow's");
 
 // Static shapes: x [steps, batch, input_size], k [steps, batch or 1, units], c0 and h0
 // [batch, units], kernel [input_size + units, 4 units], bias [4 units].
@@ -291,11 +283,7 @@ bool GetDims(OpKernelContext* ctx, Dims* d) {
 }
 
 bool CheckShape(OpKernelContext* ctx, int index, const char* name, const TensorShape& want) {
-  if (ctx->input(index).shape() == want) return true;
-  ctx->SetStatus(errors::InvalidArgument("PhasedLSTMSequence: ", name, " must have shape ",
-                                         want.DebugString(), "; got ",
-                                         ctx->input(index).shape().DebugString()));
-  return false;
+  return phased_lstm_tf::CheckShape(ctx, "PhasedLSTMSequence", index, name, want);
 }
 
 // Checks the peephole matrices at inputs w_c_if and w_c_if + 1 (see the op's doc).
@@ -305,35 +293,8 @@ bool CheckPeepholes(OpKernelContext* ctx, int w_c_if, bool use_peepholes, const 
          CheckShape(ctx, w_c_if + 1, "w_c_o", TensorShape({n, n}));
 }
 
-// Runs work(shard, first_row, end_row) for `shards` contiguous blocks of the batch, in the
-// intra-op thread pool.
-void ForEachShard(OpKernelContext* ctx, int shards, int64_t batch,
-                  const std::function<void(int, int64_t, int64_t)>& work) {
-  auto run = [&](int64_t first, int64_t end) {
-    for (int64_t s = first; s < end; ++s) {
-      work(static_cast<int>(s), batch * s / shards, batch * (s + 1) / shards);
-    }
-  };
-  if (shards == 1) {
-    run(0, 1);
-    return;
-  }
-  // A cost per unit this large makes Shard give every shard its own task.
-  Shard(shards, ctx->device()->tensorflow_cpu_worker_threads()->workers, shards,
-        int64_t{1} << 40, run);
-}
-
-int NumShards(OpKernelContext* ctx, int64_t batch) {
-  return ::phased_lstm::NumShards(
-      ctx->device()->tensorflow_cpu_worker_threads()->num_threads, batch);
-}
-
-// The core's ShardRunner for this op's intra-op thread pool.
-::phased_lstm::ShardRunner Runner(OpKernelContext* ctx) {
-  return [ctx](int shards, int64_t batch, const ShardWork& work) {
-    ForEachShard(ctx, shards, batch, work);
-  };
-}
+using phased_lstm_tf::NumShards;
+using phased_lstm_tf::Runner;
 
 // PhasedLSTMSequence (SaveForGradient) and PhasedLSTMSequenceInference.
 template <typename T, bool SaveForGradient>
