@@ -24,11 +24,11 @@ batch 32, 157 batches per epoch, 70 epochs, 5 seeds, accuracy on fresh validatio
 --preset authors trains as the authors' public code does (per-step gate-gradient clipping,
 their gate biases and head; see the flags' help) in its own folder, runs_freq_authors/.
 
---quick changes only --epochs (per sampling: standard 60, high_res 5, async 60) and --val_size
-(500), each unless given on the command line; how long that takes, and on which machine:
-QUICK_NOTE (docs/results_frequency.md). It keeps the paper's epoch of 157 batches of 32, so
-that its epochs compare with the paper's 70 and a quick run continues to them when run again
-without --quick.
+--quick changes only --epochs (per sampling: standard 60, high_res 5, async 60, two_sines 5) and
+--val_size (500), each unless given on the command line; how long that takes, and on which
+machine: QUICK_NOTE (docs/results_frequency.md). It keeps the paper's epoch of 157 batches of
+32, so that its epochs compare with the paper's 70 and a quick run continues to them when run
+again without --quick.
 
 Each run (one sampling, one model, one seed) writes `<log_dir>/<sampling>/<model>/seed<k>/`:
 log.tsv (one row per training batch, with `step` the batch number and `epoch` its epoch; the

@@ -8,11 +8,12 @@ With --backend=jax the library is the XLA FFI one that the Keras 3 PhasedLSTM ru
 (`phased_lstm.jax_ffi`), and TensorFlow is not imported.
 
 The kernels (the Phased LSTM's, the Phased GRU's and the evaluation time gate's, each its own
-library) are built on first use anyway (`phased_lstm.op_library`); a build that failed is
-remembered so that later processes do not call the compiler again. Run this after fixing the
-cause (installing a compiler, setting PHASED_LSTM_CXX), or to see what each build attempt gave.
-Exits 0 when every fused kernel is available, 1 when any falls back to TensorFlow; with
---status, 1 when every build of any kernel failed before or PHASED_LSTM_FUSED=0, else 0 (built,
+library, and the JAX one) are built on first use anyway (`phased_lstm.kernel_build`); a build
+that failed is remembered so that later processes do not call the compiler again. Run this after
+fixing the cause (installing a compiler, setting PHASED_LSTM_CXX), or to see what each build
+attempt gave. Exits 0 when every fused kernel is available, 1 when any falls back (to
+TensorFlow's loop, or to Keras' loop for --backend=jax); with --status, 1 when every build of any
+kernel failed before, none can start (no Eigen for JAX) or PHASED_LSTM_FUSED=0, else 0 (built,
 or to be built on first use).
 """
 

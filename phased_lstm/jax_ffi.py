@@ -37,6 +37,9 @@ TARGETS = {"phased_lstm_forward": "PhasedLstmForward",
            "phased_lstm_grad": "PhasedLstmGrad"}
 SYSTEM_EIGEN = ("/usr/include/eigen3", "/usr/local/include/eigen3")
 DTYPES = ("float32", "float64")
+# Under jax.vmap each handler runs once per mapped element (a loop over calls): correct, not
+# batched.
+VMAP_METHOD = "sequential"
 
 
 def eigen_include_dir():
@@ -107,7 +110,8 @@ def _forward(target, outputs, x, k, c0, h0, kernel, bias, w_c_if, w_c_o, use_pee
     steps, batch, units = x.shape[0], x.shape[1], c0.shape[1]
     shapes = [(steps, batch, units), (batch, units), (batch, units), (steps, batch, units),
               (steps, batch, 4 * units)][:outputs]
-    return jax.ffi.ffi_call(target, [jax.ShapeDtypeStruct(s, x.dtype) for s in shapes])(
+    return jax.ffi.ffi_call(target, [jax.ShapeDtypeStruct(s, x.dtype) for s in shapes],
+                            vmap_method=VMAP_METHOD)(
         x, k, c0, h0, kernel, bias, w_c_if, w_c_o, use_peepholes=use_peepholes,
         threads=np.int64(_threads()))
 
@@ -133,7 +137,8 @@ def _sequence_bwd(use_peepholes, clip, residuals, cotangents):
     d_h, d_c_final, d_h_final = cotangents
     results = [x, k, c0, h0, kernel, bias, w_c_if, w_c_o]
     return tuple(jax.ffi.ffi_call(
-        "phased_lstm_grad", [jax.ShapeDtypeStruct(r.shape, r.dtype) for r in results])(
+        "phased_lstm_grad", [jax.ShapeDtypeStruct(r.shape, r.dtype) for r in results],
+        vmap_method=VMAP_METHOD)(
             x, k, c0, h0, kernel, w_c_if, w_c_o, h, c, gates, d_h, d_c_final, d_h_final,
             use_peepholes=use_peepholes, gate_gradient_clip=np.float32(clip),
             threads=np.int64(_threads())))

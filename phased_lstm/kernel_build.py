@@ -489,8 +489,11 @@ def cached_status(source, toolchain, ladder=None):
     Returns:
       ("cached", rung) for the first rung with a library and no failure before it that is not
       remembered; ("not built", rung) where `load` would compile that rung first; ("failed",
-      None) where every rung failed before.
+      None) where every rung failed before, or where no build can start
+      (`toolchain.missing`).
     """
+    if toolchain.missing:
+        return "failed", None
     folder = cache_dir()
     for rung in build_ladder() if ladder is None else ladder:
         files = _Files.of(folder, source, rung, toolchain)
@@ -598,5 +601,7 @@ class KernelLibrary:
         if state == "not built":
             return ("the fused kernel, compiled on first use (once; "
                     f"`{REBUILD_COMMAND}` builds it now)")
+        if self.toolchain.missing:
+            return f"the {self.fallback}, slower: {self.toolchain.missing}"
         return (f"the {self.fallback}, slower: every build of the fused kernel failed on this "
                 f"machine (`{REBUILD_COMMAND}` says why and builds again)")

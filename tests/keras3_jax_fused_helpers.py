@@ -142,6 +142,26 @@ def sequence():
             x, k, kernel, bias, w_c_if, w_c_o, clip)
         for name, grad in zip(("x", "k", "kernel", "bias", "w_c_if", "w_c_o"), grads):
             results[f"clip{clip}/{name}"] = np.asarray(grad)
+    # The forward-only handler (no gradient asked) against the saving one (under vjp).
+    args = (x, k, zeros, zeros, kernel, bias, w_c_if, w_c_o)
+    for name, outputs in (("forward_only", jax_ffi.fused_sequence(*args)),
+                          ("forward", jax.vjp(jax_ffi.fused_sequence, *args)[0])):
+        for output, value in zip(("h", "c_final", "h_final"), outputs):
+            results[f"{name}/{output}"] = np.asarray(value)
+    # Under jax.vmap (over a leading axis of two copies) each copy gets its own result.
+    mapped = jax.vmap(lambda x: jax_ffi.fused_sequence(x, *args[1:])[0])(np.stack([x, 2 * x]))
+    results["vmap/h"] = np.asarray(mapped)
+    results["vmap/h_of_2x"] = np.asarray(jax_ffi.fused_sequence(2 * x, *args[1:])[0])
+    # A result declared with the wrong shape is refused, not written out of bounds.
+    steps, batch, units = x.shape[0], x.shape[1], zeros.shape[1]
+    wrong = [jax.ShapeDtypeStruct(shape, x.dtype)
+             for shape in ((steps, batch, units + 1), (batch, units), (batch, units))]
+    try:
+        jax.ffi.ffi_call("phased_lstm_forward_only", wrong)(
+            *args, use_peepholes=True, threads=np.int64(1))[0].block_until_ready()
+        results["wrong_result_refused"] = np.array(False)
+    except Exception as error:  # pylint: disable=broad-except  (XlaRuntimeError)
+        results["wrong_result_refused"] = np.array("PhasedLstm: result 0" in str(error))
     # k shared by the batch: its gradient is the sum of the per-example ones.
     shared = k[:, :1]
     for name, k_in in (("shared", shared), ("broadcast", np.repeat(shared, k.shape[1], 1))):

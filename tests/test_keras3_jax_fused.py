@@ -113,6 +113,13 @@ def test_kernel_gradient_matches_the_numpy_back_propagation_with_and_without_cli
                                        err_msg=f"clip {clip}: {name}")
     # The clip acted: the clipped gradient is not the unclipped one.
     assert np.abs(got["clip0.5/kernel"] - got["clipNone/kernel"]).max() > 1e-3
+    # The forward-only handler gives the saving forward's outputs.
+    for output in ("h", "c_final", "h_final"):
+        np.testing.assert_allclose(got[f"forward_only/{output}"], got[f"forward/{output}"],
+                                   rtol=1e-14, atol=1e-15, err_msg=output)
+    assert got["wrong_result_refused"], "a result of the wrong shape was not refused"
+    np.testing.assert_allclose(got["vmap/h"][0], got["forward_only/h"], rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(got["vmap/h"][1], got["vmap/h_of_2x"], rtol=1e-14, atol=1e-15)
     # A k shared by the batch gets the sum of the gradients it would get per example.
     np.testing.assert_allclose(got["shared/k"][:, 0],
                                got["broadcast/k"].sum(axis=1), rtol=1e-12, atol=1e-12)
@@ -160,6 +167,14 @@ def test_without_eigen_no_build_is_tried():
         "    try:\n"
         "        kernel_build.load(jax_ffi.SOURCE, toolchain)\n"
         "    except kernel_build.BuildError as error:\n"
-        "        print(compiler.call_count, error)\n", "jax")
-    assert out.startswith("0 cannot build against JAX"), out
-    assert "no Eigen headers found" in out and "libeigen3-dev" in out, out
+        "        print(compiler.call_count, error)\n"
+        "library = kernel_build.KernelLibrary(jax_ffi.SOURCE, toolchain, 'Phased LSTM',\n"
+        "                                     'PhasedLSTM on JAX', fallback='Keras loop')\n"
+        "print(kernel_build.cached_status(jax_ffi.SOURCE, toolchain)[0])\n"
+        "print(library.cached_description())\n", "jax")
+    lines = out.strip().splitlines()
+    assert lines[-3].startswith("0 cannot build against JAX"), out
+    assert "no Eigen headers found" in lines[-3] and "libeigen3-dev" in lines[-3], out
+    # The cache's status (`python -m phased_lstm.build --status`) says no build can start.
+    assert lines[-2] == "failed", out
+    assert lines[-1].startswith("the Keras loop, slower: no Eigen headers found"), out

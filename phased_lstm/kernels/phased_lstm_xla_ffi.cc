@@ -9,8 +9,9 @@
 //
 //   PhasedLstmForward: x, k, c0, h0, kernel, bias, w_c_if, w_c_o -> h, c_final, h_final, c,
 //     gates (c and gates saved for the gradient), as the op PhasedLSTMSequence.
-//   PhasedLstmForwardOnly: the same inputs -> h, c_final, h_final, bit for bit, without
-//     writing c and gates (PhasedLSTMSequenceInference).
+//   PhasedLstmForwardOnly: the same inputs -> h, c_final, h_final, without writing c and gates
+//     (PhasedLSTMSequenceInference): the same operations on the same values, equal to the
+//     forward's outputs to rounding (bit for bit where XLA aligns its buffers as TensorFlow).
 //   PhasedLstmGrad: x, k, c0, h0, kernel, w_c_if, w_c_o, h, c, gates, dh, dc_final, dh_final
 //     -> dx, dk, dc0, dh0, dkernel, dbias, dw_c_if, dw_c_o (PhasedLSTMSequenceGrad).
 //
@@ -20,7 +21,9 @@
 
 #include <cmath>
 #include <cstdint>
+#include <exception>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -36,15 +39,44 @@ namespace ffi = xla::ffi;
 namespace phased_lstm {
 namespace {
 
-// Runs the blocks on threads of their own, the first on the calling thread.
+// Runs the blocks on threads of their own, the first on the calling thread. Where no more
+// threads can be started, the calling thread runs the blocks left. An exception in any block
+// (std::bad_alloc) is rethrown here once every thread has joined, so that the handler can
+// return it as an error instead of terminating the process.
 void RunOnThreads(int shards, int64_t batch, const ShardWork& work) {
+  std::vector<std::exception_ptr> errors(shards);
+  auto block = [&](int s) {
+    try {
+      work(s, batch * s / shards, batch * (s + 1) / shards);
+    } catch (...) {
+      errors[s] = std::current_exception();
+    }
+  };
   std::vector<std::thread> threads;
   threads.reserve(shards - 1);
-  for (int s = 1; s < shards; ++s) {
-    threads.emplace_back(work, s, batch * s / shards, batch * (s + 1) / shards);
+  int started = 1;
+  try {
+    for (; started < shards; ++started) threads.emplace_back(block, started);
+  } catch (const std::system_error&) {
+    // The process may start no more threads: the blocks left run below.
   }
-  work(0, 0, batch / shards);
+  for (int s = started; s < shards; ++s) block(s);
+  block(0);
   for (std::thread& thread : threads) thread.join();
+  for (const std::exception_ptr& error : errors) {
+    if (error) std::rethrow_exception(error);
+  }
+}
+
+// Runs the kernel, turning a C++ exception into the handler's error.
+template <typename Kernel>
+ffi::Error Guarded(const Kernel& kernel) {
+  try {
+    kernel();
+  } catch (const std::exception& exception) {
+    return ffi::Error::Internal(std::string("PhasedLstm: ") + exception.what());
+  }
+  return ffi::Error::Success();
 }
 
 // Asks Linux to back the 2 MiB-aligned part of a result buffer with huge pages before the
@@ -126,6 +158,21 @@ ffi::Error CheckPeepholes(const ffi::AnyBuffer& w_c_if, const ffi::AnyBuffer& w_
   return ffi::Error::Success();
 }
 
+// An error unless each result has its shape in `shapes` and the dtype `dtype`: the kernel
+// writes them through pointers sized from the inputs.
+ffi::Error CheckResults(const std::vector<ffi::Result<ffi::AnyBuffer>*>& results,
+                        const std::vector<std::vector<int64_t>>& shapes, ffi::DataType dtype) {
+  for (size_t i = 0; i < results.size(); ++i) {
+    const ffi::AnyBuffer& result = **results[i];
+    if (result.element_type() != dtype || !HasShape(result, shapes[i])) {
+      return ffi::Error::InvalidArgument("PhasedLstm: result " + std::to_string(i) +
+                                         " has shape " + ShapeText(result) +
+                                         " or a dtype other than x's");
+    }
+  }
+  return ffi::Error::Success();
+}
+
 template <typename T>
 const T* In(const ffi::AnyBuffer& buffer) {
   return static_cast<const T*>(buffer.untyped_data());
@@ -160,8 +207,15 @@ ffi::Error ForwardImpl(ffi::AnyBuffer x, ffi::AnyBuffer k, ffi::AnyBuffer c0, ff
     ffi::ErrorOr<ffi::Result<ffi::AnyBuffer>> ret = rets.get<ffi::AnyBuffer>(i);
     if (ret.has_error()) return ret.error();
     out.push_back(ret.value());
-    AdviseHugePages(out.back());
   }
+  const std::vector<int64_t> sequence{d.steps, d.batch, d.units}, state{d.batch, d.units};
+  std::vector<ffi::Result<ffi::AnyBuffer>*> results;
+  for (ffi::Result<ffi::AnyBuffer>& result : out) results.push_back(&result);
+  error = CheckResults(results, {sequence, state, state, sequence,
+                                 {d.steps, d.batch, 4 * d.units}},
+                       x.element_type());
+  if (error.failure()) return error;
+  for (ffi::Result<ffi::AnyBuffer>& result : out) AdviseHugePages(result);
   auto run = [&](auto zero) {
     using T = decltype(zero);
     const Weights<T> weights{In<T>(kernel), In<T>(bias),
@@ -174,12 +228,13 @@ ffi::Error ForwardImpl(ffi::AnyBuffer x, ffi::AnyBuffer k, ffi::AnyBuffer c0, ff
                                 weights, outputs, NumShards(static_cast<int>(threads), d.batch),
                                 RunOnThreads);
   };
-  if (x.element_type() == ffi::DataType::F32) {
-    run(float{0});
-  } else {
-    run(double{0});
-  }
-  return ffi::Error::Success();
+  return Guarded([&] {
+    if (x.element_type() == ffi::DataType::F32) {
+      run(float{0});
+    } else {
+      run(double{0});
+    }
+  });
 }
 
 ffi::Error GradImpl(ffi::AnyBuffer x, ffi::AnyBuffer k, ffi::AnyBuffer c0, ffi::AnyBuffer h0,
@@ -213,6 +268,13 @@ ffi::Error GradImpl(ffi::AnyBuffer x, ffi::AnyBuffer k, ffi::AnyBuffer c0, ffi::
         "PhasedLstm: gate_gradient_clip must be finite and >= 0 (0: no clipping); got " +
         std::to_string(gate_gradient_clip));
   }
+  const int64_t n = use_peepholes ? d.units : 0;
+  error = CheckResults({&dx, &dk, &dc0, &dh0, &dkernel, &dbias, &dw_c_if, &dw_c_o},
+                       {{d.steps, d.batch, d.input_size}, {d.steps, d.k_batch, d.units}, state,
+                        state, {d.input_size + d.units, 4 * d.units}, {4 * d.units}, {n, 2 * n},
+                        {n, n}},
+                       x.element_type());
+  if (error.failure()) return error;
   for (ffi::Result<ffi::AnyBuffer>* buffer : {&dx, &dk, &dc0, &dh0}) AdviseHugePages(*buffer);
   auto run = [&](auto zero) {
     using T = decltype(zero);
@@ -227,12 +289,13 @@ ffi::Error GradImpl(ffi::AnyBuffer x, ffi::AnyBuffer k, ffi::AnyBuffer c0, ffi::
     Backward<T>(d, use_peepholes, static_cast<T>(gate_gradient_clip), weights, inputs,
                 gradients, NumShards(static_cast<int>(threads), d.batch), RunOnThreads);
   };
-  if (x.element_type() == ffi::DataType::F32) {
-    run(float{0});
-  } else {
-    run(double{0});
-  }
-  return ffi::Error::Success();
+  return Guarded([&] {
+    if (x.element_type() == ffi::DataType::F32) {
+      run(float{0});
+    } else {
+      run(double{0});
+    }
+  });
 }
 
 }  // namespace

@@ -35,7 +35,7 @@
 //
 // The rows (step, example) are independent: they are split between the intra-op threads.
 
-#include <atomic>
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
