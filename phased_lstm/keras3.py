@@ -25,6 +25,7 @@ Importing this module registers the classes for Keras serialization (package "ph
 so `keras.saving.load_model` restores `.keras` files without custom_objects.
 """
 
+import functools
 import math
 import numbers
 
@@ -693,49 +694,32 @@ class PhasedLSTM(keras.layers.RNN):
         """call's result from the fused kernel: on TensorFlow the op (`phased_lstm.fused_rnn`),
         at inference (`fused_rnn.keras_forward_only(training)`) its forward-only op, after the
         fused gate kernel's k where that kernel is available (the same values); on JAX the same
-        C++ as XLA custom calls (`_jax_fused_call`).
+        C++ as XLA custom calls (`phased_lstm.jax_ffi`).
 
         A mask is folded into the gate, as in phased_lstm_rnn: k = 0 at a masked step keeps
         the state and repeats the last output, which is what Keras' loop does there (from a
         zero state). Masked steps' features and gates are zeroed first, so that NaN padding
         cannot reach the state.
         """
+        live = None if mask is None else ops.cast(mask, "bool")
+        k = None
         if keras.backend.backend() == "jax":
-            return self._jax_fused_call(features, times, initial_state, mask, training)
-        import tensorflow as tf  # pylint: disable=import-outside-toplevel
-        from phased_lstm import fused_rnn  # pylint: disable=import-outside-toplevel
-
-        cell = self.cell
-        forward_only = fused_rnn.keras_forward_only(training)
-        live = None if mask is None else tf.cast(mask, tf.bool)
-        if forward_only and fused_rnn.TIME_GATE.available():
-            k = cell.forward_only_gate(times, training, live)  # time-major
+            from phased_lstm import jax_ffi  # pylint: disable=import-outside-toplevel
+            run = jax_ffi.fused_sequence  # its forward-only handler runs where no gradient is
         else:
-            k = tf.transpose(cell.time_gate(times, training), [1, 0, 2])
+            from phased_lstm import fused_rnn  # pylint: disable=import-outside-toplevel
+            forward_only = fused_rnn.keras_forward_only(training)
+            run = functools.partial(fused_rnn.fused_sequence, forward_only=forward_only)
+            if forward_only and fused_rnn.TIME_GATE.available():
+                k = self.cell.forward_only_gate(times, training, live)  # time-major
+        if k is None:  # by keras.ops: XLA fuses it on JAX; differentiable for the timing weights
+            k = ops.transpose(self.cell.time_gate(times, training), [1, 0, 2])
             if live is not None:
-                k = tf.where(tf.transpose(live)[:, :, None], k, tf.zeros_like(k))
+                k = ops.where(ops.transpose(live)[:, :, None], k, ops.zeros_like(k))
         if live is not None:
-            features = tf.where(live[:, :, None], features, tf.zeros_like(features))
-        h_seq, c, h = fused_rnn.fused_sequence(
-            tf.transpose(features, [1, 0, 2]), k, *self._kernel_state(features, initial_state),
-            *self._kernel_weights(), forward_only=forward_only)
-        output = tf.transpose(h_seq, [1, 0, 2]) if self.return_sequences else h
-        return (output, h, c) if self.return_state else output  # as RNN.call
-
-    def _jax_fused_call(self, features, times, initial_state, mask, training):
-        """_fused_call on JAX: the gate by keras.ops (XLA fuses it, and differentiates it for
-        the timing variables), the recurrence by `jax_ffi.fused_sequence` (a custom_vjp whose
-        forward-only handler runs where no gradient is taken)."""
-        from phased_lstm import jax_ffi  # pylint: disable=import-outside-toplevel
-
-        k = ops.transpose(self.cell.time_gate(times, training), [1, 0, 2])  # time-major
-        if mask is not None:
-            live = ops.cast(mask, "bool")
-            k = ops.where(ops.transpose(live)[:, :, None], k, ops.zeros_like(k))
             features = ops.where(live[:, :, None], features, ops.zeros_like(features))
-        h_seq, c, h = jax_ffi.fused_sequence(
-            ops.transpose(features, [1, 0, 2]), k, *self._kernel_state(features, initial_state),
-            *self._kernel_weights())
+        h_seq, c, h = run(ops.transpose(features, [1, 0, 2]), k,
+                          *self._kernel_state(features, initial_state), *self._kernel_weights())
         output = ops.transpose(h_seq, [1, 0, 2]) if self.return_sequences else h
         return (output, h, c) if self.return_state else output  # as RNN.call
 
